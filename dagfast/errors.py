@@ -1,0 +1,91 @@
+"""Every error dagfast raises on purpose.
+
+    DagfastError                 the root: anything else that escapes is a bug
+     ├── LoadError               a DAG file cannot be used; carries every Problem found
+     ├── UsageError              the command line or API was called wrongly
+     ├── RunError                a run could not start or continue (home not writable, ...)
+     └── SchedulerBug            an impossible state inside the engine ("this is a bug")
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DagfastError",
+    "LoadError",
+    "Problem",
+    "RunError",
+    "SchedulerBug",
+    "UsageError",
+]
+
+
+class Problem:
+    """One thing wrong with a DAG file, with where it is (JSON path, line, column)."""
+
+    __slots__ = ("message", "path", "file", "line", "column")
+
+    def __init__(
+        self,
+        message: str,
+        path: str | None = None,
+        file: str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+    ) -> None:
+        self.message = message
+        self.path = path
+        self.file = file
+        self.line = line
+        self.column = column
+
+    def __str__(self) -> str:
+        where = self.file or "<dag>"
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        text = f"{where}: {self.message}"
+        if self.path:
+            text += f" - at `{self.path}`"
+        return text
+
+    def __repr__(self) -> str:
+        return f"Problem({str(self)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Problem):
+            return NotImplemented
+        return str(self) == str(other)
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+
+class DagfastError(Exception):
+    """The root of every error dagfast raises on purpose."""
+
+
+class LoadError(DagfastError):
+    """A DAG file cannot be used; `problems` lists everything found wrong, in file order."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__(problems)
+        self.problems = problems
+
+    def __str__(self) -> str:
+        return "\n".join(str(p) for p in self.problems)
+
+
+class UsageError(DagfastError):
+    """The command line or the Python API was called wrongly."""
+
+
+class RunError(DagfastError):
+    """A run could not start or could not continue, for a reason outside the DAG file."""
+
+
+class SchedulerBug(DagfastError):
+    """The engine reached a state that should be impossible."""
+
+    def __str__(self) -> str:
+        return f"{self.args[0]} [this is a bug]"

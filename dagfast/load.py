@@ -1,0 +1,890 @@
+"""DAG file -> `model.Dag`: the only code that joins the `spec` and `model` layers.
+
+First the YAML becomes plain values (`yamlsrc`). Second msgspec converts them to the
+spec Structs in one call; only when that fails are the keys checked mapping by
+mapping and the fields converted one by one, so that every problem is reported.
+Third the steps are checked and resolved (names, ids, depends, cycles, commands,
+directories). Nothing runs until all of that passed: only then are the `env` values
+evaluated (backticks run commands) and `maxActiveSteps` expanded.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import shlex
+import subprocess
+from collections import ChainMap
+from collections.abc import Callable, Mapping
+from operator import attrgetter
+from typing import Any
+
+import msgspec
+from msgspec import UNSET
+
+from . import yamlsrc
+from .errors import LoadError, Problem
+from .expand import ExpandError, expand, has_references
+from .model import Dag, Step
+from .spec import ALIASES, DAG_TYPES, SUPPORTED, DagSpec, StepSpec
+from .yamlsrc import Path
+
+__all__ = ["load", "load_text"]
+
+SH_LIKE = frozenset(("sh", "bash", "dash", "zsh", "ksh", "ash", "mksh"))
+"""Shells that take `-e` and run a multi-line script given with `-c`."""
+
+MAX_PROBLEMS = 1000
+"""Problems listed in one LoadError; the rest are counted."""
+
+RESERVED_IDS = frozenset(("env", "params", "args", "stdout", "stderr", "output", "outputs"))
+
+_ID = re.compile(r"[a-zA-Z][a-zA-Z0-9_-]*")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_UINT = re.compile(r"[0-9]+")
+_MAY_HOLD_NUL = re.compile(rb"\\(0|x00|u0000|U00000000)")  # YAML escapes; raw NULs fail to parse
+_MSGSPEC_PATH = re.compile(r"\.([^.\[]+)|\[(\d+)\]|\[\.\.\.\]")
+_HINT_BUDGET = 20_000  # names difflib may compare in all (0.3 s; 1.4 s per 100,000-name lookup)
+_STEPS_TYPE = list[StepSpec | str | None]
+
+
+def load(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> Dag:
+    """Load and check the DAG file at `path`; raises LoadError listing every problem."""
+    file = os.fspath(path)
+    full = os.path.abspath(file)
+    try:
+        with open(full, "rb") as f:
+            data = f.read(yamlsrc.MAX_BYTES + 1)
+    except OSError as e:
+        raise LoadError([Problem(f"cannot read the file: {e.strerror}", file=file)]) from None
+    stem = os.path.splitext(os.path.basename(full))[0]
+    return _load(data, file, full, os.path.dirname(full), stem, environ)
+
+
+def load_text(
+    text: str | bytes,
+    *,
+    file: str = "<string>",
+    base_dir: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Dag:
+    """Load DAG YAML given as text; relative directories are taken from `base_dir`
+    (default: the current directory) and the DAG is named "dag" unless it says."""
+    if isinstance(text, str):
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise LoadError(
+                [Problem(f"text is not valid Unicode ({e.reason})", file=file)]
+            ) from None
+    else:
+        data = bytes(text)
+    base = os.path.abspath(os.fspath(base_dir) if base_dir is not None else os.getcwd())
+    return _load(data, file, "", base, "dag", environ)
+
+
+# ---------------------------------------------------------------------------------------
+
+
+class _Problems:
+    """Problems found so far, each at a path; located in the source only when raised.
+
+    Past MAX_PROBLEMS only a count is kept: a file with a million broken steps must
+    still fail fast, and nobody reads the millionth line."""
+
+    def __init__(self, data: bytes, file: str) -> None:
+        self.data = data
+        self.file = file
+        self.found: list[tuple[Path, str, bool]] = []
+        self.more = 0
+
+    def add(self, path: Path, message: str, at_key: bool = False) -> None:
+        if len(self.found) < MAX_PROBLEMS:
+            self.found.append((path, message, at_key))
+        else:
+            self.more += 1
+
+    def __len__(self) -> int:
+        return len(self.found) + self.more
+
+    def raise_if_any(self) -> None:
+        if not self.found:
+            return
+        spans = yamlsrc.locate(self.data, [p for p, _, _ in self.found])
+        problems = []
+        for path, message, at_key in self.found:
+            span = spans.get(path)
+            line = col = None
+            if span is not None:
+                line, col = (span[0], span[1]) if at_key else (span[2], span[3])
+            problems.append(Problem(message, yamlsrc.render(path), self.file, line, col))
+        problems.sort(key=lambda p: (p.line or 0, p.column or 0))
+        if self.more:
+            problems.append(Problem(f"... and {self.more:,} more problems", file=self.file))
+        raise LoadError(problems)
+
+
+class _Steps:
+    """The steps after conversion, and how to name their paths in messages."""
+
+    def __init__(self, key: str, keys: list[str] | None) -> None:
+        self.key = key  # the user's spelling of `steps`
+        self.keys = keys  # the mapping keys, when steps were written as a mapping
+        self.specs: list[StepSpec] = []
+        self.spell: list[dict[str, str] | None] | None = None
+        self.incomplete: set[int] = set()  # steps whose problems are already reported
+
+    def path(self, i: int, *rest: str | int) -> Path:
+        head = self.keys[i] if self.keys is not None else i
+        if rest and self.spell is not None and self.spell[i] is not None:
+            rest = (self.spell[i].get(rest[0], rest[0]),) + rest[1:]
+        return (self.key, head) + rest
+
+
+def _load(
+    data: bytes,
+    file: str,
+    dag_path: str,
+    base_dir: str,
+    default_name: str,
+    environ: Mapping[str, str] | None,
+) -> Dag:
+    if environ is None:
+        environ = os.environ
+    tree = yamlsrc.parse(data, file)
+    problems = _Problems(data, file)
+
+    # First: spec Structs, in one msgspec call when the file has no problem.
+    header, dag_spell, mas_expr, steps = _convert(tree, problems)
+    name = header.name or default_name
+
+    # Second: the steps, resolved and checked.
+    shell = _dag_shell(header, dag_spell, environ, problems)
+    dag_entries = _env_entries(header.env, (dag_spell.get("env", "env"),), problems)
+    built = _build_steps(steps, header.type == "chain", shell, problems)
+    if _MAY_HOLD_NUL.search(data):
+        _check_nul(tree, problems)
+    problems.raise_if_any()
+
+    # Third: evaluation, which may run commands (backticks); directories come first,
+    # since commands run in the DAG's.
+    dag_dir = base_dir
+    if header.working_dir:
+        where = (dag_spell.get("workingDir", "workingDir"),)
+        dag_dir = _directory(base_dir, header.working_dir, environ, base_dir, where, problems)
+    dag_env = _evaluate(dag_entries, environ, dag_dir, problems)
+    scope = ChainMap(dict(dag_env), dict(environ))
+    step_envs = [
+        _evaluate(entries, scope, dag_dir, problems) if entries else ()
+        for entries in built.env_entries
+    ]
+    dirs = _step_dirs(built, steps, dag_dir, scope, step_envs, problems)
+    max_active = header.max_active_steps
+    if mas_expr is not None:
+        max_active = _expand_max_active(mas_expr, dag_spell, scope, dag_dir, problems)
+    problems.raise_if_any()
+
+    steps_out = tuple(
+        map(Step, built.names, built.argv, built.depends, built.ids, built.descriptions,
+            dirs, step_envs, built.scripts)
+    )  # fmt: skip
+    return Dag(
+        name=name,
+        steps=steps_out,
+        path=dag_path,
+        dir=dag_dir,
+        description=header.description or "",
+        env=tuple(dag_env),
+        max_active_steps=max_active,
+        type=header.type,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# First: conversion
+
+
+def _convert(tree: dict, problems: _Problems) -> tuple[DagSpec, dict[str, str], str | None, _Steps]:
+    """The header as a DagSpec (steps left out), the user's key spellings, the
+    `maxActiveSteps` expression if it is one, and the converted steps."""
+    mas_expr = None
+    value = tree.get("maxActiveSteps")
+    if type(value) is str and has_references(value):
+        mas_expr = value
+        tree = {**tree, "maxActiveSteps": 0}
+    try:
+        spec = msgspec.convert(tree, DagSpec, strict=False)
+    except msgspec.ValidationError:
+        return _convert_slowly(tree, mas_expr, problems)
+    raw = spec.steps
+    steps = _Steps("steps", list(raw) if type(raw) is dict else None)
+    steps.specs = list(raw.values()) if type(raw) is dict else (raw or [])
+    return spec, {}, mas_expr, steps
+
+
+def _convert_slowly(tree: dict, mas_expr: str | None, problems: _Problems):
+    """Check the keys of every mapping, then convert field by field: every problem."""
+    norm, dag_spell, _ = _normalize(tree, "dag", (), problems)
+    if mas_expr is None and "maxActiveSteps" in norm:
+        value = norm["maxActiveSteps"]
+        if type(value) is str and has_references(value):
+            mas_expr = value
+            norm["maxActiveSteps"] = 0
+    raw_steps = norm.pop("steps", None)
+    header = _convert_fields(norm, DagSpec, (), dag_spell, problems)
+    steps_key = dag_spell.get("steps", "steps")
+
+    if type(raw_steps) is dict:
+        steps = _Steps(steps_key, list(raw_steps))
+        items = list(raw_steps.values())
+    elif type(raw_steps) is list:
+        steps = _Steps(steps_key, None)
+        items = raw_steps
+    else:
+        steps = _Steps(steps_key, None)
+        items = []
+        if raw_steps is not None:
+            problems.add(
+                (steps_key,), f"Expected a list or a mapping of steps, got `{_show(raw_steps)}`"
+            )
+
+    steps.spell = spell_list = [None] * len(items)
+    norm_items: list[Any] = []
+    for i, item in enumerate(items):
+        if type(item) is dict:
+            item, spell, left_out = _normalize(item, "step", steps.path(i), problems)
+            spell_list[i] = spell
+            if left_out:
+                steps.incomplete.add(i)
+        elif type(item) is list:
+            problems.add(
+                steps.path(i), "a nested list of steps (a parallel group) is not supported yet"
+            )
+            steps.incomplete.add(i)
+            item = None
+        norm_items.append(item)
+    try:
+        steps.specs = msgspec.convert(norm_items, _STEPS_TYPE, strict=False)
+    except msgspec.ValidationError:
+        specs = []
+        for i, item in enumerate(norm_items):
+            if type(item) is dict:
+                before = len(problems)
+                specs.append(
+                    _convert_fields(item, StepSpec, steps.path(i), spell_list[i], problems)
+                )
+                if len(problems) > before:
+                    steps.incomplete.add(i)
+            else:
+                specs.append(item)
+        steps.specs = specs
+    return header, dag_spell, mas_expr, steps
+
+
+def _normalize(mapping: dict, kind: str, path: Path, problems: _Problems):
+    """The mapping with canonical keys (unknown and unsupported ones reported and left
+    out), the user's spelling of each key, and whether any key was left out (then a
+    step's "nothing to run" would only repeat the problem: `run:`, `comand:`)."""
+    aliases = ALIASES[kind]
+    supported = SUPPORTED[kind]
+    norm: dict[str, Any] = {}
+    spell: dict[str, str] = {}
+    left_out = False
+    for key, value in mapping.items():
+        canon = aliases.get(key)
+        if canon is None:
+            left_out = True
+            hint = difflib.get_close_matches(key, aliases, n=1)
+            problems.add(
+                path + (key,),
+                f"unknown key `{key}`" + (f" (did you mean `{hint[0]}`?)" if hint else ""),
+                True,
+            )
+        elif canon in spell:
+            problems.add(
+                path + (key,), f"`{key}` is the same key as `{spell[canon]}`; give it once", True
+            )
+        else:
+            spell[canon] = key
+            if canon in supported:
+                norm[canon] = value
+            else:
+                problems.add(path + (key,), f"`{key}` is not supported yet", True)
+                left_out = True
+    return norm, spell, left_out
+
+
+def _convert_fields(
+    norm: dict, cls: type, path: Path, spell: dict[str, str] | None, problems: _Problems
+):
+    """`cls` from `norm`; on failure each field alone, reporting each one that fails."""
+    try:
+        return msgspec.convert(norm, cls, strict=False)
+    except msgspec.ValidationError:
+        pass
+    good = {}
+    for key, value in norm.items():
+        try:
+            msgspec.convert({key: value}, cls, strict=False)
+        except msgspec.ValidationError as e:
+            rel, message = _explain(str(e), norm)
+            if rel and spell:
+                rel = (spell.get(rel[0], rel[0]),) + rel[1:]
+            problems.add(path + rel, message)
+        else:
+            good[key] = value
+    return msgspec.convert(good, cls, strict=False)
+
+
+def _explain(text: str, raw: Any) -> tuple[Path, str]:
+    """A msgspec message as a path and a message that shows the value as written."""
+    message, sep, where = text.rpartition(" - at `")
+    if not sep:
+        return (), text
+    rel: list[str | int] = []
+    for m in _MSGSPEC_PATH.finditer(where.rstrip("`"), 1):
+        if m.group(1) is not None:
+            rel.append(m.group(1))
+        elif m.group(2) is not None:
+            rel.append(int(m.group(2)))
+        else:
+            break  # `[...]`: a mapping value whose key msgspec does not say
+    value = raw
+    for part in rel:
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError):
+            value = None
+            break
+    if message.startswith("Invalid enum value") and rel == ["type"]:
+        message = "Expected " + " or ".join(f"`{t}`" for t in DAG_TYPES)
+    if message.startswith("Expected") and type(value) is str:
+        message = re.sub(r", got `[^`]*`$", "", message) + f", got `{_show(value)}`"
+    return tuple(rel), message
+
+
+def _show(value: Any, width: int = 60) -> str:
+    """A value as it may appear inside backticks in a one-line message."""
+    if value is None:
+        return "null"
+    if type(value) is list:
+        return "a list"
+    if type(value) is dict:
+        return "a mapping"
+    text = value.replace("\n", "\\n")
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+# ---------------------------------------------------------------------------------------
+# Second: the steps
+
+
+class _Built:
+    """The per-step columns of the model, in file order."""
+
+    __slots__ = (
+        "names",
+        "argv",
+        "depends",
+        "ids",
+        "descriptions",
+        "working_dirs",
+        "scripts",
+        "env_entries",
+    )
+
+
+def _dag_shell(
+    header: DagSpec, spell: dict[str, str], environ: Mapping[str, str], problems: _Problems
+):
+    """The shell words steps use unless they set their own."""
+    if header.shell is not None:
+        return _shell_words(header.shell, (spell.get("shell", "shell"),), problems) or ("sh",)
+    default = environ.get("SHELL")
+    return (default,) if default else ("sh",)
+
+
+def _shell_words(value: str | list[str], path: Path, problems: _Problems) -> tuple[str, ...] | None:
+    if type(value) is str:
+        try:
+            words = shlex.split(value)
+        except ValueError as e:
+            problems.add(path, f"cannot split `{_show(value)}` into words ({e})")
+            return None
+    else:
+        words = list(value)
+    if not words or not words[0]:
+        problems.add(path, "the shell is empty")
+        return None
+    return tuple(words)
+
+
+def _is_sh_like(words: tuple[str, ...]) -> bool:
+    return os.path.basename(words[0]) in SH_LIKE
+
+
+def _sets_errexit(words: tuple[str, ...]) -> bool:
+    """Whether the shell's own flags already say -e, +e or -o/+o errexit."""
+    for i, w in enumerate(words[1:], 1):
+        if w in ("-o", "+o"):
+            if i + 1 < len(words) and words[i + 1] == "errexit":
+                return True
+        elif len(w) > 1 and w[0] in "-+" and w[1] != w[0] and "e" in w[1:]:
+            return True
+    return False
+
+
+class _Shell:
+    """One shell's argv prefixes, computed once for all the steps that use it."""
+
+    __slots__ = ("words", "sh_like", "c")
+
+    def __init__(self, words: tuple[str, ...], errexit: bool) -> None:
+        self.words = words
+        self.sh_like = _is_sh_like(words)
+        e = ("-e",) if errexit and self.sh_like and not _sets_errexit(words) else ()
+        self.c = words + e + ("-c",)  # followed by the command text
+
+
+def _build_steps(
+    steps: _Steps, chain: bool, dag_shell: tuple[str, ...], problems: _Problems
+) -> _Built:
+    """Names, ids, argv and depends of every step, checking as it goes.
+
+    Works column by column: a field no step sets costs one C-level count, and only
+    the steps that are not a plain one-line command go through `_command`."""
+    specs = steps.specs
+    n = len(specs)
+    if n and set(map(type, specs)) != {StepSpec}:
+        specs = steps.specs = [s if type(s) is StepSpec else _shorthand(s) for s in specs]
+    written, cmds, scripts_in, shells, wds, envs, ids, descs, deps = [
+        list(map(g, specs)) for g in _COLUMNS
+    ]
+    keys = steps.keys
+
+    # Names, and the index that depends and ids resolve through.
+    if keys is not None:
+        for i, name in enumerate(written):
+            if name and name != keys[i]:
+                problems.add(
+                    steps.path(i, "name"),
+                    f"the name `{name}` differs from the step's key `{keys[i]}`",
+                )
+        names = list(keys)
+    elif None in written or "" in written:
+        names = [
+            w or (f"script_{i + 1}" if scripts_in[i] is not None else f"cmd_{i + 1}")
+            for i, w in enumerate(written)
+        ]
+    else:
+        names = written
+    index = dict(zip(names, range(n)))
+    if len(index) != n:
+        index = {}
+        for i, name in enumerate(names):
+            if name in index:
+                where = steps.path(i, "name") if written[i] else steps.path(i)
+                problems.add(where, f"duplicate step name `{name}`")
+            else:
+                index[name] = i
+
+    # argv: plain one-line commands with the DAG's shell at C speed, the rest one by one.
+    default = _Shell(dag_shell, True)
+    single = default.c
+    argvs = [single + (c,) if c.__class__ is str and c and "\n" not in c else None for c in cmds]
+    scripts: list[str | None] = [None] * n
+    odd = set()
+    if None in argvs:
+        odd.update(i for i, a in enumerate(argvs) if a is None)
+    for column in (shells, scripts_in):
+        if column.count(None) != n:
+            odd.update(i for i, x in enumerate(column) if x is not None)
+    for i in sorted(odd):
+        s = specs[i]
+        if not s.command and not s.script:
+            argvs[i] = ()
+            if i not in steps.incomplete:
+                problems.add(
+                    steps.path(i), "the step has nothing to run (no `command` or `script`)"
+                )
+        else:
+            argvs[i], scripts[i] = _command(s, i, steps, default, problems)
+
+    working_dirs = [] if wds.count(None) == n else [(i, wd) for i, wd in enumerate(wds) if wd]
+    descriptions = [""] * n if descs.count(None) == n else [d or "" for d in descs]
+    env_entries: list[list] = [[]] * n
+    if envs.count(None) != n:
+        for i, env in enumerate(envs):
+            if env is not None:
+                env_entries[i] = _env_entries(env, steps.path(i, "env"), problems)
+
+    id_index: dict[str, int] = {}
+    if ids.count(None) != n:
+        for i, sid in enumerate(ids):
+            if sid is None:
+                continue
+            where = steps.path(i, "id")
+            if not _ID.fullmatch(sid):
+                problems.add(
+                    where, f"id `{sid}` must be a letter followed by letters, digits, `_` or `-`"
+                )
+            elif sid in RESERVED_IDS:
+                problems.add(where, f"id `{sid}` is reserved")
+            elif sid in id_index:
+                problems.add(where, f"duplicate id `{sid}`")
+            elif index.get(sid, i) != i:
+                problems.add(where, f"id `{sid}` is the name of another step")
+            else:
+                id_index[sid] = i
+
+    built = _Built()
+    built.names, built.argv, built.ids, built.scripts = names, argvs, ids, scripts
+    built.descriptions, built.working_dirs, built.env_entries = (
+        descriptions,
+        working_dirs,
+        env_entries,
+    )
+    built.depends = _resolve_depends(deps, names, steps, index, id_index, chain, problems)
+    return built
+
+
+_COLUMNS = [
+    attrgetter(field)
+    for field in (
+        "name",
+        "command",
+        "script",
+        "shell",
+        "working_dir",
+        "env",
+        "id",
+        "description",
+        "depends",
+    )
+]
+
+
+def _shorthand(item: str | None) -> StepSpec:
+    """A bare string in the steps list is its command; an empty item is an empty step."""
+    return StepSpec() if item is None else StepSpec(command=item)
+
+
+def _command(s: StepSpec, i: int, steps: _Steps, default: _Shell, problems: _Problems):
+    """argv and script of a step that is not a plain one-line command."""
+    shell = default
+    if s.shell is not None:
+        words = _shell_words(s.shell, steps.path(i, "shell"), problems)
+        if words is None:
+            return (), None
+        shell = _Shell(words, False)  # a step's own shell gets no -e
+    cmd, script = s.command, s.script
+    if not cmd and script is None:
+        return (), None  # nothing to run: reported later
+    if script is not None:
+        if cmd:
+            if type(cmd) is not str or "\n" in cmd.rstrip("\n"):
+                problems.add(
+                    steps.path(i, "command"), "`command` must be one line when `script` is given"
+                )
+                return (), None
+            try:
+                argv = shlex.split(cmd)
+            except ValueError as e:
+                problems.add(
+                    steps.path(i, "command"), f"cannot split `{_show(cmd)}` into words ({e})"
+                )
+                return (), None
+            if not argv:
+                problems.add(steps.path(i, "command"), "`command` is blank")
+            return tuple(argv), script
+        return _text(script, shell)
+    if type(cmd) is list:
+        # One sh-like script with -e: it stops at the first failing line.
+        sh = shell if shell.sh_like else _Shell(("sh",), True)
+        errexit = () if _sets_errexit(sh.words) else ("-e",)
+        return sh.words + errexit + ("-c", "\n".join(cmd)), None
+    if "\n" in cmd.rstrip("\n"):
+        return _text(cmd, shell)
+    return shell.c + (cmd,), None
+
+
+def _text(text: str, shell: _Shell):
+    """argv and script for a multi-line command or a `script:`."""
+    if text.startswith("#!"):
+        return (), text  # the engine runs the file itself
+    if shell.sh_like:
+        return shell.c + (text,), None
+    return shell.words, text  # the engine appends the script file's path
+
+
+def _resolve_depends(
+    deps: list,
+    names: list[str],
+    steps: _Steps,
+    index: dict[str, int],
+    id_index: dict[str, int],
+    chain: bool,
+    problems: _Problems,
+) -> list[tuple[int, ...]]:
+    """Each step's dependencies as ids (chain edges added), then a check for cycles."""
+    n = len(deps)
+    out: list[tuple[int, ...]] = [()] * n
+    forward = False  # an edge to a later step (or itself): only then can there be a cycle
+    hint_budget = _HINT_BUDGET
+    chain = chain and steps.keys is None
+    for i, dep in enumerate(deps):
+        if dep is UNSET or dep is None:
+            if chain and i:
+                out[i] = (i - 1,)
+            continue
+        if dep.__class__ is str:
+            j = index.get(dep)
+            if j is None:
+                j = id_index.get(dep)
+            if j is not None:
+                ids: tuple[int, ...] = (j,)
+                if chain and i and j != i - 1:
+                    ids = (j, i - 1)
+                out[i] = ids
+                if j >= i:
+                    forward = True
+                continue
+            entries = [(dep, steps.path(i, "depends"))]
+        else:
+            if not dep:
+                continue  # `depends: []`: explicitly nothing, even in a chain
+            entries = [(d, steps.path(i, "depends", k)) for k, d in enumerate(dep)]
+        resolved: list[int] = []
+        for name, where in entries:
+            j = index.get(name)
+            if j is None:
+                j = id_index.get(name)
+            if j is None:
+                hint = ""
+                if hint_budget >= len(index):
+                    hint_budget -= len(index)
+                    close = difflib.get_close_matches(name, index, n=1)
+                    hint = f" (did you mean `{close[0]}`?)" if close else ""
+                problems.add(where, f"depends on unknown step `{name}`{hint}")
+            elif j not in resolved:
+                resolved.append(j)
+                if j >= i:
+                    forward = True
+        if chain and i and i - 1 not in resolved:
+            resolved.append(i - 1)
+        out[i] = tuple(resolved)
+    if forward:
+        for cycle in _cycles(out):
+            first = cycle[0]
+            text = " -> ".join(names[k] for k in cycle + [first])
+            problems.add(steps.path(first, "depends"), f"dependency cycle: {text}")
+    return out
+
+
+def _cycles(deps: list[tuple[int, ...]]) -> list[list[int]]:
+    """One cycle per strongly connected component that has one, each starting at its
+    lowest id and following dependencies; iterative Tarjan, then a BFS per cycle."""
+    n = len(deps)
+    order = [0] * n  # 0: unvisited; else discovery number + 1
+    low = [0] * n
+    on_stack = [False] * n
+    stack: list[int] = []
+    counter = 0
+    components: list[list[int]] = []
+    for root in range(n):
+        if order[root]:
+            continue
+        work = [(root, 0)]
+        while work:
+            v, k = work[-1]
+            if k == 0:
+                counter += 1
+                order[v] = low[v] = counter
+                stack.append(v)
+                on_stack[v] = True
+            edges = deps[v]
+            if k < len(edges):
+                work[-1] = (v, k + 1)
+                w = edges[k]
+                if not order[w]:
+                    work.append((w, 0))
+                elif on_stack[w] and order[w] < low[v]:
+                    low[v] = order[w]
+                continue
+            work.pop()
+            if work:
+                u = work[-1][0]
+                if low[v] < low[u]:
+                    low[u] = low[v]
+            if low[v] == order[v]:
+                comp = []
+                while True:
+                    w = stack.pop()
+                    on_stack[w] = False
+                    comp.append(w)
+                    if w == v:
+                        break
+                if len(comp) > 1 or v in deps[v]:
+                    components.append(comp)
+    cycles = []
+    for comp in sorted(components, key=min):
+        members = set(comp)
+        start = min(comp)
+        # Shortest way back to `start` through the component.
+        parent = {start: -1}
+        frontier = [start]
+        end = -1
+        while frontier and end < 0:
+            nxt = []
+            for v in frontier:
+                for w in deps[v]:
+                    if w == start:
+                        end = v
+                        break
+                    if w in members and w not in parent:
+                        parent[w] = v
+                        nxt.append(w)
+                if end >= 0:
+                    break
+            frontier = nxt
+        path = []
+        v = end
+        while v != -1:
+            path.append(v)
+            v = parent[v]
+        path.reverse()
+        cycles.append(path)
+    return cycles
+
+
+def _check_nul(tree: dict, problems: _Problems) -> None:
+    """Report every string holding a NUL character: no process can receive one."""
+    work: list[tuple[Path, Any]] = [((), tree)]
+    while work:
+        path, node = work.pop()
+        if type(node) is dict:
+            for key, value in node.items():
+                if "\0" in key:
+                    problems.add(path + (key,), "a NUL character (`\\0`) is not allowed", True)
+                work.append((path + (key,), value))
+        elif type(node) is list:
+            work.extend((path + (i,), v) for i, v in enumerate(node))
+        elif type(node) is str and "\0" in node:
+            problems.add(path, "a NUL character (`\\0`) is not allowed")
+
+
+def _env_entries(env: Any, path: Path, problems: _Problems) -> list[tuple[str, str, Path]]:
+    """(name, unevaluated value, path) for each entry of an `env`, in order."""
+    if env is None:
+        return []
+    items: list[tuple[str, str | None, Path]] = []
+    if type(env) is dict:
+        items = [(k, v, path + (k,)) for k, v in env.items()]
+    else:
+        for j, item in enumerate(env):
+            if type(item) is dict:
+                items.extend((k, v, path + (j, k)) for k, v in item.items())
+            else:
+                name, sep, value = item.partition("=")
+                if not sep:
+                    problems.add(path + (j,), f"`{_show(item)}` is not `NAME=value` or a mapping")
+                    continue
+                items.append((name, value, path + (j,)))
+    out = []
+    for name, value, where in items:
+        if not _ENV_NAME.fullmatch(name):
+            problems.add(where, f"`{name}` is not a valid environment variable name", True)
+        out.append((name, "" if value is None else value, where))
+    return out
+
+
+def _evaluate(
+    entries: list[tuple[str, str, Path]], base: Mapping[str, str], cwd: str, problems: _Problems
+) -> tuple[tuple[str, str], ...]:
+    """Expand each value in order over `base` plus the entries before it."""
+    own: dict[str, str] = {}
+    scope = ChainMap(own, base)
+    out = []
+    for name, value, where in entries:
+        if has_references(value):
+            try:
+                value = expand(value, scope, _runner(cwd, scope))
+            except ExpandError as e:
+                problems.add(where, str(e))
+                value = ""
+        out.append((name, value))
+        own[name] = value
+    return tuple(out)
+
+
+def _runner(cwd: str, scope: Mapping[str, str]) -> Callable[[str], str]:
+    """Runs a backtick command with `sh -c` in `cwd`, with `scope` as its environment."""
+
+    def run(command: str) -> str:
+        try:
+            done = subprocess.run(
+                ["/bin/sh", "-c", command],
+                cwd=cwd,
+                env=dict(scope),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        except OSError as e:
+            raise ExpandError(f"cannot run `{_show(command)}`: {e.strerror}") from None
+        if done.returncode:
+            lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
+            why = f": {lines[-1]}" if lines else ""
+            raise ExpandError(f"`{_show(command)}` failed with exit code {done.returncode}{why}")
+        return done.stdout.decode("utf-8", "replace")
+
+    return run
+
+
+def _step_dirs(
+    built: _Built, steps: _Steps, dag_dir: str, scope, step_envs, problems: _Problems
+) -> list[str]:
+    """Each step's directory: its own `dir`, evaluated with its env, else the DAG's."""
+    dirs = [dag_dir] * len(built.names)
+    done: dict[tuple[str, tuple], str] = {}
+    for i, wd in built.working_dirs:
+        key = (wd, step_envs[i])
+        d = done.get(key)
+        if d is None:
+            step_scope = scope.new_child(dict(step_envs[i])) if step_envs[i] else scope
+            where = steps.path(i, "workingDir")
+            d = done[key] = _directory(dag_dir, wd, step_scope, dag_dir, where, problems)
+        dirs[i] = d
+    return dirs
+
+
+def _directory(
+    base: str, value: str, scope: Mapping[str, str], cwd: str, where: Path, problems: _Problems
+) -> str:
+    """An absolute directory from a `workingDir`/`dir` value: variables expanded, a
+    leading `~` made the home directory, a relative path joined to `base`."""
+    try:
+        value = expand(value, scope, _runner(cwd, scope))
+    except ExpandError as e:
+        problems.add(where, str(e))
+        return base
+    if value == "~" or value.startswith("~/"):
+        value = scope.get("HOME", os.path.expanduser("~")) + value[1:]
+    return os.path.normpath(os.path.join(base, value))
+
+
+def _expand_max_active(
+    expr: str, spell: dict[str, str], scope, cwd: str, problems: _Problems
+) -> int:
+    key = spell.get("maxActiveSteps", "maxActiveSteps")
+    try:
+        value = expand(expr, scope, _runner(cwd, scope)).strip()
+    except ExpandError as e:
+        problems.add((key,), str(e))
+        return 0
+    if not _UINT.fullmatch(value):
+        shown = f"is `{_show(value)}`" if value else "is empty"
+        problems.add((key,), f"`{key}` {shown} after expansion; expected an integer >= 0")
+        return 0
+    return int(value)

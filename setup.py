@@ -1,0 +1,50 @@
+"""Builds dagfast's one compiled module, the scheduler core `dagfast._sched`.
+
+Switches (environment variables, read at build time):
+  DAGFAST_DEBUG=1     compile with the debug counters, bounds checks and -O0 -g
+  DAGFAST_ANNOTATE=1  write Cython's HTML annotation next to the .pyx
+"""
+
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+debug = os.environ.get("DAGFAST_DEBUG") == "1"
+
+# Timestamps cannot see a switch of DAGFAST_DEBUG (same .pyx, other directives and flags):
+# remember the last mode and re-cythonize when it changes, which also forces the compile.
+mode = "debug" if debug else "release"
+stamp = os.path.join("build", "dagfast-build-mode")
+try:
+    with open(stamp) as f:
+        mode_changed = f.read() != mode
+except FileNotFoundError:
+    mode_changed = True
+if mode_changed:
+    os.makedirs("build", exist_ok=True)
+    with open(stamp, "w") as f:
+        f.write(mode)
+
+ext = Extension(
+    "dagfast._sched",
+    ["dagfast/_sched.pyx"],
+    extra_compile_args=["-O2"] if not debug else ["-O0", "-g"],
+    # The C macro, not Cython's deprecated IF, switches the debug counters in _sched.pyx.
+    define_macros=[("DAGFAST_DEBUG", "1")] if debug else [("NDEBUG", "1")],
+)
+
+setup(
+    ext_modules=cythonize(
+        [ext],
+        language_level=3,
+        force=mode_changed,
+        annotate=os.environ.get("DAGFAST_ANNOTATE") == "1",
+        compiler_directives={
+            "boundscheck": debug,
+            "wraparound": False,
+            "initializedcheck": debug,
+            "cdivision": True,
+        },
+    ),
+)

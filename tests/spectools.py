@@ -1,0 +1,121 @@
+"""Helpers for tests that run real DAGs: stub commands that log when they start and end,
+a runner for the `dagfast` command, and readers for what the stubs logged."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+
+STUB = textwrap.dedent(
+    """\
+    #!/bin/sh
+    # A stand-in for a real tool: logs its start and end, and sleeps in between.
+    name=$(basename "$0")
+    echo "start $$ $name $* @$(date +%s.%N)" >> "$STUB_LOG"
+    sleep "${STUB_SLEEP:-0.4}"
+    echo "end $$ $name $* @$(date +%s.%N)" >> "$STUB_LOG"
+    """
+)
+
+
+@dataclass
+class Call:
+    """One run of a stub: its name, arguments and start/end times."""
+
+    name: str
+    args: str
+    start: float
+    end: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.args}".strip()
+
+
+class Stubs:
+    """A directory of stub commands put first on PATH, and the log they write."""
+
+    def __init__(self, root: Path, names: list[str], sleep: float = 0.4) -> None:
+        self.bin = root / "stub-bin"
+        self.bin.mkdir(exist_ok=True)
+        self.log = root / "stub.log"
+        self.sleep = sleep
+        for name in names:
+            path = self.bin / name
+            path.write_text(STUB)
+            path.chmod(0o755)
+
+    def env(self) -> dict[str, str]:
+        return {
+            "PATH": f"{self.bin}{os.pathsep}{os.environ['PATH']}",
+            "STUB_LOG": str(self.log),
+            "STUB_SLEEP": str(self.sleep),
+        }
+
+    def calls(self) -> list[Call]:
+        """Every completed stub run, in start order."""
+        if not self.log.exists():
+            return []
+        starts: dict[str, tuple[str, str, float]] = {}
+        calls = []
+        for line in self.log.read_text().splitlines():
+            event, pid, name, rest = line.split(" ", 3)
+            args, _, ts = rest.rpartition("@")
+            if event == "start":
+                starts[pid] = (name, args.strip(), float(ts))
+            else:
+                n, a, t0 = starts.pop(pid)
+                calls.append(Call(n, a, t0, float(ts)))
+        assert not starts, f"stubs that never ended: {starts}"
+        return sorted(calls, key=lambda c: c.start)
+
+    def labels(self) -> list[str]:
+        return sorted(c.label for c in self.calls())
+
+
+def max_overlap(calls: list[Call]) -> int:
+    """The largest number of calls running at the same moment."""
+    events = sorted([(c.start, 1) for c in calls] + [(c.end, -1) for c in calls])
+    best = cur = 0
+    for _, delta in events:
+        cur += delta
+        best = max(best, cur)
+    return best
+
+
+def before(calls: list[Call], first: str, then: str) -> bool:
+    """Every call labelled `first` ended before any call labelled `then` started."""
+    a = [c for c in calls if c.label.startswith(first)]
+    b = [c for c in calls if c.label.startswith(then)]
+    assert a and b, (first, then, [c.label for c in calls])
+    return max(c.end for c in a) <= min(c.start for c in b)
+
+
+@dataclass
+class Result:
+    """What a `dagfast` command did."""
+
+    code: int
+    out: str
+    err: str
+
+
+def dagfast(*args: str, env: dict[str, str] | None = None, home: Path | None = None,
+            cwd: Path | None = None, timeout: float = 120) -> Result:
+    """Run `python -m dagfast ARGS` with this interpreter and return its outcome."""
+    full_env = dict(os.environ)
+    if home is not None:
+        full_env["DAGFAST_HOME"] = str(home)
+    full_env.update(env or {})
+    proc = subprocess.run(
+        [sys.executable, "-m", "dagfast", *args],
+        env=full_env, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
