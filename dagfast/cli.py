@@ -56,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
         help="override the DAG's maxActiveSteps (0: unlimited)",
     )
     run.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+    run.add_argument(
+        "params", nargs="*", metavar="-- PARAMS",
+        help="parameters after `--`: NAME=VALUE overrides a named one, a bare value a positional",
+    )
 
     val = sub.add_parser(
         "validate",
@@ -129,6 +133,8 @@ def _run(args) -> int:
 
     if args.max_active_steps is not None and args.max_active_steps < 0:
         raise UsageError("--max-active-steps must be 0 (unlimited) or more")
+    if args.params:
+        raise UsageError("parameters (`-- NAME=VALUE`) are not supported yet")
     dag = load(args.dag)
 
     from .engine import Engine

@@ -18,9 +18,9 @@ from . import sched as _sched
 from .errors import SchedulerBug
 from .model import Dag
 from .procs import ProcessManager, SpawnError
-from .report import Reporter
+from .report import Reporter, Reporters
 from .status import RunStatus, StepStatus
-from .store import SNAPSHOT_VERSION, RunDir, Snapshot, StepRecord
+from .store import Recorder, RunDir, StepRecord
 
 __all__ = ["Engine", "RunResult"]
 
@@ -65,10 +65,12 @@ class Engine:
         environ=None,
         cleanup_sec: float = DEFAULT_CLEANUP_SEC,
         executor=ProcessManager,
+        previous=None,
     ) -> None:
         self.dag = dag
         self.run_dir = run_dir
-        self.reporter = reporter or Reporter()
+        # The record is kept whatever the caller wants to hear about.
+        self.reporter = Reporters((Recorder(run_dir), reporter or Reporter()))
         self.limit = dag.max_active_steps if max_active_steps is None else max_active_steps
         self.cleanup_sec = cleanup_sec
         # Called as executor(loop, limit, on_exits): anything with ProcessManager's
@@ -81,6 +83,8 @@ class Engine:
         self._records = [StepRecord() for _ in range(n)]
         ptr, idx = dag.dependency_arrays()
         self._sched = _sched.Scheduler(n, ptr, idx)
+        if previous is not None:
+            self._keep_succeeded(previous)
         self._stopping = 0  # the signal that stopped the run, 0 while it runs
         self._kill_handle = None
         self._done: asyncio.Future | None = None
@@ -111,6 +115,20 @@ class Engine:
         self._kill_handle = asyncio.get_running_loop().call_later(self.cleanup_sec, self._kill)
         self._check_end()
 
+    def _keep_succeeded(self, previous) -> None:
+        """A retry: steps that succeeded in `previous` (StepRecords in file order) keep
+        their records and count as done; every other step runs again."""
+        if len(previous) != len(self._records):
+            raise SchedulerBug(
+                f"a retry got {len(previous)} earlier step records for {len(self._records)} steps"
+            )
+        for i, old in enumerate(previous):
+            if old.status == _SUCCEEDED:
+                self._records[i] = StepRecord(
+                    old.status, old.exit_code, old.started_at, old.finished_at, old.error
+                )
+                self._sched.finish(i, _sched.PASS)
+
     # The loop ---------------------------------------------------------------------------
 
     async def _main(self, loop) -> RunResult:
@@ -122,8 +140,7 @@ class Engine:
             loop.add_signal_handler(sig, self.stop, sig)
         started_at = time.time()
         self._started_at = started_at
-        self._snapshot(RunStatus.RUNNING, None)
-        self.reporter.run_started(dag, self.run_dir)
+        self.reporter.run_started(dag, self.run_dir, self._records)
         try:
             self._fill()
             await self._done
@@ -137,7 +154,6 @@ class Engine:
             self._procs.close()
         status = self._final_status()
         finished_at = time.time()
-        self._snapshot(status, finished_at)
         result = RunResult(
             dag, self.run_dir.run_id, self.run_dir.path, status, self._records,
             started_at, finished_at, self._stopping,
@@ -279,24 +295,6 @@ class Engine:
             if r.status != _SUCCEEDED:
                 return RunStatus.FAILED
         return RunStatus.SUCCEEDED
-
-    def _snapshot(self, status: RunStatus, finished_at: float | None) -> None:
-        # Only the final snapshot is fsynced: a lost "running" one says no more than
-        # the run directory itself does.
-        self.run_dir.write_snapshot(
-            Snapshot(
-                version=SNAPSHOT_VERSION,
-                run_id=self.run_dir.run_id,
-                dag_name=self.dag.name,
-                dag_path=self.dag.path,
-                status=int(status),
-                started_at=self._started_at,
-                finished_at=finished_at,
-                pid=os.getpid(),
-                steps=self._records,
-            ),
-            durable=finished_at is not None,
-        )
 
 
 def _signame(sig: int) -> str:

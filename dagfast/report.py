@@ -7,14 +7,15 @@ import time
 
 from .status import RunStatus, StepStatus
 
-__all__ = ["ConsoleReporter", "Reporter"]
+__all__ = ["ConsoleReporter", "Reporter", "Reporters"]
 
 
 class Reporter:
     """The hooks the engine calls; each does nothing by default."""
 
-    def run_started(self, dag, run_dir) -> None:
-        """The run's directory exists and no step has started yet."""
+    def run_started(self, dag, run_dir, records) -> None:
+        """The run's directory exists and no step has started yet; `records` is the
+        live list of StepRecords (one per step, in file order) the engine updates."""
 
     def step_started(self, step: int) -> None:
         """Step `step` was started (or tried to start)."""
@@ -29,6 +30,33 @@ class Reporter:
         """Every step has ended or the run was stopped; `result` is final."""
 
 
+class Reporters(Reporter):
+    """Tells several reporters, in order, about everything."""
+
+    def __init__(self, reporters) -> None:
+        self.reporters = tuple(reporters)
+
+    def run_started(self, dag, run_dir, records) -> None:
+        for r in self.reporters:
+            r.run_started(dag, run_dir, records)
+
+    def step_started(self, step: int) -> None:
+        for r in self.reporters:
+            r.step_started(step)
+
+    def step_finished(self, step: int, record) -> None:
+        for r in self.reporters:
+            r.step_finished(step, record)
+
+    def steps_cancelled(self, steps, status, reason) -> None:
+        for r in self.reporters:
+            r.steps_cancelled(steps, status, reason)
+
+    def run_finished(self, result) -> None:
+        for r in self.reporters:
+            r.run_finished(result)
+
+
 class ConsoleReporter(Reporter):
     """Plain lines: one when a step starts and one when it ends, then a summary.
 
@@ -40,7 +68,7 @@ class ConsoleReporter(Reporter):
         self.quiet = quiet
         self.names: tuple[str, ...] = ()
 
-    def run_started(self, dag, run_dir) -> None:
+    def run_started(self, dag, run_dir, records) -> None:
         self.dag = dag
         self.names = tuple(s.name for s in dag.steps)
         self.t0 = time.monotonic()

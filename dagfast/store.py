@@ -20,7 +20,7 @@ import msgspec
 from .errors import RunError
 from .model import Dag
 
-__all__ = ["RunDir", "Snapshot", "StepRecord", "home", "new_run_id"]
+__all__ = ["Recorder", "RunDir", "Snapshot", "StepRecord", "home", "new_run_id"]
 
 SNAPSHOT_VERSION = 1
 
@@ -134,3 +134,48 @@ class RunDir:
             except OSError:
                 pass
             raise RunError(f"cannot write `{final}`: {exc.strerror}") from None
+
+
+class Recorder:
+    """Keeps a run's record as the engine reports transitions (the reporter hooks of
+    `report.Reporter`): a snapshot when the run starts and a durable one at its end."""
+
+    def __init__(self, run_dir: RunDir) -> None:
+        self.run_dir = run_dir
+
+    def run_started(self, dag, run_dir, records) -> None:
+        self.dag = dag
+        self.records = records
+        self.started_at = time.time()
+        self._write(1, None, durable=False)  # RunStatus.RUNNING
+
+    def step_started(self, step: int) -> None:
+        pass
+
+    def step_finished(self, step: int, record) -> None:
+        pass
+
+    def steps_cancelled(self, steps, status, reason) -> None:
+        pass
+
+    def run_finished(self, result) -> None:
+        self.started_at = result.started_at
+        self._write(int(result.status), result.finished_at, durable=True)
+
+    def _write(self, status: int, finished_at: float | None, durable: bool) -> None:
+        # Only the final snapshot is fsynced: a lost "running" one says no more than
+        # the run directory itself does.
+        self.run_dir.write_snapshot(
+            Snapshot(
+                version=SNAPSHOT_VERSION,
+                run_id=self.run_dir.run_id,
+                dag_name=self.dag.name,
+                dag_path=self.dag.path,
+                status=status,
+                started_at=self.started_at,
+                finished_at=finished_at,
+                pid=os.getpid(),
+                steps=self.records,
+            ),
+            durable=durable,
+        )

@@ -52,3 +52,33 @@ def test_negative_override_is_a_usage_error(tmp_path):
     with pytest.raises(dagfast.UsageError):
         dagfast.run(dag, max_active_steps=-1, home_dir=str(tmp_path / "home"))
     assert not (tmp_path / "home").exists()
+
+
+def test_a_retry_reruns_only_what_did_not_succeed(tmp_path):
+    #   a -> b -> c      (b fails the first time only)
+    #   d
+    from dagfast.engine import Engine
+    from dagfast.store import RunDir
+
+    (tmp_path / "dag.yaml").write_text(textwrap.dedent("""\
+        steps:
+          - name: a
+            command: echo a >> runs.txt
+          - name: b
+            command: echo b >> runs.txt; test -e fixed
+            depends: a
+          - name: c
+            command: echo c >> runs.txt
+            depends: b
+          - name: d
+            command: echo d >> runs.txt
+        """))
+    dag = dagfast.load(tmp_path / "dag.yaml")
+    first = dagfast.run(dag, home_dir=str(tmp_path / "home"))
+    assert first.status == dagfast.RunStatus.FAILED
+    (tmp_path / "fixed").touch()
+    run_dir = RunDir.create(dag, str(tmp_path / "home"), run_id=first.run_id + "-retry")
+    second = Engine(dag, run_dir, previous=first.steps).run()
+    assert second.status == dagfast.RunStatus.SUCCEEDED
+    assert sorted((tmp_path / "runs.txt").read_text().split()) == ["a", "b", "b", "c", "d"]
+    assert second.step("a").started_at == first.step("a").started_at
