@@ -10,24 +10,28 @@ evaluated (backticks run commands) and `maxActiveSteps` expanded.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import shlex
-import subprocess
 from collections import ChainMap
 from collections.abc import Callable, Mapping
+from functools import partial
 from operator import attrgetter
 from typing import Any
 
 import msgspec
 from msgspec import UNSET
+from msgspec.structs import replace
 
 from . import yamlsrc
 from .errors import LoadError, Problem
 from .expand import ExpandError, expand, has_references
-from .model import Dag, Step
-from .spec import ALIASES, DAG_TYPES, SUPPORTED, DagSpec, StepSpec
+from .model import Dag, Handler, Params, Step, StepExtra
+from .params import ParamsError
+from .params import override as override_params
+from .params import parse as parse_params
+from .stepopts import build_extra, conditions, featured
+from .spec import ALIASES, DAG_TYPES, INT_FIELDS, NESTED, SUPPORTED, DagSpec, StepSpec
 from .yamlsrc import Path
 
 __all__ = ["load", "load_text"]
@@ -49,8 +53,49 @@ _HINT_BUDGET = 20_000  # names difflib may compare in all (0.3 s; 1.4 s per 100,
 _STEPS_TYPE = list[StepSpec | str | None]
 
 
-def load(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> Dag:
-    """Load and check the DAG file at `path`; raises LoadError listing every problem."""
+def _close_matches(word: str, candidates) -> list[str]:
+    """The nearest candidate to `word`, if any is close (difflib, imported on error only)."""
+    import difflib
+
+    return difflib.get_close_matches(word, candidates, n=1)
+
+
+class _Sub:
+    """How a sub-DAG is loaded: it may be a bare list of steps, runs in its caller's
+    directory unless it sets one, and may depend on caller steps that are `done`."""
+
+    __slots__ = ("work_dir", "done")
+
+    def __init__(self, work_dir: str, done: frozenset[str]) -> None:
+        self.work_dir = work_dir
+        self.done = done
+
+
+def load(
+    path: str | os.PathLike[str],
+    *,
+    environ: Mapping[str, str] | None = None,
+    params: Params | None = None,
+) -> Dag:
+    """Load and check the DAG file at `path`; raises LoadError listing every problem.
+    `params` (see `dagfast.params`) override the file's own."""
+    return _load_file(path, environ, params, None)
+
+
+def load_sub(
+    path: str | os.PathLike[str],
+    *,
+    environ: Mapping[str, str],
+    params: Params,
+    work_dir: str,
+    done: frozenset[str],
+) -> Dag:
+    """Load a DAG that a `call`/`run` step runs: a DAG file or a bare list of steps,
+    whose `depends` on the caller's finished steps (`done`) are already satisfied."""
+    return _load_file(path, environ, params, _Sub(work_dir, done))
+
+
+def _load_file(path, environ, params, sub) -> Dag:
     file = os.fspath(path)
     full = os.path.abspath(file)
     try:
@@ -59,7 +104,7 @@ def load(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = No
     except OSError as e:
         raise LoadError([Problem(f"cannot read the file: {e.strerror}", file=file)]) from None
     stem = os.path.splitext(os.path.basename(full))[0]
-    return _load(data, file, full, os.path.dirname(full), stem, environ)
+    return _load(data, file, full, os.path.dirname(full), stem, environ, params, sub)
 
 
 def load_text(
@@ -68,6 +113,7 @@ def load_text(
     file: str = "<string>",
     base_dir: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
+    params: Params | None = None,
 ) -> Dag:
     """Load DAG YAML given as text; relative directories are taken from `base_dir`
     (default: the current directory) and the DAG is named "dag" unless it says."""
@@ -81,7 +127,7 @@ def load_text(
     else:
         data = bytes(text)
     base = os.path.abspath(os.fspath(base_dir) if base_dir is not None else os.getcwd())
-    return _load(data, file, "", base, "dag", environ)
+    return _load(data, file, "", base, "dag", environ, params, None)
 
 
 # ---------------------------------------------------------------------------------------
@@ -149,46 +195,66 @@ def _load(
     base_dir: str,
     default_name: str,
     environ: Mapping[str, str] | None,
+    given_params: Params | None = None,
+    sub: _Sub | None = None,
 ) -> Dag:
     if environ is None:
         environ = os.environ
-    tree = yamlsrc.parse(data, file)
+    tree = yamlsrc.parse(data, file, steps_list=sub is not None)
     problems = _Problems(data, file)
 
     # First: spec Structs, in one msgspec call when the file has no problem.
-    header, dag_spell, mas_expr, steps = _convert(tree, problems)
+    header, dag_spell, int_exprs, steps = _convert(tree, problems)
     name = header.name or default_name
 
     # Second: the steps, resolved and checked.
     shell = _dag_shell(header, dag_spell, environ, problems)
     dag_entries = _env_entries(header.env, (dag_spell.get("env", "env"),), problems)
-    built = _build_steps(steps, header.type == "chain", shell, problems)
+    built = _build_steps(
+        steps, header.type == "chain", shell, problems, sub.done if sub else frozenset()
+    )
+    handler_steps = _handler_steps(header, dag_spell, problems)
+    handlers_built = None
+    if handler_steps is not None:
+        handlers_built = _build_steps(handler_steps, False, shell, problems)
     if _MAY_HOLD_NUL.search(data):
         _check_nul(tree, problems)
     problems.raise_if_any()
 
     # Third: evaluation, which may run commands (backticks); directories come first,
-    # since commands run in the DAG's.
-    dag_dir = base_dir
+    # since commands run in the DAG's. Then params (which see the env), then the
+    # integer fields written as expressions, then each step's own settings.
+    dag_dir = base_dir if sub is None else sub.work_dir
     if header.working_dir:
         where = (dag_spell.get("workingDir", "workingDir"),)
         dag_dir = _directory(base_dir, header.working_dir, environ, base_dir, where, problems)
+    if header.dotenv is not None:
+        where = (dag_spell.get("dotenv", "dotenv"),)
+        dag_entries = _dotenv(header.dotenv, dag_dir, where, problems) + dag_entries
     dag_env = _evaluate(dag_entries, environ, dag_dir, problems)
     scope = ChainMap(dict(dag_env), dict(environ))
-    step_envs = [
-        _evaluate(entries, scope, dag_dir, problems) if entries else ()
-        for entries in built.env_entries
-    ]
-    dirs = _step_dirs(built, steps, dag_dir, scope, step_envs, problems)
-    max_active = header.max_active_steps
-    if mas_expr is not None:
-        max_active = _expand_max_active(mas_expr, dag_spell, scope, dag_dir, problems)
+    params = _params(header, dag_spell, given_params, scope, dag_dir, problems)
+    if params:
+        scope = scope.new_child(_named_params(params))
+    ints = {
+        key: _expand_int(expr, key, dag_spell, scope, dag_dir, problems)
+        for key, expr in int_exprs.items()
+    }
+    steps_out = _finish_steps(built, steps, dag_dir, scope, params, problems)
+    handlers: tuple[Handler, ...] = ()
+    if handlers_built is not None:
+        hsteps = _finish_steps(handlers_built, handler_steps, dag_dir, scope, params, problems)
+        handlers = tuple(map(Handler, handler_steps.keys, hsteps))
     problems.raise_if_any()
 
-    steps_out = tuple(
-        map(Step, built.names, built.argv, built.depends, built.ids, built.descriptions,
-            dirs, step_envs, built.scripts)
-    )  # fmt: skip
+    def get(key: str, default):
+        return ints.get(key, default)
+
+    schedule = header.schedule
+    if type(schedule) is str:
+        schedule = (schedule,)
+    elif type(schedule) is dict:
+        schedule = tuple(f"{k}: {v}" for k, v in schedule.items())
     return Dag(
         name=name,
         steps=steps_out,
@@ -196,41 +262,217 @@ def _load(
         dir=dag_dir,
         description=header.description or "",
         env=tuple(dag_env),
-        max_active_steps=max_active,
+        max_active_steps=get("maxActiveSteps", header.max_active_steps),
         type=header.type,
+        params=params,
+        max_active_runs=get("maxActiveRuns", header.max_active_runs),
+        schedule=tuple(schedule or ()),
+        skip_if_successful=header.skip_if_successful,
+        timeout_sec=get("timeoutSec", header.timeout_sec),
+        delay_sec=get("delaySec", header.delay_sec),
+        max_cleanup_sec=get("maxCleanUpTimeSec", header.max_clean_up_time_sec),
+        max_output_size=get("maxOutputSize", header.max_output_size),
+        preconditions=conditions(header.preconditions),
+        handlers=handlers,
     )
+
+
+def _finish_steps(
+    built: _Built, steps: _Steps, dag_dir: str, scope, params: Params, problems: _Problems
+) -> tuple[Step, ...]:
+    """The model's Steps: env and directories evaluated, extras built, `$1`... bound."""
+    step_envs = [
+        _evaluate(entries, scope, dag_dir, problems) if entries else ()
+        for entries in built.env_entries
+    ]
+    dirs = _step_dirs(built, steps, dag_dir, scope, step_envs, problems)
+    extras = _extras(built, steps, scope, step_envs, dirs, problems)
+    argvs = built.argv
+    positional = tuple(v for k, v in params if k is None)
+    if positional:
+        # `$1`, `$2`... are the shell's own positional parameters: `sh -c TEXT $0 $1...`.
+        argvs = [a + (a[0],) + positional if len(a) > 2 and a[-2] == "-c" else a for a in argvs]
+    return tuple(
+        map(Step, built.names, argvs, built.depends, built.ids, built.descriptions,
+            dirs, step_envs, built.scripts, extras)
+    )  # fmt: skip
+
+
+def _extras(built: _Built, steps: _Steps, scope, step_envs, dirs, problems: _Problems):
+    """Each step's StepExtra (None for a plain step), and who sees which outputs."""
+    n = len(built.names)
+    extras: list = [None] * n
+    for i in featured(steps.specs):
+        step_scope = scope.new_child(dict(step_envs[i])) if step_envs[i] else scope
+        extras[i] = build_extra(
+            steps.specs[i], partial(steps.path, i), step_scope, dirs[i], problems
+        )
+    producers = {i: e.output for i, e in enumerate(extras) if e is not None and e.output}
+    if producers:
+        for i, sees in _seen_outputs(built.depends, producers).items():
+            texts = [*built.argv[i], built.scripts[i] or ""]
+            refs = any(
+                ("${" + producers[p] + ".") in t or ("${" + producers[p] + "[") in t
+                for p in sees
+                for t in texts
+            )
+            extras[i] = replace(extras[i] or StepExtra(), sees=sees, expand=refs)
+    return extras
+
+
+def _seen_outputs(depends: list[tuple[int, ...]], producers: dict[int, str]):
+    """For each step with an ancestor in `producers`: those ancestors, farthest first
+    (so that the nearest one wins a name clash)."""
+    n = len(depends)
+    order = _topological(depends)
+    rank = {v: k for k, v in enumerate(order)}
+    seen: list[frozenset[int]] = [frozenset()] * n
+    empty = seen[0]
+    for v in order:
+        acc = empty
+        for d in depends[v]:
+            got = seen[d] | {d} if d in producers else seen[d]
+            acc = got if not acc else (acc if got <= acc else acc | got)
+        seen[v] = acc
+    return {v: tuple(sorted(s, key=rank.__getitem__)) for v, s in enumerate(seen) if s}
+
+
+def _topological(depends: list[tuple[int, ...]]) -> list[int]:
+    """Step ids with every step after its dependencies (the graph has no cycle)."""
+    n = len(depends)
+    pending = [len(set(d)) for d in depends]
+    dependents: list[list[int]] = [[] for _ in range(n)]
+    for v, ds in enumerate(depends):
+        for d in set(ds):
+            dependents[d].append(v)
+    order = [v for v in range(n) if not pending[v]]
+    for v in order:
+        for w in dependents[v]:
+            pending[w] -= 1
+            if not pending[w]:
+                order.append(w)
+    return order
+
+
+def _handler_steps(header: DagSpec, spell: dict[str, str], problems: _Problems):
+    """The `handlerOn` steps as a _Steps keyed by event (`cancel` is `abort`)."""
+    h = header.handler_on
+    if h is None:
+        return None
+    key = spell.get("handlerOn", "handlerOn")
+    if h.abort is not None and h.cancel is not None:
+        problems.add((key, "cancel"), "`cancel` is the same handler as `abort`; give it once")
+    kinds, specs = [], []
+    for kind in ("init", "success", "failure", "abort", "exit"):
+        s = getattr(h, kind)
+        if kind == "abort" and s is None:
+            s = h.cancel
+        if s is None:
+            continue
+        if s.depends is not UNSET:
+            problems.add((key, kind, "depends"), "a handler runs on its own; it has no `depends`")
+        kinds.append(kind)
+        specs.append(replace(s, name=None, depends=UNSET))
+    steps = _Steps(key, kinds)
+    steps.specs = specs
+    return steps
+
+
+def _params(header, spell, given, scope, cwd: str, problems: _Problems) -> Params:
+    """The DAG's params, their values evaluated in order, then `given` applied."""
+    where = (spell.get("params", "params"),)
+    try:
+        defaults = parse_params(header.params)
+    except ParamsError as e:
+        problems.add(where, str(e))
+        defaults = ()
+    out = []
+    own: dict[str, str] = {}
+    local = scope.new_child(own)
+    for name, value in defaults:
+        if has_references(value):
+            try:
+                value = expand(value, local, _runner(cwd, local))
+            except ExpandError as e:
+                problems.add(where, str(e))
+        out.append((name, value))
+        if name is not None:
+            own[name] = value
+    return override_params(tuple(out), given) if given else tuple(out)
+
+
+def _named_params(params: Params) -> dict[str, str]:
+    return {k: v for k, v in params if k is not None}
+
+
+def _dotenv(value, cwd: str, where: Path, problems: _Problems) -> list:
+    """The entries of the dotenv file(s), `NAME=value` lines, as env entries."""
+    files = [value] if type(value) is str else value
+    out = []
+    for k, name in enumerate(files):
+        at = where if type(value) is str else where + (k,)
+        path = os.path.join(cwd, os.path.expanduser(name))
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except OSError as e:
+            problems.add(at, f"cannot read the dotenv file `{name}`: {e.strerror}")
+            continue
+        for line in lines:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith("export "):
+                line = line[7:].lstrip()
+            key, sep, val = line.partition("=")
+            key, val = key.strip(), val.strip()
+            if not sep or not _ENV_NAME.fullmatch(key):
+                problems.add(at, f"`{_show(line)}` in `{name}` is not `NAME=value`")
+                continue
+            if len(val) >= 2 and val[0] == val[-1] and val[0] in "'\"":
+                val = val[1:-1]
+            out.append((key, val, at))
+    return out
 
 
 # ---------------------------------------------------------------------------------------
 # First: conversion
 
 
-def _convert(tree: dict, problems: _Problems) -> tuple[DagSpec, dict[str, str], str | None, _Steps]:
+def _convert(
+    tree: dict, problems: _Problems
+) -> tuple[DagSpec, dict[str, str], dict[str, str], _Steps]:
     """The header as a DagSpec (steps left out), the user's key spellings, the
-    `maxActiveSteps` expression if it is one, and the converted steps."""
-    mas_expr = None
-    value = tree.get("maxActiveSteps")
-    if type(value) is str and has_references(value):
-        mas_expr = value
-        tree = {**tree, "maxActiveSteps": 0}
+    integer fields written as expressions, and the converted steps."""
+    exprs = _int_exprs(tree)
+    if exprs:
+        tree = {**tree, **dict.fromkeys(exprs, 0)}
     try:
         spec = msgspec.convert(tree, DagSpec, strict=False)
     except msgspec.ValidationError:
-        return _convert_slowly(tree, mas_expr, problems)
+        return _convert_slowly(tree, exprs, problems)
     raw = spec.steps
     steps = _Steps("steps", list(raw) if type(raw) is dict else None)
     steps.specs = list(raw.values()) if type(raw) is dict else (raw or [])
-    return spec, {}, mas_expr, steps
+    return spec, {}, exprs, steps
 
 
-def _convert_slowly(tree: dict, mas_expr: str | None, problems: _Problems):
+def _int_exprs(mapping: dict) -> dict[str, str]:
+    """The integer fields written as `${VAR}` expressions (expanded after the env)."""
+    return {
+        key: value
+        for key in INT_FIELDS
+        if type(value := mapping.get(key)) is str and has_references(value)
+    }
+
+
+def _convert_slowly(tree: dict, exprs: dict[str, str], problems: _Problems):
     """Check the keys of every mapping, then convert field by field: every problem."""
     norm, dag_spell, _ = _normalize(tree, "dag", (), problems)
-    if mas_expr is None and "maxActiveSteps" in norm:
-        value = norm["maxActiveSteps"]
-        if type(value) is str and has_references(value):
-            mas_expr = value
-            norm["maxActiveSteps"] = 0
+    more = _int_exprs(norm)
+    if more:
+        exprs = {**exprs, **more}
+        norm.update(dict.fromkeys(more, 0))
     raw_steps = norm.pop("steps", None)
     header = _convert_fields(norm, DagSpec, (), dag_spell, problems)
     steps_key = dag_spell.get("steps", "steps")
@@ -279,7 +521,7 @@ def _convert_slowly(tree: dict, mas_expr: str | None, problems: _Problems):
             else:
                 specs.append(item)
         steps.specs = specs
-    return header, dag_spell, mas_expr, steps
+    return header, dag_spell, exprs, steps
 
 
 def _normalize(mapping: dict, kind: str, path: Path, problems: _Problems):
@@ -295,7 +537,7 @@ def _normalize(mapping: dict, kind: str, path: Path, problems: _Problems):
         canon = aliases.get(key)
         if canon is None:
             left_out = True
-            hint = difflib.get_close_matches(key, aliases, n=1)
+            hint = _close_matches(key, aliases)
             problems.add(
                 path + (key,),
                 f"unknown key `{key}`" + (f" (did you mean `{hint[0]}`?)" if hint else ""),
@@ -308,6 +550,18 @@ def _normalize(mapping: dict, kind: str, path: Path, problems: _Problems):
         else:
             spell[canon] = key
             if canon in supported:
+                if canon in NESTED and type(value) is dict:
+                    # Nested keys have snake_case spellings too (`continue_on: {exit_code}`).
+                    value, _, nested_left_out = _normalize(
+                        value, NESTED[canon], path + (key,), problems
+                    )
+                    left_out = left_out or nested_left_out
+                    if canon == "handlerOn":
+                        value = {
+                            k: _normalize(v, "step", path + (key, k), problems)[0]
+                            if type(v) is dict else v
+                            for k, v in value.items()
+                        }
                 norm[canon] = value
             else:
                 problems.add(path + (key,), f"`{key}` is not supported yet", True)
@@ -448,7 +702,11 @@ class _Shell:
 
 
 def _build_steps(
-    steps: _Steps, chain: bool, dag_shell: tuple[str, ...], problems: _Problems
+    steps: _Steps,
+    chain: bool,
+    dag_shell: tuple[str, ...],
+    problems: _Problems,
+    outer: frozenset[str] = frozenset(),
 ) -> _Built:
     """Names, ids, argv and depends of every step, checking as it goes.
 
@@ -504,7 +762,7 @@ def _build_steps(
         s = specs[i]
         if not s.command and not s.script:
             argvs[i] = ()
-            if i not in steps.incomplete:
+            if i not in steps.incomplete and s.run is None and s.call is None:
                 problems.add(
                     steps.path(i), "the step has nothing to run (no `command` or `script`)"
                 )
@@ -545,7 +803,9 @@ def _build_steps(
         working_dirs,
         env_entries,
     )
-    built.depends = _resolve_depends(deps, names, steps, index, id_index, chain, problems)
+    built.depends = _resolve_depends(
+        deps, names, steps, index, id_index, chain, problems, outer
+    )
     return built
 
 
@@ -626,8 +886,10 @@ def _resolve_depends(
     id_index: dict[str, int],
     chain: bool,
     problems: _Problems,
+    outer: frozenset[str] = frozenset(),
 ) -> list[tuple[int, ...]]:
-    """Each step's dependencies as ids (chain edges added), then a check for cycles."""
+    """Each step's dependencies as ids (chain edges added), then a check for cycles.
+    A name in `outer` (a caller's finished step, for a sub-DAG) is already satisfied."""
     n = len(deps)
     out: list[tuple[int, ...]] = [()] * n
     forward = False  # an edge to a later step (or itself): only then can there be a cycle
@@ -660,11 +922,13 @@ def _resolve_depends(
             j = index.get(name)
             if j is None:
                 j = id_index.get(name)
+            if j is None and name in outer:
+                continue
             if j is None:
                 hint = ""
                 if hint_budget >= len(index):
                     hint_budget -= len(index)
-                    close = difflib.get_close_matches(name, index, n=1)
+                    close = _close_matches(name, index)
                     hint = f" (did you mean `{close[0]}`?)" if close else ""
                 problems.add(where, f"depends on unknown step `{name}`{hint}")
             elif j not in resolved:
@@ -823,6 +1087,8 @@ def _runner(cwd: str, scope: Mapping[str, str]) -> Callable[[str], str]:
 
     def run(command: str) -> str:
         try:
+            import subprocess  # only DAGs with backticks pay for it
+
             done = subprocess.run(
                 ["/bin/sh", "-c", command],
                 cwd=cwd,
@@ -874,10 +1140,11 @@ def _directory(
     return os.path.normpath(os.path.join(base, value))
 
 
-def _expand_max_active(
-    expr: str, spell: dict[str, str], scope, cwd: str, problems: _Problems
+def _expand_int(
+    expr: str, field: str, spell: dict[str, str], scope, cwd: str, problems: _Problems
 ) -> int:
-    key = spell.get("maxActiveSteps", "maxActiveSteps")
+    """An integer field written as an expression, expanded over the DAG's variables."""
+    key = spell.get(field, field)
     try:
         value = expand(expr, scope, _runner(cwd, scope)).strip()
     except ExpandError as e:

@@ -11,10 +11,10 @@ Positions are not read while building (reading marks costs a third of the parse)
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 
+import msgspec
 import yaml
 from yaml._yaml import CParser
 from yaml.events import (
@@ -76,7 +76,7 @@ def render(path: Path) -> str:
         elif _IDENT.fullmatch(part):
             out.append("." + part)
         else:
-            out.append("[" + json.dumps(part, ensure_ascii=False) + "]")
+            out.append("[" + msgspec.json.encode(part).decode() + "]")
     return "".join(out)
 
 
@@ -89,8 +89,9 @@ class _Fail(Exception):
         self.mark = mark
 
 
-def parse(data: bytes, file: str = "<string>") -> dict:
-    """The first YAML document of `data`, which must be a mapping.
+def parse(data: bytes, file: str = "<string>", steps_list: bool = False) -> dict:
+    """The first YAML document of `data`, which must be a mapping (or, with
+    `steps_list`, a bare list of steps, returned as `{"steps": [...]}`).
 
     Raises LoadError with one Problem for anything that stops the tree being built:
     bad UTF-8, YAML syntax, duplicate keys, limits, a non-mapping top level.
@@ -114,7 +115,7 @@ def parse(data: bytes, file: str = "<string>") -> dict:
             ]
         ) from None
     try:
-        return _compose(data)
+        return _compose(data, steps_list)
     except _Fail as f:
         mark = f.mark
         problem = Problem(
@@ -139,7 +140,7 @@ class _Duplicate(Exception):
     """A mapping repeats a key; `locate` finds where, with marks."""
 
 
-def _compose(data: bytes) -> dict:
+def _compose(data: bytes, steps_list: bool = False) -> dict:
     """The event loop; the only code on the hot path."""
     parser = CParser(data)
     get = parser.get_event
@@ -248,6 +249,8 @@ def _compose(data: bytes) -> dict:
 
     if top and type(top[0]) is dict:
         return top[0]
+    if steps_list and top and type(top[0]) is list:
+        return {"steps": top[0]}
     root_event = _first_node(data)
     if root_event is None or (
         root_event.__class__ is ScalarEvent
