@@ -325,6 +325,7 @@ class Dagfast(Engine):
         self.version = ", ".join(
             [
                 version,
+                f"via {self.base[0]}" if len(self.base) == 1 else "via python -m dagfast.cli",
                 "compiled _sched" if compiled else "no compiled _sched",
                 "run --quiet" if self.quiet else "run > /dev/null",
                 "shell: sh" if self.shell_key else "SHELL=/bin/sh",

@@ -1,8 +1,8 @@
 """The command line: the only module that prints for the user or exits.
 
 Exit statuses:
-  0    the run succeeded (or the DAG is valid)
-  1    the run failed
+  0    the run succeeded (or the DAG is valid, or the command did what it was asked)
+  1    the run failed, or the run or step asked for does not exist (or is not running)
   2    the DAG file is invalid, or the command line is wrong
   70   an internal error: a bug in dagfast (please report it)
   130  the run was interrupted by SIGINT (Ctrl-C); 143 by SIGTERM
@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 
-from .errors import DagfastError, LoadError, SchedulerBug, UsageError
+from .errors import DagfastError, LoadError, RunError, SchedulerBug, UsageError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -22,13 +22,15 @@ EXIT_INVALID = 2
 EXIT_BUG = 70
 
 _EPILOG = """\
-exit statuses: 0 succeeded, 1 failed, 2 invalid DAG or usage, 70 internal error,
-130/143 interrupted by SIGINT/SIGTERM
+exit statuses: 0 succeeded (or done), 1 failed (or no such run, step, running run),
+2 invalid DAG or usage, 70 internal error, 130/143 interrupted by SIGINT/SIGTERM
 
 examples:
   dagfast run examples/parallel.yaml
   dagfast run --max-active-steps 4 --quiet big.yaml
   dagfast validate dag.yaml
+  dagfast status --json            # the latest run
+  dagfast retry 20261128T162600123Z-9f3a1c
 """
 
 
@@ -70,8 +72,58 @@ def _parser() -> argparse.ArgumentParser:
     )
     val.add_argument("dag", metavar="DAG", help="the DAG's YAML file")
 
+    _add_record_commands(sub)
     sub.add_parser("version", help="print dagfast's version")
     return p
+
+
+def _add_record_commands(sub) -> None:
+    def add(name, help, description):
+        return sub.add_parser(name, help=help, description=description, epilog=_EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    st = add("status", "show a run step by step",
+             "Show a run: a header (DAG, run id, status, start, duration), then one line a "
+             "step (status, duration, exit code, error). Exit 0 whatever the run's status, "
+             "1 if there is no such run.")
+    st.add_argument("target", nargs="?", metavar="DAG|RUN_ID",
+                    help="a run id, or a DAG file or name (its latest run); default: the "
+                    "latest run of any DAG")
+    st.add_argument("--json", action="store_true", help="print one JSON document")
+
+    hi = add("history", "list the runs of a DAG", "List the runs of a DAG, newest first.")
+    hi.add_argument("dag", metavar="DAG", help="a DAG file or name")
+    hi.add_argument("-n", "--limit", type=int, default=20, metavar="N",
+                    help="show the N latest runs (0: all; default 20)")
+
+    lo = add("logs", "print a step's output",
+             "Print a step's stdout (all steps' when STEP is not given), or its stderr.")
+    lo.add_argument("run", metavar="RUN_ID", help="the run, or a DAG (its latest run)")
+    lo.add_argument("step", nargs="?", metavar="STEP", help="the step's name or id")
+    lo.add_argument("-f", "--follow", action="store_true",
+                    help="keep printing what the step writes until the run ends")
+    lo.add_argument("--stderr", action="store_true", help="print stderr instead of stdout")
+
+    re_ = add("retry", "run again the steps of a run that did not succeed",
+              "A new attempt of the same run: the steps that did not succeed run again (or "
+              "only STEP), the others keep their records. Exits as `run` does.")
+    re_.add_argument("run", metavar="RUN_ID")
+    re_.add_argument("--step", metavar="NAME", help="run only this step again")
+    re_.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+
+    so = add("stop", "stop a running run",
+             "Stop a run: its running steps' process groups get SIGTERM, then SIGKILL after "
+             "the clean-up period; the run ends `aborted`. Waits until it has ended.")
+    so.add_argument("run", metavar="RUN_ID")
+    so.add_argument("--wait", type=float, default=30.0, metavar="SEC",
+                    help="how long to wait for the run to end (default 30)")
+
+    dr = add("dry", "show the order steps would start in, running nothing",
+             "Show the order in which steps would start, in rounds, as if every step took "
+             "the same time; runs nothing and records nothing.")
+    dr.add_argument("dag", metavar="DAG", help="the DAG's YAML file")
+    dr.add_argument("--max-active-steps", type=int, metavar="N",
+                    help="override the DAG's maxActiveSteps (0: unlimited)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,6 +137,14 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
         if args.command == "validate":
             return _validate(args)
+        if args.command in ("status", "history", "logs", "dry"):
+            from . import commands
+
+            return getattr(commands, args.command)(args)
+        if args.command in ("retry", "stop"):
+            from . import control
+
+            return getattr(control, args.command)(args)
         if args.command == "version":
             from . import __version__
 
@@ -133,9 +193,12 @@ def _run(args) -> int:
 
     if args.max_active_steps is not None and args.max_active_steps < 0:
         raise UsageError("--max-active-steps must be 0 (unlimited) or more")
+    given = None
     if args.params:
-        raise UsageError("parameters (`-- NAME=VALUE`) are not supported yet")
-    dag = load(args.dag)
+        from .params import parse
+
+        given = parse(list(args.params))  # already split by the caller's shell
+    dag = load(args.dag, params=given)
 
     from .engine import Engine
     from .report import ConsoleReporter
@@ -145,9 +208,14 @@ def _run(args) -> int:
     run_dir = RunDir.create(dag, home())
     reporter = ConsoleReporter(sys.stdout, quiet=args.quiet)
     result = Engine(dag, run_dir, reporter, max_active_steps=args.max_active_steps).run()
+    if run_dir.failure is not None:  # the record could not be kept: the run was stopped
+        raise RunError(f"the run was stopped: {run_dir.failure}")
     if result.signal:
         return 128 + int(result.signal)
-    return EXIT_OK if result.status == RunStatus.SUCCEEDED else EXIT_FAILED
+    # partially_succeeded: every failure was allowed by continueOn; aborted without a
+    # signal: the DAG's preconditions were not met (as Dagu, exit 0).
+    ok = (RunStatus.SUCCEEDED, RunStatus.PARTIALLY_SUCCEEDED, RunStatus.ABORTED)
+    return EXIT_OK if result.status in ok else EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+from array import array
 import signal
 import time
 
 import uvloop
 
+from . import stepflow
 from . import sched as _sched
 from .errors import SchedulerBug
 from .model import Dag
@@ -35,9 +37,15 @@ _ABORTED = StepStatus.ABORTED
 class RunResult:
     """What a finished run did: its status and one StepRecord per step, in file order."""
 
-    __slots__ = ("dag", "run_id", "path", "status", "steps", "started_at", "finished_at", "signal")
+    __slots__ = (
+        "dag", "run_id", "path", "status", "steps", "started_at", "finished_at", "signal",
+        "outputs", "handlers",
+    )  # fmt: skip
 
-    def __init__(self, dag, run_id, path, status, steps, started_at, finished_at, sig):
+    def __init__(
+        self, dag, run_id, path, status, steps, started_at, finished_at, sig,
+        outputs=None, handlers=None,
+    ):  # fmt: skip
         self.dag = dag
         self.run_id = run_id
         self.path = path
@@ -46,6 +54,9 @@ class RunResult:
         self.started_at = started_at
         self.finished_at = finished_at
         self.signal = sig
+        # Output variables by name (the last writer wins), and handler records by event.
+        self.outputs: dict[str, str] = outputs or {}
+        self.handlers: dict[str, StepRecord] = handlers or {}
 
     def step(self, name: str) -> StepRecord:
         """The record of the step called `name`."""
@@ -63,26 +74,47 @@ class Engine:
         *,
         max_active_steps: int | None = None,
         environ=None,
-        cleanup_sec: float = DEFAULT_CLEANUP_SEC,
+        cleanup_sec: float | None = None,
         executor=ProcessManager,
         previous=None,
+        parent: Engine | None = None,
     ) -> None:
         self.dag = dag
         self.run_dir = run_dir
         # The record is kept whatever the caller wants to hear about.
         self.reporter = Reporters((Recorder(run_dir), reporter or Reporter()))
         self.limit = dag.max_active_steps if max_active_steps is None else max_active_steps
-        self.cleanup_sec = cleanup_sec
+        self.cleanup_sec = dag.max_cleanup_sec if cleanup_sec is None else cleanup_sec
         # Called as executor(loop, limit, on_exits): anything with ProcessManager's
         # methods can run the steps (tests and benchmarks pass doubles).
         self._executor = executor
-        self._environ = os.environb if environ is None else {
-            os.fsencode(k): os.fsencode(v) for k, v in environ.items()
-        }
+        if parent is not None:
+            self._environ = parent._base_env  # the caller's env, its DAG's env and params
+        else:
+            self._environ = os.environb if environ is None else {
+                os.fsencode(k): os.fsencode(v) for k, v in environ.items()
+            }
+        self.parent = parent
         n = len(dag.steps)
         self._records = [StepRecord() for _ in range(n)]
         ptr, idx = dag.dependency_arrays()
-        self._sched = _sched.Scheduler(n, ptr, idx)
+        self._sched = _sched.Scheduler(n, ptr, idx, _flags(dag))
+        # The slow path (steps with a StepExtra, handlers, sub-DAGs); see stepflow.py.
+        self._featured = (
+            bool(dag.handlers or dag.preconditions)
+            or any(s.extra is not None for s in dag.steps)
+        )
+        self._waiters: dict[int, asyncio.Future] = {}  # token -> its process's exit
+        self._holding = 0  # featured steps that hold a slot without a process
+        self._active = 0  # featured steps not yet ended
+        self._pids: dict[int, int] = {}  # token -> pid, for featured steps' processes
+        self.outputs: dict[int, str] = {}  # step id -> captured output
+        self._covered: set[int] = set()  # failed steps that continueOn let pass
+        self._children: set[Engine] = set()
+        self._timed_out = False
+        self._failed_handler = False
+        self._handler_records: dict[str, StepRecord] = {}
+        self._next_start = 0.0  # DAG delaySec: when the next step may start
         if previous is not None:
             self._keep_succeeded(previous)
         self._stopping = 0  # the signal that stopped the run, 0 while it runs
@@ -107,13 +139,38 @@ class Engine:
             return
         self._stopping = sig
         self._stop_deadline = time.monotonic() + self.cleanup_sec
+        for child in tuple(self._children):
+            child.stop(sig)
         procs = self._procs
         if procs is None:
             return
-        procs.signal_running(signal.SIGTERM)
-        procs.signal_all_groups(signal.SIGTERM)
+        if self._featured:
+            # signalOnStop: those steps get their own signal, so they are signalled one
+            # by one; the sweep catches everything else when the clean-up period ends.
+            own = self._own_stop_signals()
+            if own:
+                for token, pid in self._pids.items():
+                    _killpg(pid, own.get(token, signal.SIGTERM))
+            else:
+                procs.signal_running(signal.SIGTERM)
+                procs.signal_all_groups(signal.SIGTERM)
+            stepflow.wake(self)
+        else:
+            procs.signal_running(signal.SIGTERM)
+            procs.signal_all_groups(signal.SIGTERM)
         self._kill_handle = asyncio.get_running_loop().call_later(self.cleanup_sec, self._kill)
         self._check_end()
+
+    def _own_stop_signals(self) -> dict[int, int]:
+        """token -> signalOnStop of the running steps that set one."""
+        steps = self.dag.steps
+        own = {}
+        for token in self._pids:
+            if token < len(steps):
+                extra = steps[token].extra
+                if extra is not None and extra.signal_on_stop:
+                    own[token] = extra.signal_on_stop
+        return own
 
     def _keep_succeeded(self, previous) -> None:
         """A retry: steps that succeeded in `previous` (StepRecords in file order) keep
@@ -131,32 +188,53 @@ class Engine:
 
     # The loop ---------------------------------------------------------------------------
 
-    async def _main(self, loop) -> RunResult:
+    async def run_nested(self) -> RunResult:
+        """Run on the caller's loop, as a sub-DAG of `parent` (no signal handlers)."""
+        return await self._main(asyncio.get_running_loop(), nested=True)
+
+    async def _main(self, loop, nested: bool = False) -> RunResult:
         dag = self.dag
         self._base_env = self._make_base_env()
         self._done = loop.create_future()
         self._procs = self._executor(loop, self.limit, self._on_exits)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.stop, sig)
+        if not nested:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self.stop, sig)
         started_at = time.time()
         self._started_at = started_at
         self.reporter.run_started(dag, self.run_dir, self._records)
+        timer = None
+        if dag.timeout_sec:
+            timer = loop.call_later(dag.timeout_sec, self._run_timed_out)
         try:
-            self._fill()
-            await self._done
+            if self._featured and not await stepflow.begin(self):
+                pass  # DAG preconditions unmet or the init handler failed: no step runs
+            else:
+                self._fill()
+                await self._done
             if self._stopping:
                 await self._sweep()
+            if self._featured:
+                await stepflow.finish(self, self._final_status())
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
+            if timer is not None:
+                timer.cancel()
+            if not nested:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
             if self._kill_handle is not None:
                 self._kill_handle.cancel()
             self._procs.close()
         status = self._final_status()
         finished_at = time.time()
+        names = {}
+        if self.outputs:
+            steps = dag.steps
+            names = {steps[i].extra.output: v for i, v in sorted(self.outputs.items())}
         result = RunResult(
             dag, self.run_dir.run_id, self.run_dir.path, status, self._records,
-            started_at, finished_at, self._stopping,
+            started_at, finished_at, 0 if self._timed_out else self._stopping,
+            names, self._handler_records,
         )
         self.reporter.run_finished(result)
         return result
@@ -170,8 +248,10 @@ class Engine:
         """
         sched = self._sched
         procs = self._procs
+        if self.dag.delay_sec:
+            return self._fill_spaced()
         while not self._stopping:
-            free = procs.free_slots()
+            free = procs.free_slots() - self._holding
             ready = sched.ready_count
             if free <= 0 or not ready:
                 break
@@ -179,8 +259,26 @@ class Engine:
                 self._start(i)
         self._check_end()
 
+    def _fill_spaced(self) -> None:
+        """`_fill` for a DAG with `delaySec`: one start per period, as Dagu spaces them."""
+        sched = self._sched
+        loop = asyncio.get_running_loop()
+        while not self._stopping and sched.ready_count:
+            if self._procs.free_slots() - self._holding <= 0:
+                break
+            now = loop.time()
+            if now < self._next_start:
+                loop.call_at(self._next_start, self._fill)
+                break
+            self._next_start = now + self.dag.delay_sec
+            for i in sched.pop(1):
+                self._start(i)
+        self._check_end()
+
     def _start(self, i: int) -> None:
         step = self.dag.steps[i]
+        if step.extra is not None:
+            return stepflow.start(self, i)
         run_dir = self.run_dir
         record = self._records[i]
         record.status = StepStatus.RUNNING
@@ -193,10 +291,12 @@ class Engine:
         try:
             if step.script is not None:
                 argv = self._write_script(i, step.script, argv)
-            self._procs.start(
+            pid = self._procs.start(
                 i, argv, env, step.dir or self.dag.dir,
                 run_dir.stdout_path(i), run_dir.stderr_path(i),
             )
+            if self._featured:
+                self._pids[i] = pid
         except SpawnError as exc:
             self.reporter.step_started(i)
             self._ended(i, _FAILED, 127, str(exc))
@@ -218,7 +318,14 @@ class Engine:
     def _on_exits(self, exits: list) -> None:
         """Exits picked up by the process manager, in one batch: record, then refill."""
         stopping = self._stopping
+        featured = self._featured
         for i, wait_status in exits:
+            if featured:
+                self._pids.pop(i, None)
+                waiter = self._waiters.pop(i, None)
+                if waiter is not None:
+                    waiter.set_result(wait_status)  # a featured step's coroutine goes on
+                    continue
             if os.WIFSIGNALED(wait_status):
                 sig = os.WTERMSIG(wait_status)
                 code = 128 + sig
@@ -232,25 +339,36 @@ class Engine:
                     self._ended(i, _ABORTED if stopping else _FAILED, code, f"exit status {code}")
         self._fill()
 
-    def _ended(self, i: int, status: StepStatus, code: int, error: str) -> None:
+    def _ended(
+        self, i: int, status: StepStatus, code: int | None, error: str, outcome: int = -1
+    ) -> None:
         record = self._records[i]
         record.status = status
         record.exit_code = code
         record.finished_at = time.time()
         record.error = error
         self.reporter.step_finished(i, record)
-        outcome = _sched.PASS if status == _SUCCEEDED else _sched.ABORT
+        if outcome < 0:
+            if status == _SUCCEEDED or status == StepStatus.PARTIALLY_SUCCEEDED:
+                outcome = _sched.PASS
+            elif status == StepStatus.SKIPPED:
+                outcome = _sched.SKIP
+            else:
+                outcome = _sched.ABORT
         cancelled = self._sched.finish(i, outcome)
         if cancelled:
+            status, why = _ABORTED, "upstream failed"
+            if outcome == _sched.SKIP:
+                status, why = StepStatus.SKIPPED, "upstream skipped"
             records = self._records
             for j in cancelled:
                 r = records[j]
-                r.status = _ABORTED
-                r.error = "upstream failed"
-            self.reporter.steps_cancelled(cancelled, _ABORTED, "upstream failed")
+                r.status = status
+                r.error = why
+            self.reporter.steps_cancelled(cancelled, status, why)
 
     def _check_end(self) -> None:
-        if self._procs.running_count:
+        if self._procs.running_count or self._active:
             return
         sched = self._sched
         if self._stopping or sched.finished():
@@ -278,23 +396,57 @@ class Engine:
         self._procs.signal_running(signal.SIGKILL)
         self._procs.signal_all_groups(signal.SIGKILL)
 
+    def _run_timed_out(self) -> None:
+        """The DAG's timeoutSec passed: kill what runs; the run ends failed (as Dagu)."""
+        self._timed_out = True
+        self.stop(signal.SIGTERM)
+        self._kill()
+
     # Helpers ----------------------------------------------------------------------------
 
     def _make_base_env(self) -> dict:
         env = dict(self._environ)
         for k, v in self.dag.env:
             env[k.encode()] = v.encode()
+        for k, v in self.dag.params:
+            if k is not None:
+                env[k.encode()] = v.encode()
         env[b"DAG_NAME"] = self.dag.name.encode()
         env[b"DAG_RUN_ID"] = self.run_dir.run_id.encode()
         return env
 
     def _final_status(self) -> RunStatus:
+        if self._timed_out or self._failed_handler:
+            return RunStatus.FAILED
         if self._stopping:
             return RunStatus.ABORTED
-        for r in self._records:
-            if r.status != _SUCCEEDED:
-                return RunStatus.FAILED
-        return RunStatus.SUCCEEDED
+        if not self._featured:
+            for r in self._records:
+                if r.status != _SUCCEEDED:
+                    return RunStatus.FAILED
+            return RunStatus.SUCCEEDED
+        return stepflow.final_status(self)
+
+
+def _flags(dag: Dag):
+    """PASS_SKIPPED for the steps with continueOn.skipped (None when no step has it)."""
+    marked = [
+        i for i, s in enumerate(dag.steps)
+        if s.extra is not None and s.extra.continue_on is not None and s.extra.continue_on.skipped
+    ]  # fmt: skip
+    if not marked:
+        return None
+    flags = array("B", bytes(len(dag.steps)))
+    for i in marked:
+        flags[i] = _sched.PASS_SKIPPED
+    return flags
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _signame(sig: int) -> str:

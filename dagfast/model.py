@@ -11,7 +11,94 @@ from array import array
 
 import msgspec
 
-__all__ = ["Dag", "Step"]
+__all__ = [
+    "Condition",
+    "ContinueOn",
+    "Dag",
+    "Fanout",
+    "Handler",
+    "Repeat",
+    "Retry",
+    "Step",
+    "StepExtra",
+]
+
+Params = tuple[tuple[str | None, str], ...]
+"""Parameters in order: (name, value), or (None, value) for a positional one."""
+
+
+class Condition(msgspec.Struct, frozen=True):
+    """`condition` (variables and backticks evaluated by the shell) compared to
+    `expected` (literal, or `re:` a pattern); without `expected`, a command whose
+    exit status 0 means met. `negate` inverts the answer."""
+
+    condition: str
+    expected: str | None = None
+    negate: bool = False
+
+
+class ContinueOn(msgspec.Struct, frozen=True):
+    """When a failed step still lets its dependents run (the step stays failed,
+    unless `mark_success`); `skipped` lets a skipped step's dependents run."""
+
+    failure: bool = False
+    skipped: bool = False
+    exit_codes: tuple[int, ...] = ()
+    output: tuple[str, ...] = ()
+    mark_success: bool = False
+
+
+class Retry(msgspec.Struct, frozen=True):
+    """Up to `limit` more attempts of a failed step whose exit code is in `exit_codes`
+    (any non-zero when empty), `interval` seconds apart, times `backoff` each time."""
+
+    limit: int
+    interval: float = 0.0
+    exit_codes: tuple[int, ...] = ()
+    backoff: float = 1.0
+    max_interval: float = 0.0
+
+
+class Repeat(msgspec.Struct, frozen=True):
+    """Run a step again `while` (or `until`) its condition / exit code holds; without
+    either, `while` repeats while the step succeeds. `limit` caps all executions."""
+
+    mode: str
+    condition: Condition | None = None
+    exit_codes: tuple[int, ...] = ()
+    interval: float = 0.0
+    limit: int = 0
+    backoff: float = 1.0
+    max_interval: float = 0.0
+
+
+class Fanout(msgspec.Struct, frozen=True):
+    """`parallel:` items (a list, or `expr` to expand into a JSON array or lines)."""
+
+    items: tuple[str | dict[str, str], ...] = ()
+    expr: str | None = None
+    max_concurrent: int = 10
+
+
+class StepExtra(msgspec.Struct, frozen=True):
+    """What a step needs beyond starting a process; steps without any have none, and
+    the engine runs them on its fast path."""
+
+    output: str | None = None
+    sees: tuple[int, ...] = ()  # steps whose outputs this one sees (its ancestors)
+    expand: bool = False  # argv refers to `${OUTPUT.path}`: expanded at start
+    continue_on: ContinueOn | None = None
+    retry: Retry | None = None
+    repeat: Repeat | None = None
+    preconditions: tuple[Condition, ...] = ()
+    timeout_sec: float = 0.0
+    delay_sec: float = 0.0
+    signal_on_stop: int = 0
+    call: str | None = None
+    params: Params = ()
+    parallel: Fanout | None = None
+    stdout: str | None = None
+    stderr: str | None = None
 
 
 class Step(msgspec.Struct, frozen=True):
@@ -26,6 +113,14 @@ class Step(msgspec.Struct, frozen=True):
     dir: str = ""
     env: tuple[tuple[str, str], ...] = ()
     script: str | None = None
+    extra: StepExtra | None = None
+
+
+class Handler(msgspec.Struct, frozen=True):
+    """A `handlerOn` step: `on` is init, success, failure, abort or exit."""
+
+    on: str
+    step: Step
 
 
 class Dag(msgspec.Struct, frozen=True):
@@ -39,6 +134,16 @@ class Dag(msgspec.Struct, frozen=True):
     env: tuple[tuple[str, str], ...] = ()
     max_active_steps: int = 0
     type: str = "graph"
+    params: Params = ()
+    max_active_runs: int = 0
+    schedule: tuple[str, ...] = ()
+    skip_if_successful: bool = False
+    timeout_sec: float = 0.0
+    delay_sec: float = 0.0
+    max_cleanup_sec: float = 5.0
+    max_output_size: int = 1 << 20
+    preconditions: tuple[Condition, ...] = ()
+    handlers: tuple[Handler, ...] = ()
 
     def dependency_arrays(self) -> tuple[array, array]:
         """The dependencies in CSR form: step i waits for `idx[ptr[i]:ptr[i+1]]`."""

@@ -16,10 +16,19 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 __all__ = [
     "ALIASES",
     "DAG_TYPES",
+    "INT_FIELDS",
     "KEYS",
+    "NESTED",
     "SUPPORTED",
+    "ConditionSpec",
+    "ContinueOnSpec",
     "DagSpec",
     "EnvSpec",
+    "HandlersSpec",
+    "OutputSpec",
+    "ParallelSpec",
+    "RepeatSpec",
+    "RetrySpec",
     "StepSpec",
 ]
 
@@ -33,6 +42,74 @@ EnvSpec = dict[str, str | None] | list[dict[str, str | None] | str]
 
 Shell = str | list[str]
 """A command line split with shlex, or the words themselves."""
+
+
+Int = NonNegInt | str
+"""An integer, or a `${VAR}` expression that must expand to one (checked on load)."""
+
+Params = str | dict[str, str | None] | list[dict[str, str | None] | str]
+"""`"A=1 B=2 positional"`, a map, or a list of single-key maps and plain values."""
+
+Codes = int | list[int]
+
+
+class OutputSpec(Struct, forbid_unknown_fields=True, gc=False):
+    """`output: {name: NAME}`; `key` and `omit` are accepted for Dagu's outputs.json."""
+
+    name: str
+    key: str | None = None
+    omit: bool = False
+
+
+class ContinueOnSpec(Struct, forbid_unknown_fields=True, rename="camel", gc=False):
+    """When a failed (or skipped) step still lets its dependents run."""
+
+    failure: bool = False
+    skipped: bool = False
+    exit_code: Codes | None = None
+    output: str | list[str] | None = None
+    mark_success: bool = False
+
+
+class ConditionSpec(Struct, forbid_unknown_fields=True, gc=False):
+    """A precondition: `condition` compared to `expected`, or run as a command."""
+
+    condition: str
+    expected: str | None = None
+    negate: bool = False
+
+
+Conditions = str | ConditionSpec | list[str | ConditionSpec]
+
+
+class RetrySpec(Struct, forbid_unknown_fields=True, rename="camel", gc=False):
+    """Run a failed step again, up to `limit` more times."""
+
+    limit: Int
+    interval_sec: Int = 0
+    exit_code: Codes | None = None
+    backoff: bool | float = False
+    max_interval_sec: Int = 0
+
+
+class RepeatSpec(Struct, forbid_unknown_fields=True, rename="camel", gc=False):
+    """Run a step again while (or until) a condition or exit code holds."""
+
+    repeat: bool | Literal["while", "until"] = True
+    condition: str | None = None
+    expected: str | None = None
+    exit_code: Codes | None = None
+    interval_sec: Int = 0
+    limit: Int = 0
+    backoff: bool | float = False
+    max_interval_sec: Int = 0
+
+
+class ParallelSpec(Struct, forbid_unknown_fields=True, rename="camel", gc=False):
+    """Fan-out: one sub-DAG run per item, at most `maxConcurrent` at once."""
+
+    items: str | list[str | dict[str, str | None]]
+    max_concurrent: Int = 10
 
 
 class StepSpec(Struct, forbid_unknown_fields=True, rename="camel", gc=False):
@@ -51,50 +128,111 @@ class StepSpec(Struct, forbid_unknown_fields=True, rename="camel", gc=False):
     env: EnvSpec | None = None
     # UNSET (absent) differs from [] (written): `depends: []` opts out of chaining.
     depends: str | list[str] | None | UnsetType = UNSET
+    output: str | OutputSpec | None = None
+    continue_on: Literal["failed", "failure", "skipped"] | ContinueOnSpec | None = None
+    retry_policy: RetrySpec | None = None
+    repeat_policy: RepeatSpec | None = None
+    preconditions: Conditions | None = None
+    timeout_sec: Int | None = None
+    delay_sec: Int | None = None
+    signal_on_stop: str | None = None
+    run: str | None = None
+    call: str | None = None
+    params: Params | None = None
+    parallel: ParallelSpec | str | list[str | dict[str, str | None]] | None = None
+    stdout: str | None = None
+    stderr: str | None = None
+
+
+class HandlersSpec(Struct, forbid_unknown_fields=True, gc=False):
+    """`handlerOn`: steps run at the run's edges (`cancel` is `abort`'s other name)."""
+
+    init: StepSpec | None = None
+    success: StepSpec | None = None
+    failure: StepSpec | None = None
+    abort: StepSpec | None = None
+    cancel: StepSpec | None = None
+    exit: StepSpec | None = None
 
 
 class DagSpec(Struct, forbid_unknown_fields=True, rename="camel", gc=False):
-    """The whole file as written. `maxActiveSteps` may also be a `${VAR}` expression;
-    the loader takes that out before conversion and expands it after the env."""
+    """The whole file as written. Integer fields may also be `${VAR}` expressions;
+    the loader takes those out before conversion and expands them after the env."""
 
     name: str | None = None
     description: str | None = None
     type: DagType = "graph"
     env: EnvSpec | None = None
+    dotenv: str | list[str] | None = None
+    params: Params | None = None
     max_active_steps: NonNegInt = 0
+    max_active_runs: NonNegInt = 0
+    timeout_sec: NonNegInt = 0
+    delay_sec: NonNegInt = 0
+    max_clean_up_time_sec: NonNegInt = 5
+    max_output_size: NonNegInt = 1 << 20
+    schedule: str | list[str] | dict[str, str | list[str]] | None = None
+    skip_if_successful: bool = False
+    preconditions: Conditions | None = None
+    handler_on: HandlersSpec | None = None
     working_dir: str | None = None
     shell: Shell | None = None
     steps: list[StepSpec | str | None] | dict[str, StepSpec | str | None] | None = None
+
+
+INT_FIELDS: tuple[str, ...] = (
+    "maxActiveSteps", "maxActiveRuns", "timeoutSec", "delaySec", "maxCleanUpTimeSec",
+    "maxOutputSize",
+)  # fmt: skip
+"""DAG integer keys that may be `${VAR}` expressions, expanded after `env` and `params`."""
 
 
 def _fields(cls: type[Struct]) -> tuple[str, ...]:
     return tuple(cls.__struct_encode_fields__)
 
 
+def _with(fields: tuple[str, ...], more: tuple[str, ...]) -> tuple[str, ...]:
+    return fields + tuple(k for k in more if k not in fields)
+
+
 # Known keys per mapping kind; those not in the Struct are "not supported yet".
+# The nested kinds are the mappings whose keys also have a snake_case spelling.
 KEYS: dict[str, tuple[str, ...]] = {
-    "dag": _fields(DagSpec)
-    + (
-        "group", "tags", "params", "dotenv", "schedule", "skipIfSuccessful",
-        "maxActiveRuns", "timeoutSec", "delaySec", "restartWaitSec", "maxCleanUpTimeSec",
-        "maxOutputSize", "preconditions", "handlerOn", "logDir", "logOutput",
+    "dag": _with(_fields(DagSpec), (
+        "group", "tags", "restartWaitSec", "logDir", "logOutput",
         "histRetentionDays", "histRetentionRuns", "queue", "workerSelector", "container",
         "ssh", "smtp", "mailOn", "errorMail", "infoMail", "secrets", "otel",
         "registryAuths", "runConfig", "llm", "defaults", "catchupWindow", "overlapPolicy",
-    ),  # fmt: skip
-    "step": _fields(StepSpec)
-    + (
-        "output", "continueOn", "retryPolicy", "repeatPolicy", "preconditions",
-        "timeoutSec", "signalOnStop", "run", "call", "params", "parallel", "stdout",
-        "stderr", "logOutput", "delaySec", "mailOnError", "executor", "type", "config",
+    )),  # fmt: skip
+    "step": _with(_fields(StepSpec), (
+        "logOutput", "mailOnError", "executor", "type", "config",
         "container", "workerSelector", "shellPackages", "llm", "messages",
-    ),  # fmt: skip
+    )),  # fmt: skip
+    "continueOn": _fields(ContinueOnSpec),
+    "retryPolicy": _fields(RetrySpec),
+    "repeatPolicy": _fields(RepeatSpec),
+    "parallel": _fields(ParallelSpec),
+    "handlerOn": _fields(HandlersSpec),
 }
 
 SUPPORTED: dict[str, frozenset[str]] = {
     "dag": frozenset(_fields(DagSpec)),
     "step": frozenset(_fields(StepSpec)),
+    "continueOn": frozenset(KEYS["continueOn"]),
+    "retryPolicy": frozenset(KEYS["retryPolicy"]),
+    "repeatPolicy": frozenset(KEYS["repeatPolicy"]),
+    "parallel": frozenset(KEYS["parallel"]),
+    "handlerOn": frozenset(KEYS["handlerOn"]),
 }
+
+NESTED: dict[str, str] = {
+    "continueOn": "continueOn",
+    "retryPolicy": "retryPolicy",
+    "repeatPolicy": "repeatPolicy",
+    "parallel": "parallel",
+    "handlerOn": "handlerOn",
+}
+"""Keys whose mapping value has keys of its own to normalise: key -> its kind."""
 
 _EXTRA_ALIASES: dict[str, dict[str, str]] = {
     "dag": {"precondition": "preconditions"},
@@ -111,7 +249,7 @@ def _aliases(kind: str) -> dict[str, str]:
     for key in KEYS[kind]:
         table[key] = key
         table[_snake(key)] = key
-    extra = _EXTRA_ALIASES[kind]
+    extra = _EXTRA_ALIASES.get(kind, {})
     for alias, key in extra.items():
         table[alias] = key
         table[_snake(alias)] = key

@@ -1,0 +1,72 @@
+"""Output variables: capture from a step's log, and `${NAME.key[0]}` lookups.
+
+Capture reads the stdout log after the process has exited, so a background child that
+holds the log open never delays the step; only steps with `output:` are read.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["OutputTooLarge", "capture", "expand_refs", "lookup"]
+
+_PATH = re.compile(r"\.([A-Za-z0-9_-]+)|\[(\d+)\]")
+
+
+class OutputTooLarge(Exception):
+    """The step printed more than `maxOutputSize` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+    def __str__(self) -> str:
+        return f"output exceeded maximum size limit of {self.limit} bytes (maxOutputSize)"
+
+
+def capture(path: str, limit: int) -> str:
+    """The log's text, trimmed of surrounding white space; OutputTooLarge past `limit`."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1 if limit > 0 else -1)
+    except FileNotFoundError:
+        return ""
+    if limit > 0 and len(data) > limit:
+        raise OutputTooLarge(limit)
+    return data.decode("utf-8", "replace").strip()
+
+
+def lookup(value: str, path: str) -> str | None:
+    """`path` (`.a.b[0]`) read from `value` parsed as JSON; None when absent."""
+    import json
+
+    try:
+        node = json.loads(value)
+    except ValueError:
+        return None
+    for m in _PATH.finditer(path):
+        key, index = m.group(1), m.group(2)
+        if key is not None and type(node) is dict and key in node:
+            node = node[key]
+        elif index is not None and type(node) is list and int(index) < len(node):
+            node = node[int(index)]
+        else:
+            return None
+    if type(node) is str:
+        return node
+    return json.dumps(node, separators=(",", ":"))
+
+
+def expand_refs(text: str, values: dict[str, str]) -> str:
+    """`text` with each `${NAME.path}` (NAME an output in `values`) read from its JSON;
+    everything else is left to the shell."""
+    names = "|".join(re.escape(n) for n in values)
+    if not names:
+        return text
+    pattern = re.compile(r"\$\{(" + names + r")((?:\.[A-Za-z0-9_-]+|\[\d+\])+)\}")
+
+    def sub(m: re.Match) -> str:
+        found = lookup(values[m.group(1)], m.group(2))
+        return "" if found is None else found
+
+    return pattern.sub(sub, text)

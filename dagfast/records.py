@@ -1,0 +1,228 @@
+"""Reading runs back: find them under the home, rebuild their state from the snapshot and
+the journal, and tell whether their owner still lives. Reading never changes a record."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from dataclasses import dataclass, field
+
+import msgspec
+
+from .errors import RunError
+from .journal import frames
+from .model import Dag
+from .status import RunStatus, StepStatus
+from .store import (
+    Begin, Cancel, End, Entry, Finish, Snapshot, Start, StepRecord, dag_dir_name,
+)
+
+__all__ = ["RunState", "find_run", "latest_run", "owner_pid", "read_run", "runs_of"]
+
+_snapshot = msgspec.json.Decoder(Snapshot)
+_entries = msgspec.msgpack.Decoder(list[Entry])
+_dag = msgspec.json.Decoder(Dag)
+
+
+@dataclass
+class RunState:
+    """One run as its record tells it, plus whether its owner is alive."""
+
+    path: str
+    run_id: str
+    dag_name: str = ""
+    dag_path: str = ""
+    attempt: int = 1
+    status: int = RunStatus.NOT_STARTED
+    started_at: float | None = None
+    finished_at: float | None = None
+    pid: int = 0
+    error: str = ""
+    steps: list[StepRecord] = field(default_factory=list)
+    journal_end: int = 0  # the byte just past the last whole frame
+    torn: bool = False  # the journal ended in a torn or corrupt frame
+    rebuilt: bool = False  # the snapshot was corrupt: rebuilt from the journal
+    owner_alive: bool = False
+
+    @property
+    def interrupted(self) -> bool:
+        """The record says running, but no process holds the run any more."""
+        return self.status == RunStatus.RUNNING and not self.owner_alive
+
+    @property
+    def label(self) -> str:
+        """`interrupted`, or the run status's name."""
+        return "interrupted" if self.interrupted else RunStatus(self.status).label
+
+    def dag(self) -> Dag:
+        """The DAG as it was loaded for this run."""
+        try:
+            with open(os.path.join(self.path, "dag.json"), "rb") as f:
+                return _dag.decode(f.read())
+        except (OSError, msgspec.DecodeError) as exc:
+            raise RunError(f"cannot read the DAG of run `{self.run_id}`: {exc}") from None
+
+
+def read_run(path: str) -> RunState:
+    """The state of the run in `path`: the snapshot, brought up to date by the journal
+    entries after it (all of them when the snapshot is missing or corrupt)."""
+    state = RunState(path=path, run_id=os.path.basename(path))
+    data = _read(os.path.join(path, "journal"))
+    snap = None
+    raw = _read(os.path.join(path, "status.json"))
+    if raw:
+        try:
+            snap = _snapshot.decode(raw)
+        except msgspec.DecodeError:
+            snap = None
+    offset = 0
+    if snap is not None and snap.journal_offset <= len(data):
+        _apply_snapshot(state, snap)
+        offset = snap.journal_offset
+    payloads, end, torn = frames(data, offset)
+    if offset and torn and not payloads:
+        # The snapshot points into the journal somewhere that is not a frame: trust
+        # the journal alone.
+        snap = None
+    if snap is None:
+        state = RunState(path=path, run_id=state.run_id, rebuilt=bool(raw))
+        payloads, end, torn = frames(data, 0)
+        if raw and not data:
+            raise RunError(f"the record of run `{state.run_id}` is unreadable (corrupt "
+                           "status.json, empty journal)")
+    for payload in payloads:
+        try:
+            entries = _entries.decode(payload)
+        except msgspec.DecodeError:
+            torn = True
+            break
+        _replay(state, entries)
+    state.journal_end = end
+    state.torn = torn
+    if not state.dag_name:  # rebuilt: the journal does not repeat what dag.json says
+        try:
+            dag = state.dag()
+            state.dag_name, state.dag_path = dag.name, dag.path
+            if not state.steps:  # the owner died before its first step started
+                state.steps = [StepRecord() for _ in dag.steps]
+        except RunError:
+            state.dag_name = os.path.basename(os.path.dirname(path))
+    state.owner_alive = owner_pid(path) is not None
+    return state
+
+
+def owner_pid(path: str) -> int | None:
+    """The pid of the process holding the run in `path`, or None if none does."""
+    lock = os.path.join(path, "lock")
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.read(fd, 32).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else 0
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def runs_of(home_dir: str, dag: str) -> list[str]:
+    """The run directories of the DAG called `dag`, oldest first."""
+    parent = os.path.join(home_dir, "runs", dag_dir_name(dag))
+    try:
+        names = sorted(os.listdir(parent))
+    except FileNotFoundError:
+        return []
+    return [os.path.join(parent, n) for n in names
+            if os.path.exists(os.path.join(parent, n, "dag.json"))]
+
+
+def find_run(home_dir: str, run_id: str) -> str | None:
+    """The directory of the run `run_id` (any DAG), or None."""
+    if not run_id or "/" in run_id or run_id.startswith("."):
+        return None
+    root = os.path.join(home_dir, "runs")
+    try:
+        dags = os.listdir(root)
+    except FileNotFoundError:
+        return None
+    for d in dags:
+        path = os.path.join(root, d, run_id)
+        if os.path.exists(os.path.join(path, "dag.json")):
+            return path
+    return None
+
+
+def latest_run(home_dir: str, dag: str | None = None) -> str | None:
+    """The most recently started run (of `dag`, or of any DAG), or None."""
+    if dag is not None:
+        runs = runs_of(home_dir, dag)
+        return runs[-1] if runs else None
+    root = os.path.join(home_dir, "runs")
+    try:
+        dags = os.listdir(root)
+    except FileNotFoundError:
+        return None
+    runs = [r for d in dags for r in runs_of(home_dir, d)]
+    return max(runs, key=os.path.basename) if runs else None
+
+
+# Internals -----------------------------------------------------------------------------
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return b""
+    except OSError as exc:
+        raise RunError(f"cannot read `{path}`: {exc.strerror}") from None
+
+
+def _apply_snapshot(state: RunState, snap: Snapshot) -> None:
+    state.dag_name = snap.dag_name
+    state.dag_path = snap.dag_path
+    state.attempt = snap.attempt
+    state.status = snap.status
+    state.started_at = snap.started_at
+    state.finished_at = snap.finished_at
+    state.pid = snap.pid
+    state.error = snap.error
+    state.steps = snap.steps
+
+
+def _replay(state: RunState, entries: list) -> None:
+    steps = state.steps
+    for e in entries:
+        kind = type(e)
+        if kind is End:
+            r = steps[e.step]
+            r.status, r.exit_code, r.finished_at, r.error, r.output = (
+                e.status, e.exit_code, e.at, e.error, e.output)
+        elif kind is Start:
+            r = steps[e.step]
+            r.status = StepStatus.RUNNING
+            r.started_at = e.at
+        elif kind is Cancel:
+            for i in e.steps:
+                steps[i].status = e.status
+                steps[i].error = e.reason
+        elif kind is Finish:
+            state.status = e.status
+            state.finished_at = e.at
+            state.error = e.error
+        elif kind is Begin:
+            steps = state.steps = [StepRecord() for _ in range(e.steps)]
+            for i, r in e.kept:
+                steps[i] = r
+            state.attempt = e.attempt
+            state.pid = e.pid
+            state.started_at = e.started_at
+            state.finished_at = None
+            state.status = RunStatus.RUNNING
+            state.error = ""

@@ -1,0 +1,225 @@
+"""The step and DAG keys beyond "run this command": spec values -> model values.
+
+Used by `load` only, for the few steps that set any of these keys; a step that sets
+none keeps `extra=None` and runs on the engine's fast path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from collections.abc import Callable, Mapping
+from operator import attrgetter
+
+from .expand import ExpandError, expand, has_references
+from .model import Condition, ContinueOn, Fanout, Repeat, Retry, StepExtra
+from .params import ParamsError, parse
+from .spec import ConditionSpec, ContinueOnSpec, OutputSpec, ParallelSpec, StepSpec
+
+__all__ = ["EXTRA_FIELDS", "build_extra", "conditions", "featured", "integer"]
+
+EXTRA_FIELDS = (
+    "output", "continue_on", "retry_policy", "repeat_policy", "preconditions",
+    "timeout_sec", "delay_sec", "signal_on_stop", "run", "call", "params", "parallel",
+    "stdout", "stderr",
+)  # fmt: skip
+_EXTRA = attrgetter(*EXTRA_FIELDS)
+_NONE = (None,) * len(EXTRA_FIELDS)
+_UINT = re.compile(r"[0-9]+")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+Where = Callable[..., tuple]
+
+
+def featured(specs: list[StepSpec]) -> list[int]:
+    """The indexes of the steps that set any key beyond the command (one C-level pass)."""
+    return [i for i, t in enumerate(map(_EXTRA, specs)) if t != _NONE]
+
+
+def integer(value, key: str, where: tuple, scope: Mapping[str, str], problems) -> int:
+    """An integer field: an int as is, a string expanded over `scope` first."""
+    if value is None:
+        return 0
+    if type(value) is int:
+        return value
+    try:
+        text = expand(value, scope).strip()
+    except ExpandError as e:
+        problems.add(where, str(e))
+        return 0
+    if not _UINT.fullmatch(text):
+        shown = f"is `{text}`" if text else "is empty"
+        problems.add(where, f"`{key}` {shown} after expansion; expected an integer >= 0")
+        return 0
+    return int(text)
+
+
+def conditions(value) -> tuple[Condition, ...]:
+    """Preconditions as written (a string, a map, or a list of them) -> Conditions."""
+    if value is None:
+        return ()
+    items = value if type(value) is list else [value]
+    out = []
+    for c in items:
+        if type(c) is ConditionSpec:
+            out.append(Condition(c.condition, c.expected, c.negate))
+        else:
+            out.append(Condition(c))
+    return tuple(out)
+
+
+def _codes(value) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    return (value,) if type(value) is int else tuple(value)
+
+
+def _backoff(value, where: tuple, problems) -> float:
+    if value is True:
+        return 2.0
+    if value is False:
+        return 1.0
+    if value <= 1:
+        problems.add(where, f"`backoff` must be `true` or a number > 1, got `{value}`")
+        return 1.0
+    return float(value)
+
+
+def _signal(name: str, where: tuple, problems) -> int:
+    text = name.strip().upper()
+    if text.isdigit():
+        return int(text)
+    if not text.startswith("SIG"):
+        text = "SIG" + text
+    try:
+        return int(signal.Signals[text])
+    except KeyError:
+        problems.add(where, f"`{name}` is not a signal name (such as `SIGINT`)")
+        return 0
+
+
+def build_extra(
+    s: StepSpec, where: Where, scope: Mapping[str, str], step_dir: str, problems
+) -> StepExtra:
+    """The StepExtra of one step; `where(key)` names a key's path in messages."""
+    output = s.output
+    if type(output) is OutputSpec:
+        output = output.name
+    if output is not None:
+        output = output.lstrip("$")
+        if not _NAME.fullmatch(output):
+            problems.add(where("output"), f"`{output}` is not a valid variable name")
+
+    cont = s.continue_on
+    continue_on = None
+    if type(cont) is str:
+        continue_on = ContinueOn(skipped=True) if cont == "skipped" else ContinueOn(failure=True)
+    elif type(cont) is ContinueOnSpec:
+        out = cont.output
+        continue_on = ContinueOn(
+            cont.failure, cont.skipped, _codes(cont.exit_code),
+            () if out is None else ((out,) if type(out) is str else tuple(out)),
+            cont.mark_success,
+        )  # fmt: skip
+
+    retry = None
+    if s.retry_policy is not None:
+        r = s.retry_policy
+        w = lambda k: where("retryPolicy", k)  # noqa: E731
+        retry = Retry(
+            integer(r.limit, "limit", w("limit"), scope, problems),
+            integer(r.interval_sec, "intervalSec", w("intervalSec"), scope, problems),
+            _codes(r.exit_code),
+            _backoff(r.backoff, w("backoff"), problems),
+            integer(r.max_interval_sec, "maxIntervalSec", w("maxIntervalSec"), scope, problems),
+        )
+
+    repeat = None
+    if s.repeat_policy is not None:
+        r = s.repeat_policy
+        w = lambda k: where("repeatPolicy", k)  # noqa: E731
+        mode = r.repeat
+        if mode is True:
+            mode = "while"
+        elif mode is False:
+            mode = ""
+        cond = None
+        if r.condition is not None:
+            cond = Condition(r.condition, r.expected)
+        elif r.expected is not None:
+            problems.add(w("expected"), "`expected` needs a `condition`")
+        if mode == "until" and cond is None and r.exit_code is None:
+            problems.add(w("repeat"), "`repeat: until` needs a `condition` or an `exitCode`")
+        if mode:
+            repeat = Repeat(
+                mode, cond, _codes(r.exit_code),
+                integer(r.interval_sec, "intervalSec", w("intervalSec"), scope, problems),
+                integer(r.limit, "limit", w("limit"), scope, problems),
+                _backoff(r.backoff, w("backoff"), problems),
+                integer(r.max_interval_sec, "maxIntervalSec", w("maxIntervalSec"), scope, problems),
+            )  # fmt: skip
+
+    call = s.call
+    if s.run is not None:
+        if call is not None:
+            problems.add(where("run"), "give `run` or `call`, not both")
+        call = s.run
+    fanout = None
+    if s.parallel is not None:
+        p = s.parallel
+        if call is None:
+            problems.add(where("parallel"), "`parallel` needs `call` (or `run`): the DAG to run per item")
+        if type(p) is ParallelSpec:
+            mc = integer(p.max_concurrent, "maxConcurrent", where("parallel", "maxConcurrent"),
+                         scope, problems)  # fmt: skip
+            p = p.items
+        else:
+            mc = 10
+        if type(p) is str:
+            fanout = Fanout((), p, mc or 10)
+        else:
+            items = tuple(
+                {k: "" if v is None else str(v) for k, v in x.items()} if type(x) is dict else x
+                for x in p
+            )
+            fanout = Fanout(items, None, mc or 10)
+    params = ()
+    if s.params is not None:
+        if call is None:
+            problems.add(where("params"), "`params` is only for `call`/`run` steps")
+        try:
+            params = parse(s.params)
+        except ParamsError as e:
+            problems.add(where("params"), str(e))
+
+    files = []
+    for key in ("stdout", "stderr"):
+        value = getattr(s, key)
+        if value is not None:
+            try:
+                value = expand(value, scope) if has_references(value) else value
+            except ExpandError as e:
+                problems.add(where(key), str(e))
+            value = os.path.normpath(os.path.join(step_dir, os.path.expanduser(value)))
+        files.append(value)
+    if files[0] is not None and files[0] == files[1]:
+        problems.add(where("stderr"), "`stdout` and `stderr` name the same file")
+
+    return StepExtra(
+        output=output,
+        continue_on=continue_on,
+        retry=retry,
+        repeat=repeat,
+        preconditions=conditions(s.preconditions),
+        timeout_sec=integer(s.timeout_sec, "timeoutSec", where("timeoutSec"), scope, problems),
+        delay_sec=integer(s.delay_sec, "delaySec", where("delaySec"), scope, problems),
+        signal_on_stop=(
+            _signal(s.signal_on_stop, where("signalOnStop"), problems) if s.signal_on_stop else 0
+        ),
+        call=call,
+        params=params,
+        parallel=fanout,
+        stdout=files[0],
+        stderr=files[1],
+    )

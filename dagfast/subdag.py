@@ -1,0 +1,154 @@
+"""`call:`/`run:` steps: another DAG (or a bare list of steps) run inside this engine.
+
+A sub-DAG runs on the same event loop as a child Engine, with its own maxActiveSteps
+and its own run directory under the caller's (`children/<step id>.<k>/`); the step's
+status is the sub-run's and its stdout (so its `output:`) is a JSON object of the
+sub-run's outputs. `parallel:` runs one sub-DAG per item, at most maxConcurrent at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import msgspec
+
+from .errors import LoadError
+from .expand import ExpandError, expand
+from .model import Params, Step
+from .params import override
+from .status import RunStatus, StepStatus
+from .store import RunDir
+
+__all__ = ["run"]
+
+_STEP_STATUS = {
+    RunStatus.SUCCEEDED: StepStatus.SUCCEEDED,
+    RunStatus.PARTIALLY_SUCCEEDED: StepStatus.PARTIALLY_SUCCEEDED,
+    RunStatus.ABORTED: StepStatus.ABORTED,
+}
+_OK = (RunStatus.SUCCEEDED, RunStatus.PARTIALLY_SUCCEEDED)
+
+
+async def run(engine, i: int, step: Step, env: dict):
+    """Run step `i`'s sub-DAG(s): (status, exit code, error)."""
+    ex = step.extra
+    scope = {os.fsdecode(k): os.fsdecode(v) for k, v in env.items()}
+    dag = engine.dag
+    base = os.path.dirname(dag.path) if dag.path else dag.dir
+    try:
+        path = os.path.join(base, os.path.expanduser(expand(ex.call, scope)))
+    except ExpandError as e:
+        return _fail(engine, i, f"`call`: {e}")
+    if ex.parallel is None:
+        params = _params(ex.params, scope)
+        result = await _one(engine, i, 0, path, params)
+        if isinstance(result, str):
+            return _fail(engine, i, result)
+        _write(engine, i, result.outputs)
+        status = _STEP_STATUS.get(result.status, StepStatus.FAILED)
+        if status == StepStatus.FAILED:
+            return status, 1, f"sub-DAG `{result.dag.name}` {RunStatus(result.status).label}"
+        return status, (0 if result.status in _OK else None), ""
+    try:
+        items = _items(ex.parallel, scope)
+    except ValueError as e:
+        return _fail(engine, i, f"`parallel`: {e}")
+    gate = asyncio.Semaphore(max(1, ex.parallel.max_concurrent))
+
+    async def each(k: int, item):
+        async with gate:
+            if engine._stopping:
+                return "the run was stopped"
+            local = dict(scope, ITEM=item if type(item) is str else msgspec.json.encode(item).decode())
+            params = _params(ex.params, local)
+            if type(item) is dict:
+                params = override(params, tuple(item.items()))
+            else:
+                params = override(params, ((None, item), ("ITEM", item)))
+            return await _one(engine, i, k, path, params)
+
+    results = await asyncio.gather(*(each(k, it) for k, it in enumerate(items)))
+    ok = sum(1 for r in results if not isinstance(r, str) and r.status in _OK)
+    doc = {
+        "summary": {"total": len(results), "succeeded": ok, "failed": len(results) - ok},
+        "results": [
+            {"error": r} if isinstance(r, str) else
+            {"name": r.dag.name, "status": RunStatus(r.status).label, "outputs": r.outputs}
+            for r in results
+        ],  # fmt: skip
+        "outputs": [{} if isinstance(r, str) else r.outputs for r in results],
+    }
+    _write(engine, i, doc)
+    if engine._stopping:
+        return StepStatus.ABORTED, None, "the run was stopped"
+    if ok < len(results):
+        return StepStatus.FAILED, 1, f"{len(results) - ok} of {len(results)} sub-DAG runs failed"
+    return StepStatus.SUCCEEDED, 0, ""
+
+
+async def _one(engine, i: int, k: int, path: str, params: Params):
+    """One sub-run to its end: its RunResult, or the text of why it could not start."""
+    from .engine import Engine
+    from .load import load_sub
+
+    steps = engine.dag.steps
+    done = frozenset(
+        steps[j].name for j, r in enumerate(engine._records)
+        if r.status in (StepStatus.SUCCEEDED, StepStatus.PARTIALLY_SUCCEEDED,
+                        StepStatus.SKIPPED)
+    )  # fmt: skip
+    environ = {os.fsdecode(a): os.fsdecode(b) for a, b in engine._base_env.items()}
+    try:
+        sub = load_sub(path, environ=environ, params=params, work_dir=engine.dag.dir, done=done)
+    except LoadError as e:
+        return "cannot load the sub-DAG: " + "; ".join(str(p) for p in e.problems[:5])
+    # The sub-run's record: a run directory of its own, kept under the caller's.
+    children = os.path.join(engine.run_dir.path, "children")
+    run_dir = RunDir.create(sub, children, f"{engine.run_dir.run_id}.{i}.{k}")
+    child = Engine(sub, run_dir, None, parent=engine)
+    engine._children.add(child)
+    try:
+        return await child.run_nested()
+    finally:
+        engine._children.discard(child)
+
+
+def _params(params: Params, scope: dict) -> Params:
+    out = []
+    for name, value in params:
+        try:
+            value = expand(value, scope)
+        except ExpandError:
+            pass
+        out.append((name, value))
+    return tuple(out)
+
+
+def _items(fanout, scope: dict) -> list:
+    """The items to fan out over: as written, or a variable holding a JSON array or
+    lines (or words) of text."""
+    if fanout.expr is None:
+        return list(fanout.items)
+    text = expand(fanout.expr, scope).strip()
+    if text.startswith("["):
+        value = msgspec.json.decode(text)
+        if type(value) is not list:
+            raise ValueError("the items must be a JSON array")
+        return [x if type(x) in (str, dict) else msgspec.json.encode(x).decode() for x in value]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) == 1:
+        lines = lines[0].split()
+    return lines
+
+
+def _write(engine, i: int, doc) -> None:
+    """The step's stdout log holds the JSON (so `output:` captures it)."""
+    with open(engine.run_dir.stdout_path(i), "wb") as f:
+        f.write(msgspec.json.encode(doc) + b"\n")
+
+
+def _fail(engine, i: int, error: str):
+    with open(engine.run_dir.stderr_path(i), "a", encoding="utf-8") as f:
+        f.write(error + "\n")
+    return StepStatus.FAILED, 1, error

@@ -1,0 +1,265 @@
+"""The record commands end to end: status, history, logs, retry, stop, dry."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from spectools import dagfast
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def only_run(home: Path) -> Path:
+    (run,) = [p for p in (home / "runs").glob("*/*") if p.is_dir()]
+    return run
+
+
+def alive(pids: list[int]) -> list[int]:
+    out = []
+    for pid in pids:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                out.append(pid)
+        except OSError:
+            pass
+    return out
+
+
+@pytest.fixture
+def failed_run(tmp_path):
+    """A run of `fix.yaml` that failed:  a -> b (fails until `fixed` exists) -> c;  d."""
+    dag = write(tmp_path / "fix.yaml", """\
+        steps:
+          - name: a
+            command: echo a >> runs.txt
+          - name: b
+            command: echo b >> runs.txt; echo to-err >&2; test -e fixed
+            depends: a
+          - name: c
+            command: echo c >> runs.txt
+            depends: b
+          - name: d
+            command: echo d >> runs.txt; echo d-out
+        """)
+    home = tmp_path / "home"
+    res = dagfast("run", str(dag), home=home)
+    assert res.code == 1
+    return dag, home, only_run(home)
+
+
+def test_status_prints_a_header_and_one_line_a_step(failed_run):
+    dag, home, run = failed_run
+    res = dagfast("status", run.name, home=home)
+    assert res.code == 0, res.err
+    lines = res.out.splitlines()
+    assert lines[0] == f"dag:     fix ({dag})"
+    assert lines[1] == f"run:     {run.name}"
+    assert lines[2] == "status:  failed"
+    assert re.fullmatch(r"started: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}, took \d+\.\d\ds", lines[3])
+    assert lines[4] == ""
+    assert lines[5].split() == ["step", "status", "duration", "exit", "error"]
+    rows = [re.sub(r"\d+\.\d\ds", "T", line).split(None, 4) for line in lines[6:]]
+    assert rows == [
+        ["a", "succeeded", "T", "0"],
+        ["b", "failed", "T", "1", "exit status 1"],
+        ["c", "aborted", "-", "-", "upstream failed"],
+        ["d", "succeeded", "T", "0"],
+    ]
+    # By DAG file, by DAG name and with no argument: the same (latest) run.
+    for target in ([str(dag)], ["fix"], []):
+        assert dagfast("status", *target, home=home).out == res.out
+
+
+def test_status_json_is_one_document(failed_run):
+    dag, home, run = failed_run
+    doc = json.loads(dagfast("status", "--json", run.name, home=home).out)
+    assert {k: doc[k] for k in ("dag", "run_id", "attempt", "status", "interrupted")} == {
+        "dag": "fix", "run_id": run.name, "attempt": 1, "status": "failed", "interrupted": False}
+    assert [(s["name"], s["status"], s["exit_code"]) for s in doc["steps"]] == [
+        ("a", "succeeded", 0), ("b", "failed", 1), ("c", "aborted", None), ("d", "succeeded", 0)]
+    assert doc["duration"] >= 0 and doc["steps"][0]["duration"] >= 0
+
+
+def test_status_and_history_of_nothing_exit_1(tmp_path):
+    home = tmp_path / "home"
+    res = dagfast("status", home=home)
+    assert res.code == 1 and "no run recorded" in res.err
+    res = dagfast("status", "nope", home=home)
+    assert res.code == 1 and "no run `nope`" in res.err
+    res = dagfast("history", "nope", home=home)
+    assert res.code == 1 and "no runs of `nope`" in res.err
+    assert dagfast("status", "--bogus", home=home).code == 2
+
+
+def test_history_lists_runs_newest_first(failed_run, tmp_path):
+    dag, home, first = failed_run
+    (tmp_path / "fixed").touch()
+    assert dagfast("run", "--quiet", str(dag), home=home).code == 0
+    res = dagfast("history", str(dag), home=home)
+    assert res.code == 0
+    lines = res.out.splitlines()
+    assert lines[0].split() == ["run", "status", "started", "took", "try", "steps"]
+    assert len(lines) == 3
+    assert lines[1].split()[1] == "succeeded" and lines[2].split()[0] == first.name
+    assert lines[2].split()[1] == "failed"
+    assert lines[2].endswith("1 failed, 1 aborted, 2 succeeded")
+    assert dagfast("history", "-n", "1", "fix", home=home).out.count("\n") == 2
+
+
+def test_logs_prints_stdout_stderr_and_all_steps(failed_run):
+    dag, home, run = failed_run
+    res = dagfast("logs", run.name, "d", home=home)
+    assert (res.code, res.out) == (0, "d-out\n")
+    assert dagfast("logs", run.name, "b", "--stderr", home=home).out == "to-err\n"
+    assert dagfast("logs", run.name, "3", home=home).out == "d-out\n"  # by id
+    assert dagfast("logs", run.name, home=home).out == "==> d <==\nd-out\n"
+    res = dagfast("logs", run.name, "zz", home=home)
+    assert res.code == 1 and "no step `zz`" in res.err
+    assert dagfast("logs", "nope", home=home).code == 1
+
+
+def test_logs_follow_prints_until_the_run_ends(tmp_path):
+    home = tmp_path / "home"
+    dag = write(tmp_path / "f.yaml", """\
+        steps:
+          - name: talk
+            command: for i in 1 2 3; do echo line $i; sleep 0.3; done
+        """)
+    env = dict(os.environ, DAGFAST_HOME=str(home))
+    run = subprocess.Popen([sys.executable, "-m", "dagfast", "run", "-q", str(dag)], env=env,
+                           stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while not list((home / "runs").glob("*/*/steps/0.out")):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    run_id = only_run(home).name
+    res = dagfast("logs", "--follow", run_id, "talk", home=home, timeout=30)
+    assert run.wait(timeout=10) == 0
+    assert (res.code, res.out) == (0, "line 1\nline 2\nline 3\n")
+
+
+def test_retry_reruns_what_did_not_succeed_in_the_same_run(failed_run, tmp_path):
+    dag, home, run = failed_run
+    (tmp_path / "fixed").touch()
+    res = dagfast("retry", run.name, home=home)
+    assert res.code == 0, res.out + res.err
+    assert "attempt 2" in res.out and "2 of 4 steps" in res.out
+    assert sorted((tmp_path / "runs.txt").read_text().split()) == ["a", "b", "b", "c", "d"]
+    doc = json.loads(dagfast("status", "--json", run.name, home=home).out)
+    assert doc["status"] == "succeeded" and doc["attempt"] == 2
+    assert (run / "attempts" / "1" / "steps" / "1.err").read_text() == "to-err\n"
+    assert (run / "steps" / "3.out").read_text() == "d-out\n"  # kept from attempt 1
+    res = dagfast("retry", run.name, home=home)
+    assert res.code == 0 and "nothing to retry" in res.out
+    assert dagfast("retry", "nope", home=home).code == 1
+
+
+def test_retry_step_reruns_only_that_step_and_keeps_the_others_true(failed_run, tmp_path):
+    dag, home, run = failed_run
+    res = dagfast("retry", run.name, "--step", "d", home=home)
+    assert res.code == 1  # b still failed: the run's status stays true
+    assert sorted((tmp_path / "runs.txt").read_text().split()) == ["a", "b", "d", "d"]
+    doc = json.loads(dagfast("status", "--json", run.name, home=home).out)
+    assert [s["status"] for s in doc["steps"]] == ["succeeded", "failed", "aborted", "succeeded"]
+    assert doc["status"] == "failed" and doc["attempt"] == 2
+
+
+def test_stop_ends_every_process_of_the_run(tmp_path):
+    # Grandchildren that ignore SIGTERM included; `never` must not start.
+    home = tmp_path / "home"
+    dag = write(tmp_path / "long.yaml", """\
+        steps:
+          - name: sleeper
+            command: |
+              sleep 60 &
+              echo $! >> pids.txt
+              trap '' TERM
+              echo $$ >> pids.txt
+              sleep 60
+          - name: stubborn
+            command: |
+              sh -c 'trap "" TERM; echo $$ >> pids.txt; sleep 60' &
+              wait
+          - name: never
+            command: touch never-ran
+            depends: sleeper
+        """)
+    env = dict(os.environ, DAGFAST_HOME=str(home))
+    proc = subprocess.Popen([sys.executable, "-m", "dagfast", "run", str(dag)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pids_file = tmp_path / "pids.txt"
+    deadline = time.monotonic() + 20
+    while not (pids_file.exists() and len(pids_file.read_text().split()) >= 3):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    pids = [int(p) for p in pids_file.read_text().split()]
+    run_id = only_run(home).name
+    res = dagfast("stop", run_id, home=home)
+    assert res.code == 0, res.err
+    assert res.out == f"dagfast: run {run_id} stopped: aborted\n"
+    proc.communicate(timeout=10)
+    assert proc.returncode == 143
+    assert alive(pids) == []
+    assert not (tmp_path / "never-ran").exists()
+    doc = json.loads(dagfast("status", "--json", run_id, home=home).out)
+    assert doc["status"] == "aborted"
+    assert [s["status"] for s in doc["steps"]] == ["aborted", "aborted", "aborted"]
+    res = dagfast("stop", run_id, home=home)
+    assert res.code == 1 and "is not running (it is aborted)" in res.err
+    assert dagfast("stop", "nope", home=home).code == 1
+
+
+def test_dry_shows_the_start_order_and_runs_nothing(tmp_path):
+    #   setup -> process_a -> combine
+    #         -> process_b ->
+    home = tmp_path / "home"
+    dag = write(tmp_path / "p.yaml", """\
+        maxActiveSteps: 1
+        steps:
+          - name: setup
+            command: touch ran
+          - name: process_a
+            command: touch ran
+            depends: setup
+          - name: process_b
+            command: touch ran
+            depends: setup
+          - name: combine
+            command: touch ran
+            depends: [process_a, process_b]
+        """)
+    res = dagfast("dry", "--max-active-steps", "0", str(dag), home=home)
+    assert res.code == 0, res.err
+    assert res.out == textwrap.dedent("""\
+        dry run of p: 4 steps, maxActiveSteps unlimited; nothing is started
+        round  step       after
+            1  setup
+            2  process_a  setup
+            2  process_b  setup
+            3  combine    process_a, process_b
+        """)
+    res = dagfast("dry", str(dag), home=home)
+    assert [line.split()[:2] for line in res.out.splitlines()[2:]] == [
+        ["1", "setup"], ["2", "process_a"], ["3", "process_b"], ["4", "combine"]]
+    assert not (tmp_path / "ran").exists() and not home.exists()
+    bad = write(tmp_path / "bad.yaml", "steps:\n  - name: a\n    depends: zz\n    command: x\n")
+    assert dagfast("dry", str(bad), home=home).code == 2
+
+
+def test_help_documents_the_exit_statuses():
+    for command in ("status", "history", "logs", "retry", "stop", "dry"):
+        res = dagfast(command, "--help")
+        assert res.code == 0 and "exit statuses" in res.out, command

@@ -1,0 +1,663 @@
+"""The spec page's remaining examples, and every feature of issue 3, run for real.
+
+Each test runs `dagfast run` on a DAG in a temporary directory, with stub tools that log
+when they start and end, and checks what happened from outside: the exit status, which
+commands ran, how many ran at once, the files written. No test depends on timing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from spectools import EXAMPLES, Stubs, before, dagfast, max_overlap
+
+
+def example(tmp_path: Path, slug: str) -> Path:
+    dag = tmp_path / "dag.yaml"
+    shutil.copy(EXAMPLES / "spec" / f"{slug}.yaml", dag)
+    return dag
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def run(dag: Path, *params: str, env: dict | None = None, stubs: Stubs | None = None):
+    full = dict(stubs.env() if stubs else {}, **(env or {}))
+    args = ["run", str(dag)] + (["--", *params] if params else [])
+    return dagfast(*args, env=full, home=dag.parent / "home")
+
+
+def summary(out: str) -> str:
+    """The run's summary line (`<status>: <dag>, N steps ...`)."""
+    return [x for x in out.splitlines() if re.match(r"[a-z_]+: .*, \d+ steps", x)][-1]
+
+
+def step_lines(out: str) -> dict[str, str]:
+    """Each step's final status word from the console lines."""
+    found = {}
+    for line in out.splitlines():
+        m = re.match(r"  (succeeded|failed|aborted|skipped|partially_succeeded)\s+(.+?)(?: \d+\.\d\ds)?(?: \(.*\))?$", line)
+        if m:
+            found[m.group(2)] = m.group(1)
+    return found
+
+
+# ---------------------------------------------------------------------------------------
+# The spec page's examples
+
+
+@pytest.mark.parametrize("limit", [None, "2"])
+def test_environment_based_runs_at_most_max_parallel(tmp_path, limit):
+    # The page's `# ... more tasks`, filled in: eight tasks.
+    dag = example(tmp_path, "environment-based")
+    text = dag.read_text().replace(
+        "  # ... more tasks\n",
+        "".join(f"  - name: task{i}\n    command: process.sh input{i}\n" for i in range(2, 9)),
+    )
+    dag.write_text(text)
+    s = Stubs(tmp_path, ["process.sh"], sleep=0.5)
+    env = {"MAX_PARALLEL": limit} if limit else {}
+    if not limit:
+        env["MAX_PARALLEL"] = ""  # unset and empty both mean the default
+    res = run(dag, env=env, stubs=s)
+    assert res.code == 0, res.err
+    assert len(s.calls()) == 8
+    assert max_overlap(s.calls()) == (int(limit) if limit else 5)
+
+
+def test_time_based_rewrites_max_active_steps_in_dag_yaml(tmp_path):
+    dag = example(tmp_path, "time-based")
+    res = run(dag)
+    assert res.code == 0, res.err
+    # The sed in the second step sees MAX_STEPS (the first step's output) and rewrites
+    # the file it lives in: its own line now ends with the number.
+    line = [x for x in dag.read_text().splitlines() if "sed -i" in x][0]
+    assert re.search(r'sed -i "s/maxActiveSteps: (10|3)$', line), line
+
+
+def test_fan_out_pattern_captures_files_then_processes_in_parallel(tmp_path):
+    dag = example(tmp_path, "fan-out-pattern")
+    (tmp_path / "data").mkdir()
+    for i in (1, 2, 3):
+        (tmp_path / "data" / f"file{i}.csv").write_text("x\n")
+    s = Stubs(tmp_path, ["process.py"])
+    res = run(dag, stubs=s)
+    assert res.code == 0, res.err
+    calls = s.calls()
+    assert s.labels() == [f"process.py data/file{i}.csv" for i in (1, 2, 3)]
+    assert max_overlap(calls) == 3
+    from dagfast.load import load
+    from dagfast.api import run as api_run
+
+    result = api_run(load(dag, environ=dict(os.environ, **s.env())), home_dir=str(tmp_path / "h2"))
+    assert result.outputs == {"FILES": "data/file1.csv\ndata/file2.csv\ndata/file3.csv"}
+
+
+def test_dynamic_fan_out_runs_the_generated_steps_in_parallel(tmp_path):
+    dag = example(tmp_path, "dynamic-fan-out")
+    (tmp_path / "data").mkdir()
+    for name in ("a", "b"):
+        (tmp_path / "data" / f"{name}.csv").write_text("x\n")
+    s = Stubs(tmp_path, ["process.py"])
+    res = run(dag, stubs=s)
+    assert res.code == 0, res.err
+    assert "- name: process_a" in Path("/tmp/dynamic_steps.yaml").read_text()
+    assert s.labels() == ["process.py data/a.csv", "process.py data/b.csv"]
+    assert max_overlap(s.calls()) == 2
+
+
+def _risky(tmp_path: Path, name: str, body: str) -> None:
+    path = tmp_path / "stub-bin" / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("#!/bin/sh\n" + body + "\n")
+    path.chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    "one, two, code, status",
+    [
+        # both fail and write nothing: `check results` runs anyway and fails the run
+        ("exit 1", "exit 1", 1, "failed"),
+        # one fails after writing its result: covered by continueOn -> partially_succeeded
+        ("touch /tmp/result1; exit 1", "touch /tmp/result2", 0, "partially_succeeded"),
+        ("touch /tmp/result1", "touch /tmp/result2", 0, "succeeded"),
+    ],
+)
+def test_error_handling_continue_on_failure(tmp_path, one, two, code, status):
+    for f in ("/tmp/result1", "/tmp/result2"):
+        Path(f).unlink(missing_ok=True)
+    dag = example(tmp_path, "error-handling")
+    _risky(tmp_path, "risky_operation1.sh", one)
+    _risky(tmp_path, "risky_operation2.sh", two)
+    s = Stubs(tmp_path, [])
+    res = run(dag, stubs=s)
+    assert res.code == code, res.out + res.err
+    assert summary(res.out).startswith(f"{status}: dag")
+    assert "started    check results" in res.out
+
+
+def test_progress_monitoring_completes_with_its_placeholders_filled(tmp_path):
+    for p in Path("/tmp").glob("done-task*"):
+        p.unlink()
+    dag = example(tmp_path, "progress-monitoring")
+    more = "".join(
+        f"  - name: task{i}\n    command: |\n      do_work.sh\n      touch /tmp/done-task{i}\n"
+        f"    depends: monitor\n\n" for i in range(2, 5)
+    )
+    text = dag.read_text().replace("  # ... more tasks\n", more)
+    text = text.replace("[task1, task2, ...]", "[task1, task2, task3, task4]")
+    dag.write_text(text)
+    s = Stubs(tmp_path, ["do_work.sh"], sleep=0.2)
+    res = run(dag, stubs=s)
+    assert res.code == 0, res.err
+    assert len(s.calls()) == 4 and max_overlap(s.calls()) == 4
+    pid = int(Path("/tmp/monitor.pid").read_text())
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{pid}").exists()  # `stop monitor` killed it
+
+
+def test_multiple_dag_runs_loads_and_a_run_without_steps_succeeds(tmp_path):
+    dag = example(tmp_path, "multiple-dag-runs")
+    res = run(dag)
+    assert res.code == 0, res.err
+    from dagfast.load import load
+
+    d = load(dag)
+    assert (d.max_active_runs, d.schedule, d.skip_if_successful) == (1, ("*/5 * * * *",), True)
+
+
+@pytest.mark.xfail(strict=True, reason="maxActiveRuns is issue 5's (scheduler)")
+def test_max_active_runs_refuses_a_second_concurrent_run(tmp_path):
+    dag = write(tmp_path / "one.yaml", """\
+        maxActiveRuns: 1
+        steps:
+          - command: sleep 2
+        """)
+    env = dict(os.environ, DAGFAST_HOME=str(tmp_path / "home"))
+    first = subprocess.Popen(["python", "-m", "dagfast", "run", str(dag)], env=env,
+                             stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        assert run(dag).code != 0
+    finally:
+        first.wait()
+
+
+def test_parallel_sub_dags_run_their_regions_at_once(tmp_path):
+    dag = example(tmp_path, "parallel-sub-dags")
+    write(tmp_path / "process_region.yaml", """\
+        params: REGION=nowhere
+        steps:
+          - name: process
+            command: process_region.sh $REGION
+        """)
+    s = Stubs(tmp_path, ["process_region.sh"])
+    res = run(dag, stubs=s)
+    assert res.code == 0, res.err
+    assert s.labels() == [f"process_region.sh {r}" for r in
+                          ("ap-southeast-1", "eu-west-1", "us-east-1")]
+    assert max_overlap(s.calls()) == 3
+
+
+def test_resource_awareness_step_env_reaches_the_step(tmp_path):
+    dag = example(tmp_path, "resource-awareness")
+    _risky(tmp_path, "cpu_intensive.py", 'echo "threads=$OMP_NUM_THREADS" > threads.txt')
+    res = run(dag, stubs=Stubs(tmp_path, []))
+    assert res.code == 0, res.err
+    assert (tmp_path / "threads.txt").read_text() == "threads=1\n"
+
+
+# ---------------------------------------------------------------------------------------
+# Variables and params
+
+
+def test_params_string_overridden_on_the_command_line(tmp_path):
+    dag = write(tmp_path / "p.yaml", """\
+        params: "A=1 B=2 first second"
+        env:
+          - GREETING: hi
+        steps:
+          - command: echo "$GREETING A=$A B=${B} 1=$1 2=$2" > out.txt
+        """)
+    assert run(dag).code == 0
+    assert (tmp_path / "out.txt").read_text() == "hi A=1 B=2 1=first 2=second\n"
+    assert run(dag, "B=3", "one").code == 0
+    assert (tmp_path / "out.txt").read_text() == "hi A=1 B=3 1=one 2=second\n"
+
+
+def test_params_map_and_list_forms_and_integer_fields_from_params(tmp_path):
+    dag = write(tmp_path / "p.yaml", """\
+        params:
+          - N: 2
+          - WHO: "`echo world`"
+        maxActiveSteps: ${N}
+        steps:
+          - command: echo "$WHO" > who.txt
+        """)
+    assert run(dag).code == 0
+    assert (tmp_path / "who.txt").read_text() == "world\n"
+    from dagfast.load import load
+
+    assert load(dag).max_active_steps == 2
+    res = run(dag, "N=two")
+    assert res.code == 2
+    assert "`maxActiveSteps` is `two` after expansion; expected an integer >= 0" in res.err
+
+
+def test_integer_field_that_is_not_an_integer_names_field_and_value(tmp_path):
+    dag = write(tmp_path / "t.yaml", "timeoutSec: ${T:-soon}\nsteps: [true]\n")
+    res = run(dag)
+    assert res.code == 2
+    assert "`timeoutSec` is `soon` after expansion; expected an integer >= 0" in res.err
+
+
+def test_dotenv_and_stdout_stderr_files(tmp_path):
+    (tmp_path / ".env").write_text("# comment\nexport FROM_FILE='dotenv value'\n")
+    dag = write(tmp_path / "d.yaml", """\
+        dotenv: .env
+        steps:
+          - command: echo "$FROM_FILE"; echo oops >&2
+            stdout: logs/out.txt
+            stderr: logs/err.txt
+        """)
+    assert run(dag).code == 0
+    assert (tmp_path / "logs/out.txt").read_text() == "dotenv value\n"
+    assert (tmp_path / "logs/err.txt").read_text() == "oops\n"
+
+
+# ---------------------------------------------------------------------------------------
+# Outputs
+
+
+def test_output_json_path_and_transitive_visibility(tmp_path):
+    #   a (J) -> b -> c ;  d (independent: does not see J)
+    dag = write(tmp_path / "o.yaml", """\
+        steps:
+          - name: a
+            command: >-
+              echo '  {"x": {"y": [5, 6]}}  '
+            output: J
+          - name: b
+            command: "true"
+            depends: a
+          - name: c
+            command: echo "${J.x.y[1]} $J" > c.txt
+            depends: b
+          - name: d
+            command: echo "[$J]" > d.txt
+        """)
+    assert run(dag).code == 0
+    assert (tmp_path / "c.txt").read_text() == '6 {"x": {"y": [5, 6]}}\n'
+    assert (tmp_path / "d.txt").read_text() == "[]\n"
+
+
+def test_output_larger_than_max_output_size_fails_the_step(tmp_path):
+    dag = write(tmp_path / "big.yaml", """\
+        maxOutputSize: 10
+        steps:
+          - name: big
+            command: echo 0123456789abcdef
+            output: BIG
+        """)
+    res = run(dag)
+    assert res.code == 1
+    assert "output exceeded maximum size limit of 10 bytes" in res.out
+
+
+def test_output_capture_does_not_wait_for_background_children(tmp_path):
+    dag = write(tmp_path / "bg.yaml", """\
+        steps:
+          - name: a
+            command: (sleep 30 &) ; echo value
+            output: V
+          - name: b
+            command: echo "$V" > v.txt
+            depends: a
+        """)
+    t0 = time.monotonic()
+    assert run(dag).code == 0
+    assert (tmp_path / "v.txt").read_text() == "value\n"
+    assert time.monotonic() - t0 < 25  # not the background child's 30 s
+    subprocess.run(["pkill", "-f", "^sleep 30$"], check=False)
+
+
+# ---------------------------------------------------------------------------------------
+# Sub-DAGs and fan-out
+
+
+def test_call_passes_params_and_returns_outputs_as_json(tmp_path):
+    write(tmp_path / "sub.yaml", """\
+        params: "X=default"
+        maxActiveSteps: 1
+        steps:
+          - name: s
+            command: echo "got $X"
+            output: SUB_OUT
+        """)
+    dag = write(tmp_path / "main.yaml", """\
+        steps:
+          - name: c
+            call: sub.yaml
+            params:
+              X: given
+            output: RES
+          - name: show
+            command: echo "${RES.SUB_OUT}" > res.txt
+            depends: c
+        """)
+    res = run(dag)
+    assert res.code == 0, res.out + res.err
+    assert (tmp_path / "res.txt").read_text() == "got given\n"
+
+
+def test_a_failing_sub_dag_fails_its_step(tmp_path):
+    write(tmp_path / "sub.yaml", "steps:\n  - command: exit 4\n")
+    dag = write(tmp_path / "main.yaml", "steps:\n  - name: c\n    run: sub.yaml\n")
+    res = run(dag)
+    assert res.code == 1
+    assert step_lines(res.out)["c"] == "failed"
+
+
+def test_parallel_items_fan_out_with_max_concurrent(tmp_path):
+    write(tmp_path / "one.yaml", """\
+        steps:
+          - command: work.sh $ITEM $1
+        """)
+    dag = write(tmp_path / "main.yaml", """\
+        steps:
+          - name: list
+            command: printf 'a\\nb\\nc\\nd\\n'
+            output: ITEMS
+          - name: fan
+            call: one.yaml
+            parallel:
+              items: ${ITEMS}
+              maxConcurrent: 2
+            depends: list
+            output: ALL
+          - name: count
+            command: echo "${ALL.summary.succeeded}" > n.txt
+            depends: fan
+        """)
+    s = Stubs(tmp_path, ["work.sh"])
+    res = run(dag, stubs=s)
+    assert res.code == 0, res.out + res.err
+    assert s.labels() == [f"work.sh {x} {x}" for x in "abcd"]
+    assert max_overlap(s.calls()) == 2
+    assert (tmp_path / "n.txt").read_text() == "4\n"
+
+
+def test_parallel_map_items_become_named_params(tmp_path):
+    write(tmp_path / "one.yaml", "steps:\n  - command: work.sh $REGION\n")
+    dag = write(tmp_path / "main.yaml", """\
+        steps:
+          - call: one.yaml
+            parallel: [{REGION: north}, {REGION: south}]
+        """)
+    s = Stubs(tmp_path, ["work.sh"])
+    assert run(dag, stubs=s).code == 0
+    assert s.labels() == ["work.sh north", "work.sh south"]
+
+
+def test_parallel_without_call_is_a_load_error(tmp_path):
+    dag = write(tmp_path / "bad.yaml", "steps:\n  - command: x\n    parallel: [a]\n")
+    res = run(dag)
+    assert res.code == 2
+    assert "`parallel` needs `call` (or `run`)" in res.err
+
+
+# ---------------------------------------------------------------------------------------
+# Error handling and control
+
+
+def test_continue_on_exit_code_output_and_mark_success(tmp_path):
+    dag = write(tmp_path / "c.yaml", """\
+        steps:
+          - name: code
+            command: exit 3
+            continueOn: {exitCode: [3]}
+          - name: out
+            command: echo "WARNING disk"; exit 1
+            continueOn: {output: ["re:^WARN"]}
+          - name: marked
+            command: exit 1
+            continueOn: {failure: true, markSuccess: true}
+          - name: after
+            command: touch after.txt
+            depends: [code, out, marked]
+        """)
+    res = run(dag)
+    assert res.code == 0, res.out
+    assert (tmp_path / "after.txt").exists()
+    lines = step_lines(res.out)
+    assert (lines["code"], lines["out"], lines["marked"]) == ("failed", "failed", "succeeded")
+    assert summary(res.out).startswith("partially_succeeded")
+
+
+def test_continue_on_exit_code_that_does_not_match_stops_dependents(tmp_path):
+    dag = write(tmp_path / "c.yaml", """\
+        steps:
+          - name: code
+            command: exit 4
+            continueOn: {exitCode: [3]}
+          - name: after
+            command: touch after.txt
+            depends: code
+        """)
+    assert run(dag).code == 1
+    assert not (tmp_path / "after.txt").exists()
+
+
+def test_preconditions_skip_steps_and_dependents_unless_continue_on_skipped(tmp_path):
+    #   no -> no_child ; maybe(continueOn.skipped) -> maybe_child ; yes
+    dag = write(tmp_path / "p.yaml", """\
+        env:
+          - MODE: prod
+        steps:
+          - name: no
+            command: touch no.txt
+            preconditions:
+              - condition: "$MODE"
+                expected: dev
+          - name: no_child
+            command: touch no_child.txt
+            depends: no
+          - name: maybe
+            command: touch maybe.txt
+            preconditions: "test -f missing-file"
+            continueOn: {skipped: true}
+          - name: maybe_child
+            command: touch maybe_child.txt
+            depends: maybe
+          - name: yes
+            command: touch yes.txt
+            preconditions:
+              - condition: "`echo prod`"
+                expected: "re:p.o."
+              - condition: "test -f missing-file"
+                negate: true
+        """)
+    res = run(dag)
+    assert res.code == 0, res.out
+    made = sorted(p.name for p in tmp_path.glob("*.txt"))
+    assert made == ["maybe_child.txt", "yes.txt"]
+    lines = step_lines(res.out)
+    assert (lines["no"], lines["no_child"], lines["maybe"]) == ("skipped", "skipped", "skipped")
+
+
+def test_dag_preconditions_unmet_runs_nothing_and_exits_zero(tmp_path):
+    dag = write(tmp_path / "p.yaml", """\
+        preconditions:
+          - condition: "test -f nope"
+        steps:
+          - command: touch ran.txt
+        """)
+    res = run(dag)
+    assert res.code == 0
+    assert not (tmp_path / "ran.txt").exists()
+    assert summary(res.out).startswith("aborted")
+
+
+def test_step_timeout_kills_the_process_group_with_exit_124(tmp_path):
+    dag = write(tmp_path / "t.yaml", """\
+        steps:
+          - name: slow
+            command: (sleep 60; touch survived.txt) & echo $! > child.pid; sleep 60
+            timeoutSec: 1
+        """)
+    res = run(dag)
+    assert res.code == 1
+    assert "step timed out after 1s" in res.out
+    pid = int((tmp_path / "child.pid").read_text())
+    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    from dagfast.store import home  # noqa: F401
+
+    status = next((tmp_path / "home" / "runs").glob("*/*/status.json"))
+    import json
+
+    (step,) = json.loads(status.read_text())["steps"]
+    assert step[1] == 124
+
+
+def test_dag_timeout_fails_the_run(tmp_path):
+    dag = write(tmp_path / "t.yaml", """\
+        timeoutSec: 1
+        steps:
+          - command: sleep 60
+          - command: touch never.txt
+            depends: cmd_1
+        """)
+    res = run(dag)
+    assert res.code == 1
+    assert not (tmp_path / "never.txt").exists()
+    assert summary(res.out).startswith("failed")
+
+
+def test_retry_policy_retries_until_success(tmp_path):
+    dag = write(tmp_path / "r.yaml", """\
+        steps:
+          - name: flaky
+            command: echo x >> tries; test $(wc -l < tries) -ge 3
+            retryPolicy: {limit: 5, intervalSec: 0, exitCode: [1]}
+          - name: never_retried
+            command: echo y >> other; exit 2
+            retryPolicy: {limit: 5, intervalSec: 0, exitCode: [1]}
+        """)
+    res = run(dag)
+    assert res.code == 1
+    assert (tmp_path / "tries").read_text().count("x") == 3
+    assert (tmp_path / "other").read_text().count("y") == 1
+
+
+def test_repeat_policy_until_condition_and_while_exit_code(tmp_path):
+    dag = write(tmp_path / "r.yaml", """\
+        steps:
+          - name: until
+            command: echo x >> until.txt
+            repeatPolicy:
+              repeat: until
+              condition: "`wc -l < until.txt`"
+              expected: "re:\\\\s*3"
+              intervalSec: 0
+          - name: while
+            command: echo x >> while.txt; test $(wc -l < while.txt) -ge 2 && exit 0; exit 7
+            repeatPolicy: {repeat: while, exitCode: [7], intervalSec: 0, limit: 10}
+        """)
+    res = run(dag)
+    assert res.code == 0, res.out
+    assert (tmp_path / "until.txt").read_text().count("x") == 3
+    assert (tmp_path / "while.txt").read_text().count("x") == 2
+
+
+def test_handlers_see_status_and_outputs(tmp_path):
+    dag = write(tmp_path / "h.yaml", """\
+        handlerOn:
+          init:
+            command: echo init >> events.txt
+          success:
+            command: echo "success $V" >> events.txt
+          failure:
+            command: echo failure >> events.txt
+          exit:
+            command: echo "exit $DAG_RUN_STATUS" >> events.txt
+        steps:
+          - command: echo hello
+            output: V
+        """)
+    assert run(dag).code == 0
+    assert (tmp_path / "events.txt").read_text() == "init\nsuccess hello\nexit succeeded\n"
+    (tmp_path / "events.txt").unlink()
+    write(dag, dag.read_text().replace("echo hello", "exit 1"))
+    assert run(dag).code == 1
+    assert (tmp_path / "events.txt").read_text() == "init\nfailure\nexit failed\n"
+
+
+def test_cancel_handler_runs_when_the_run_is_stopped(tmp_path):
+    dag = write(tmp_path / "s.yaml", """\
+        maxCleanUpTimeSec: 1
+        handlerOn:
+          cancel:
+            command: echo "cancel $DAG_RUN_STATUS" > cancel.txt
+        steps:
+          - name: stubborn
+            command: trap '' TERM; touch started; sleep 60
+            signalOnStop: SIGINT
+        """)
+    env = dict(os.environ, DAGFAST_HOME=str(tmp_path / "home"))
+    proc = subprocess.Popen(["python", "-m", "dagfast", "run", str(dag)], env=env,
+                            stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while not (tmp_path / "started").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.terminate()
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 143
+    assert (tmp_path / "cancel.txt").read_text() == "cancel aborted\n"
+
+
+def test_delay_sec_on_the_dag_spaces_step_starts(tmp_path):
+    dag = write(tmp_path / "d.yaml", """\
+        delaySec: 1
+        steps:
+          - command: work.sh 1
+          - command: work.sh 2
+        """)
+    s = Stubs(tmp_path, ["work.sh"], sleep=0.1)
+    assert run(dag, stubs=s).code == 0
+    a, b = s.calls()
+    assert b.start >= a.start + 0.9  # spacing is what delaySec promises, not a race
+
+
+def test_wrong_fields_are_errors_with_paths(tmp_path):
+    dag = write(tmp_path / "bad.yaml", """\
+        handlerOn:
+          sucess: {command: x}
+        steps:
+          - command: x
+            retryPolicy: {limit: 2, intervalSecs: 1}
+            continueOn: {failure: maybe}
+        """)
+    res = run(dag)
+    assert res.code == 2
+    err = res.err
+    assert "unknown key `sucess` (did you mean `success`?) - at `$.handlerOn.sucess`" in err
+    assert "- at `$.steps[0].retryPolicy.intervalSecs`" in err
+    assert "- at `$.steps[0].continueOn.failure`" in err
+    write(dag, "steps:\n  - command: x\n    signalOnStop: SIGFOO\n    timeoutSec: ${T:-x}\n")
+    assert run(dag).err.splitlines() == [
+        f"{dag}:3:19: `SIGFOO` is not a signal name (such as `SIGINT`) - at `$.steps[0].signalOnStop`",
+        f"{dag}:4:17: `timeoutSec` is `x` after expansion; expected an integer >= 0 - at `$.steps[0].timeoutSec`",
+    ]
