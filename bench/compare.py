@@ -47,7 +47,7 @@ ENGINES = ("dagfast", "c", "xargs", "ninja", "make", "dagu")
 LAYERS = 10
 LAYER_SEED = 1234
 CHAIN_MAX = 1_000
-DAGU_MAX = 10_000  # Dagu runs ~25 ms a step here, so larger DAGs are opt-in
+DAGU_MAX = 10_000  # Dagu runs ~30 ms a step here, so larger DAGs are opt-in
 BIG = 100_000  # cells this large are timed once unless --repeat is given
 
 # A preset is a list of blocks; each block is a product of its four dimensions. A
@@ -556,7 +556,7 @@ def plan_cells(args: argparse.Namespace) -> tuple[list[Cell], list[str]]:
 def engine_skip(engine: Engine, cell: Cell, args: argparse.Namespace) -> str | None:
     """Why `engine` is left out of `cell` by policy (not by inability), or None."""
     if engine.name == "dagu" and args.preset == "quick" and not args.dagu_large:
-        return "Dagu takes ~25 s per 1,000 steps here; --quick leaves it out"
+        return "Dagu takes ~30 s per 1,000 steps here; --quick leaves it out"
     if engine.name == "dagu" and cell.n >= DAGU_MAX and not args.dagu_large:
         return f"Dagu is slow; N >= {DAGU_MAX:,} only with --dagu-large"
     return None

@@ -31,13 +31,12 @@ from .params import ParamsError
 from .params import override as override_params
 from .params import parse as parse_params
 from .stepopts import build_extra, conditions, featured
+from .shellcmd import Shell, sets_errexit, shell_words, text_argv
 from .spec import ALIASES, DAG_TYPES, INT_FIELDS, NESTED, SUPPORTED, DagSpec, StepSpec
+from .topo import cycles, seen_outputs
 from .yamlsrc import Path
 
 __all__ = ["load", "load_text"]
-
-SH_LIKE = frozenset(("sh", "bash", "dash", "zsh", "ksh", "ash", "mksh"))
-"""Shells that take `-e` and run a multi-line script given with `-c`."""
 
 MAX_PROBLEMS = 1000
 """Problems listed in one LoadError; the rest are counted."""
@@ -309,7 +308,7 @@ def _extras(built: _Built, steps: _Steps, scope, step_envs, dirs, problems: _Pro
         )
     producers = {i: e.output for i, e in enumerate(extras) if e is not None and e.output}
     if producers:
-        for i, sees in _seen_outputs(built.depends, producers).items():
+        for i, sees in seen_outputs(built.depends, producers).items():
             texts = [*built.argv[i], built.scripts[i] or ""]
             refs = any(
                 ("${" + producers[p] + ".") in t or ("${" + producers[p] + "[") in t
@@ -318,40 +317,6 @@ def _extras(built: _Built, steps: _Steps, scope, step_envs, dirs, problems: _Pro
             )
             extras[i] = replace(extras[i] or StepExtra(), sees=sees, expand=refs)
     return extras
-
-
-def _seen_outputs(depends: list[tuple[int, ...]], producers: dict[int, str]):
-    """For each step with an ancestor in `producers`: those ancestors, farthest first
-    (so that the nearest one wins a name clash)."""
-    n = len(depends)
-    order = _topological(depends)
-    rank = {v: k for k, v in enumerate(order)}
-    seen: list[frozenset[int]] = [frozenset()] * n
-    empty = seen[0]
-    for v in order:
-        acc = empty
-        for d in depends[v]:
-            got = seen[d] | {d} if d in producers else seen[d]
-            acc = got if not acc else (acc if got <= acc else acc | got)
-        seen[v] = acc
-    return {v: tuple(sorted(s, key=rank.__getitem__)) for v, s in enumerate(seen) if s}
-
-
-def _topological(depends: list[tuple[int, ...]]) -> list[int]:
-    """Step ids with every step after its dependencies (the graph has no cycle)."""
-    n = len(depends)
-    pending = [len(set(d)) for d in depends]
-    dependents: list[list[int]] = [[] for _ in range(n)]
-    for v, ds in enumerate(depends):
-        for d in set(ds):
-            dependents[d].append(v)
-    order = [v for v in range(n) if not pending[v]]
-    for v in order:
-        for w in dependents[v]:
-            pending[w] -= 1
-            if not pending[w]:
-                order.append(w)
-    return order
 
 
 def _handler_steps(header: DagSpec, spell: dict[str, str], problems: _Problems):
@@ -654,51 +619,17 @@ def _dag_shell(
 ):
     """The shell words steps use unless they set their own."""
     if header.shell is not None:
-        return _shell_words(header.shell, (spell.get("shell", "shell"),), problems) or ("sh",)
+        return _shell_words_or_report(header.shell, (spell.get("shell", "shell"),), problems) or ("sh",)
     default = environ.get("SHELL")
     return (default,) if default else ("sh",)
 
 
-def _shell_words(value: str | list[str], path: Path, problems: _Problems) -> tuple[str, ...] | None:
-    if type(value) is str:
-        try:
-            words = shlex.split(value)
-        except ValueError as e:
-            problems.add(path, f"cannot split `{_show(value)}` into words ({e})")
-            return None
-    else:
-        words = list(value)
-    if not words or not words[0]:
-        problems.add(path, "the shell is empty")
+def _shell_words_or_report(value, path: Path, problems: _Problems) -> tuple[str, ...] | None:
+    try:
+        return shell_words(value)
+    except ValueError as e:
+        problems.add(path, str(e))
         return None
-    return tuple(words)
-
-
-def _is_sh_like(words: tuple[str, ...]) -> bool:
-    return os.path.basename(words[0]) in SH_LIKE
-
-
-def _sets_errexit(words: tuple[str, ...]) -> bool:
-    """Whether the shell's own flags already say -e, +e or -o/+o errexit."""
-    for i, w in enumerate(words[1:], 1):
-        if w in ("-o", "+o"):
-            if i + 1 < len(words) and words[i + 1] == "errexit":
-                return True
-        elif len(w) > 1 and w[0] in "-+" and w[1] != w[0] and "e" in w[1:]:
-            return True
-    return False
-
-
-class _Shell:
-    """One shell's argv prefixes, computed once for all the steps that use it."""
-
-    __slots__ = ("words", "sh_like", "c")
-
-    def __init__(self, words: tuple[str, ...], errexit: bool) -> None:
-        self.words = words
-        self.sh_like = _is_sh_like(words)
-        e = ("-e",) if errexit and self.sh_like and not _sets_errexit(words) else ()
-        self.c = words + e + ("-c",)  # followed by the command text
 
 
 def _build_steps(
@@ -748,7 +679,7 @@ def _build_steps(
                 index[name] = i
 
     # argv: plain one-line commands with the DAG's shell at C speed, the rest one by one.
-    default = _Shell(dag_shell, True)
+    default = Shell(dag_shell, True)
     single = default.c
     argvs = [single + (c,) if c.__class__ is str and c and "\n" not in c else None for c in cmds]
     scripts: list[str | None] = [None] * n
@@ -830,14 +761,14 @@ def _shorthand(item: str | None) -> StepSpec:
     return StepSpec() if item is None else StepSpec(command=item)
 
 
-def _command(s: StepSpec, i: int, steps: _Steps, default: _Shell, problems: _Problems):
+def _command(s: StepSpec, i: int, steps: _Steps, default: Shell, problems: _Problems):
     """argv and script of a step that is not a plain one-line command."""
     shell = default
     if s.shell is not None:
-        words = _shell_words(s.shell, steps.path(i, "shell"), problems)
+        words = _shell_words_or_report(s.shell, steps.path(i, "shell"), problems)
         if words is None:
             return (), None
-        shell = _Shell(words, False)  # a step's own shell gets no -e
+        shell = Shell(words, False)  # a step's own shell gets no -e
     cmd, script = s.command, s.script
     if not cmd and script is None:
         return (), None  # nothing to run: reported later
@@ -858,24 +789,15 @@ def _command(s: StepSpec, i: int, steps: _Steps, default: _Shell, problems: _Pro
             if not argv:
                 problems.add(steps.path(i, "command"), "`command` is blank")
             return tuple(argv), script
-        return _text(script, shell)
+        return text_argv(script, shell)
     if type(cmd) is list:
         # One sh-like script with -e: it stops at the first failing line.
-        sh = shell if shell.sh_like else _Shell(("sh",), True)
-        errexit = () if _sets_errexit(sh.words) else ("-e",)
+        sh = shell if shell.sh_like else Shell(("sh",), True)
+        errexit = () if sets_errexit(sh.words) else ("-e",)
         return sh.words + errexit + ("-c", "\n".join(cmd)), None
     if "\n" in cmd.rstrip("\n"):
-        return _text(cmd, shell)
+        return text_argv(cmd, shell)
     return shell.c + (cmd,), None
-
-
-def _text(text: str, shell: _Shell):
-    """argv and script for a multi-line command or a `script:`."""
-    if text.startswith("#!"):
-        return (), text  # the engine runs the file itself
-    if shell.sh_like:
-        return shell.c + (text,), None
-    return shell.words, text  # the engine appends the script file's path
 
 
 def _resolve_depends(
@@ -939,87 +861,11 @@ def _resolve_depends(
             resolved.append(i - 1)
         out[i] = tuple(resolved)
     if forward:
-        for cycle in _cycles(out):
+        for cycle in cycles(out):
             first = cycle[0]
             text = " -> ".join(names[k] for k in cycle + [first])
             problems.add(steps.path(first, "depends"), f"dependency cycle: {text}")
     return out
-
-
-def _cycles(deps: list[tuple[int, ...]]) -> list[list[int]]:
-    """One cycle per strongly connected component that has one, each starting at its
-    lowest id and following dependencies; iterative Tarjan, then a BFS per cycle."""
-    n = len(deps)
-    order = [0] * n  # 0: unvisited; else discovery number + 1
-    low = [0] * n
-    on_stack = [False] * n
-    stack: list[int] = []
-    counter = 0
-    components: list[list[int]] = []
-    for root in range(n):
-        if order[root]:
-            continue
-        work = [(root, 0)]
-        while work:
-            v, k = work[-1]
-            if k == 0:
-                counter += 1
-                order[v] = low[v] = counter
-                stack.append(v)
-                on_stack[v] = True
-            edges = deps[v]
-            if k < len(edges):
-                work[-1] = (v, k + 1)
-                w = edges[k]
-                if not order[w]:
-                    work.append((w, 0))
-                elif on_stack[w] and order[w] < low[v]:
-                    low[v] = order[w]
-                continue
-            work.pop()
-            if work:
-                u = work[-1][0]
-                if low[v] < low[u]:
-                    low[u] = low[v]
-            if low[v] == order[v]:
-                comp = []
-                while True:
-                    w = stack.pop()
-                    on_stack[w] = False
-                    comp.append(w)
-                    if w == v:
-                        break
-                if len(comp) > 1 or v in deps[v]:
-                    components.append(comp)
-    cycles = []
-    for comp in sorted(components, key=min):
-        members = set(comp)
-        start = min(comp)
-        # Shortest way back to `start` through the component.
-        parent = {start: -1}
-        frontier = [start]
-        end = -1
-        while frontier and end < 0:
-            nxt = []
-            for v in frontier:
-                for w in deps[v]:
-                    if w == start:
-                        end = v
-                        break
-                    if w in members and w not in parent:
-                        parent[w] = v
-                        nxt.append(w)
-                if end >= 0:
-                    break
-            frontier = nxt
-        path = []
-        v = end
-        while v != -1:
-            path.append(v)
-            v = parent[v]
-        path.reverse()
-        cycles.append(path)
-    return cycles
 
 
 def _check_nul(tree: dict, problems: _Problems) -> None:
