@@ -25,9 +25,16 @@ class InstantExits:
         self._on_exits = on_exits
         self._pending: list = []
         self.running_count = 0
+        self._held = 0
 
     def free_slots(self) -> int:
-        return self._limit - self.running_count
+        return self._limit - self.running_count - self._held
+
+    def hold(self) -> None:
+        self._held += 1
+
+    def release(self) -> None:
+        self._held -= 1
 
     def start(self, token, argv, env, cwd, stdout, stderr) -> int:
         if not self._pending:

@@ -105,7 +105,6 @@ class Engine:
             or any(s.extra is not None for s in dag.steps)
         )
         self._waiters: dict[int, asyncio.Future] = {}  # token -> its process's exit
-        self._holding = 0  # featured steps that hold a slot without a process
         self._active = 0  # featured steps not yet ended
         self._pids: dict[int, int] = {}  # token -> pid, for featured steps' processes
         self.outputs: dict[int, str] = {}  # step id -> captured output
@@ -251,7 +250,7 @@ class Engine:
         if self.dag.delay_sec:
             return self._fill_spaced()
         while not self._stopping:
-            free = procs.free_slots() - self._holding
+            free = procs.free_slots()
             ready = sched.ready_count
             if free <= 0 or not ready:
                 break
@@ -264,7 +263,7 @@ class Engine:
         sched = self._sched
         loop = asyncio.get_running_loop()
         while not self._stopping and sched.ready_count:
-            if self._procs.free_slots() - self._holding <= 0:
+            if self._procs.free_slots() <= 0:
                 break
             now = loop.time()
             if now < self._next_start:

@@ -45,6 +45,7 @@ class ProcessManager:
         # Every process group ever started: a stop must reach background children of
         # steps that already ended too (they keep the group alive after its leader).
         self._groups: list[int] = []
+        self._held = 0  # slots held by steps that are between processes (see hold)
         self._cwd = os.getcwd()
         self._home_cwd = self._cwd
         loop.add_reader(self._epoll.fileno(), self._on_readable)
@@ -55,7 +56,7 @@ class ProcessManager:
         """How many more processes may start now (a large number when unlimited)."""
         if not self._limit:
             return 1 << 30
-        return self._limit - len(self._running)
+        return self._limit - len(self._running) - self._held
 
     @property
     def running_count(self) -> int:
@@ -63,6 +64,15 @@ class ProcessManager:
         return len(self._running)
 
     # Events --------------------------------------------------------------------------
+
+    def hold(self) -> None:
+        """Take a slot for a step that has none of its own process now (its preconditions
+        are being checked, or it waits to retry): it still counts against the limit."""
+        self._held += 1
+
+    def release(self) -> None:
+        """Give back a slot taken with `hold`."""
+        self._held -= 1
 
     def start(self, token: int, argv, env: dict, cwd: str, stdout: str, stderr: str) -> int:
         """Start `argv` (environment: a bytes -> bytes dict) with stdin from /dev/null and

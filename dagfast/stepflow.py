@@ -37,7 +37,7 @@ def start(engine, i: int) -> None:
     record.status = StepStatus.RUNNING
     record.started_at = time.time()
     engine._active += 1
-    engine._holding += 1
+    engine._procs.hold()
     engine.reporter.step_started(i)
     task = asyncio.get_running_loop().create_task(_run_step(engine, i))
     _tasks.add(task)
@@ -53,7 +53,7 @@ async def _run_step(engine, i: int) -> None:
     except Exception as exc:  # a bug; the run must still end
         status, code, error, outcome = _FAILED, None, f"internal error: {exc!r}", -1
     engine._active -= 1
-    engine._holding -= 1
+    engine._procs.release()
     engine._ended(i, status, code, error, outcome)
     engine._fill()
 
@@ -172,7 +172,7 @@ async def _process(engine, token: int, step: Step, argv, script, env: dict, cwd:
     except SpawnError as exc:
         engine._waiters.pop(token, None)
         return 127, str(exc), False
-    engine._holding -= 1  # the process manager counts it now
+    engine._procs.release()  # the process manager counts it now
     engine._pids[token] = pid
     timed_out = []
     timer = None
@@ -190,7 +190,7 @@ async def _process(engine, token: int, step: Step, argv, script, env: dict, cwd:
     try:
         wait_status = await fut
     finally:
-        engine._holding += 1
+        engine._procs.hold()
         if timer is not None:
             timer.cancel()
     if timed_out:
@@ -343,11 +343,11 @@ async def _handler(engine, handler, status_label: str) -> bool:
     record = engine._handler_records[handler.on] = StepRecord(
         StepStatus.RUNNING, started_at=time.time()
     )
-    engine._holding += 1
+    engine._procs.hold()
     try:
         status, code, error = await _execute(engine, token, step, env, step.dir or dag.dir)
     finally:
-        engine._holding -= 1
+        engine._procs.release()
     record.status, record.exit_code, record.error = status, code, error
     record.finished_at = time.time()
     return status == _SUCCEEDED
