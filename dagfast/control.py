@@ -10,7 +10,7 @@ import time
 from .errors import RunError
 from .records import find_run, owner_pid, read_run
 from .status import RunStatus, StepStatus
-from .store import RunDir, StepRecord, home
+from .store import RunDir, home
 
 __all__ = ["leftovers", "retry", "stop"]
 
@@ -35,15 +35,10 @@ def retry(args, out=sys.stdout) -> int:
             from .commands import step_id
 
             target = step_id(dag, args.step)
-            rerun = [target]
-            # The engine re-runs what did not succeed: show it the others as succeeded,
-            # and let the Recorder put their true records back (RunDir.kept).
-            previous = [StepRecord(StepStatus.SUCCEEDED) if i != target else StepRecord()
-                        for i in range(len(dag.steps))]
+            rerun = [target]  # the engine keeps every other step's record as it is
             kept = {i: r for i, r in enumerate(state.steps) if i != target and r.status}
         else:
             rerun = [i for i, r in enumerate(state.steps) if r.status != StepStatus.SUCCEEDED]
-            previous = state.steps
             kept = {i: r for i, r in enumerate(state.steps) if r.status == StepStatus.SUCCEEDED}
         if not rerun:
             out.write(f"dagfast: every step of run {state.run_id} succeeded: nothing to retry\n")
@@ -59,7 +54,10 @@ def retry(args, out=sys.stdout) -> int:
     out.write(f"dagfast: attempt {state.attempt + 1} of run {state.run_id}: "
               f"{len(rerun)} of {len(dag.steps)} steps to run again\n")
     reporter = ConsoleReporter(out, quiet=args.quiet)
-    result = Engine(dag, run_dir, reporter, previous=previous).run()
+    result = Engine(
+        dag, run_dir, reporter, previous=state.steps,
+        rerun=rerun if args.step is not None else None,
+    ).run()
     if run_dir.failure is not None:
         raise RunError(f"the run was stopped: {run_dir.failure}")
     if result.signal:

@@ -77,12 +77,15 @@ class Engine:
         cleanup_sec: float | None = None,
         executor=ProcessManager,
         previous=None,
+        rerun=None,
         parent: Engine | None = None,
     ) -> None:
         self.dag = dag
         self.run_dir = run_dir
         # The record is kept whatever the caller wants to hear about.
-        self.reporter = Reporters((Recorder(run_dir), reporter or Reporter()))
+        self.reporter = Reporters(
+            (Recorder(run_dir, on_failure=self._record_failed), reporter or Reporter())
+        )
         self.limit = dag.max_active_steps if max_active_steps is None else max_active_steps
         self.cleanup_sec = dag.max_cleanup_sec if cleanup_sec is None else cleanup_sec
         # Called as executor(loop, limit, on_exits): anything with ProcessManager's
@@ -115,7 +118,7 @@ class Engine:
         self._handler_records: dict[str, StepRecord] = {}
         self._next_start = 0.0  # DAG delaySec: when the next step may start
         if previous is not None:
-            self._keep_succeeded(previous)
+            self._keep_succeeded(previous, rerun)
         self._stopping = 0  # the signal that stopped the run, 0 while it runs
         self._kill_handle = None
         self._done: asyncio.Future | None = None
@@ -160,6 +163,11 @@ class Engine:
         self._kill_handle = asyncio.get_running_loop().call_later(self.cleanup_sec, self._kill)
         self._check_end()
 
+    def _record_failed(self, exc) -> None:
+        """The run's record cannot be kept (a full disk, ...): stop as `stop` would; the
+        reason stays on the run directory (`run_dir.failure`) for the caller."""
+        self.stop(signal.SIGTERM)
+
     def _own_stop_signals(self) -> dict[int, int]:
         """token -> signalOnStop of the running steps that set one."""
         steps = self.dag.steps
@@ -171,18 +179,26 @@ class Engine:
                     own[token] = extra.signal_on_stop
         return own
 
-    def _keep_succeeded(self, previous) -> None:
+    def _keep_succeeded(self, previous, rerun) -> None:
         """A retry: steps that succeeded in `previous` (StepRecords in file order) keep
-        their records and count as done; every other step runs again."""
+        their records and outputs and count as done; every other step runs again, and
+        so do the ids in `rerun` (`retry --step`) whatever they did before."""
         if len(previous) != len(self._records):
             raise SchedulerBug(
                 f"a retry got {len(previous)} earlier step records for {len(self._records)} steps"
             )
+        again = frozenset(rerun or ())
         for i, old in enumerate(previous):
-            if old.status == _SUCCEEDED:
+            if i in again:
+                continue
+            # With `rerun`, every step not named keeps its record, whatever it did.
+            if old.status == _SUCCEEDED or again:
                 self._records[i] = StepRecord(
-                    old.status, old.exit_code, old.started_at, old.finished_at, old.error
+                    old.status, old.exit_code, old.started_at, old.finished_at, old.error,
+                    old.output,
                 )
+                if old.output is not None:
+                    self.outputs[i] = old.output
                 self._sched.finish(i, _sched.PASS)
 
     # The loop ---------------------------------------------------------------------------
@@ -201,11 +217,13 @@ class Engine:
                 loop.add_signal_handler(sig, self.stop, sig)
         started_at = time.time()
         self._started_at = started_at
-        self.reporter.run_started(dag, self.run_dir, self._records)
         timer = None
-        if dag.timeout_sec:
-            timer = loop.call_later(dag.timeout_sec, self._run_timed_out)
         try:
+            # Inside the try: a record that cannot even start (a full disk) must still
+            # leave the loop, the signal handlers and the process manager cleaned up.
+            self.reporter.run_started(dag, self.run_dir, self._records)
+            if dag.timeout_sec:
+                timer = loop.call_later(dag.timeout_sec, self._run_timed_out)
             if self._featured and not await stepflow.begin(self):
                 pass  # DAG preconditions unmet or the init handler failed: no step runs
             else:
@@ -346,6 +364,8 @@ class Engine:
         record.exit_code = code
         record.finished_at = time.time()
         record.error = error
+        if self.outputs:
+            record.output = self.outputs.get(i)  # kept in the record for a retry
         self.reporter.step_finished(i, record)
         if outcome < 0:
             if status == _SUCCEEDED or status == StepStatus.PARTIALLY_SUCCEEDED:

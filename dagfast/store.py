@@ -26,7 +26,6 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-import signal
 import time
 
 import msgspec
@@ -366,8 +365,10 @@ class Recorder:
     # that they take at most 1/SNAPSHOT_SHARE of the time.
     SNAPSHOT_SHARE = 100
 
-    def __init__(self, run_dir: RunDir) -> None:
+    def __init__(self, run_dir: RunDir, on_failure) -> None:
         self.run_dir = run_dir
+        # Called with the RunError when the record cannot be kept: the engine stops.
+        self._on_failure = on_failure
         self._pending: list[tuple] = []
         self._loop = None
         self._flush_scheduled = False
@@ -490,8 +491,7 @@ class Recorder:
         self.error = f"stopped: {exc}"
         self._pending = []
         rd.free_reserve()
-        # The engine stops on SIGTERM; reporters have no other way to stop it yet.
-        os.kill(os.getpid(), signal.SIGTERM)
+        self._on_failure(exc)
 
     def _snapshot(self, status: int, finished_at: float | None, durable: bool) -> None:
         rd = self.run_dir

@@ -295,3 +295,26 @@ def test_fifty_runs_of_the_same_dag_at_once_leave_fifty_records(tmp_path):
         state = read_run(str(run))
         assert state.status == 4 and not state.torn and not state.rebuilt
         assert (run / "steps" / "0.out").read_text() == run.name + "\n"
+
+
+def test_retry_keeps_the_outputs_of_steps_that_succeeded(tmp_path):
+    #   make -> use      (use fails the first time; the retry must still see ${VALUE})
+    dag = tmp_path / "out.yaml"
+    dag.write_text(
+        "steps:\n"
+        "  - name: make\n"
+        "    command: echo made-$$ >> made.txt; echo value-42\n"
+        "    output: VALUE\n"
+        "  - name: use\n"
+        "    command: test -e fixed && echo \"got $VALUE\" > got.txt\n"
+        "    depends: make\n"
+    )
+    home = tmp_path / "home"
+    first = cli("run", str(dag), home=home)
+    assert first.code == 1
+    run_id = next((home / "runs").glob("*/*")).name
+    (tmp_path / "fixed").touch()
+    again = cli("retry", run_id, home=home)
+    assert again.code == 0, again.out + again.err
+    assert (tmp_path / "got.txt").read_text() == "got value-42\n"
+    assert len((tmp_path / "made.txt").read_text().split()) == 1  # `make` ran once
