@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 from .engine import Engine, RunResult
 from .errors import UsageError
@@ -16,18 +17,51 @@ __all__ = ["run"]
 def run(
     dag: Dag | str | os.PathLike,
     *,
+    params=None,
     max_active_steps: int | None = None,
     reporter: Reporter | None = None,
     home_dir: str | None = None,
+    queue: bool = True,
 ) -> RunResult:
     """Run a DAG (a loaded `Dag` or a path to its YAML file) to its end.
 
+    `params` override the DAG's own as `dagfast run -- ...` does: a mapping
+    (`{"DATE": "2026-11-28"}`), a list (`["DATE=2026-11-28", "positional"]`) or a string.
+    With maxActiveRuns set, the run waits for a slot unless `queue` is False, when it
+    raises runslots.RunsFull at once.
     Raises LoadError for an invalid file; a failed run is a result, not an exception."""
-    if not isinstance(dag, Dag):
-        from .load import load
-
-        dag = load(dag)
     if max_active_steps is not None and max_active_steps < 0:
         raise UsageError("max_active_steps must be 0 (unlimited) or more")
-    run_dir = RunDir.create(dag, home_dir or home())
-    return Engine(dag, run_dir, reporter, max_active_steps=max_active_steps).run()
+    given = None
+    if params is not None:
+        from .params import ParamsError, parse
+
+        try:
+            given = parse(dict(params) if isinstance(params, Mapping) else params)
+        except ParamsError as exc:
+            raise UsageError(f"params: {exc}") from None
+    if isinstance(dag, Dag):
+        if given:  # parameters are applied when loading: load the same file again
+            if not dag.path:
+                raise UsageError("params need the DAG's file; this Dag was not loaded from one")
+            dag = _load(dag.path, given)
+    else:
+        dag = _load(dag, given)
+    slot = None
+    if dag.max_active_runs:  # issue 5: at most maxActiveRuns at once, queued in order
+        from . import runslots
+
+        slot, run_dir = runslots.run_dir_for(dag, home_dir or home(), queue=queue)
+    else:
+        run_dir = RunDir.create(dag, home_dir or home())
+    try:
+        return Engine(dag, run_dir, reporter, max_active_steps=max_active_steps).run()
+    finally:
+        if slot is not None:
+            slot.release()
+
+
+def _load(path, params) -> Dag:
+    from .load import load
+
+    return load(path, params=params)

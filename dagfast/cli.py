@@ -5,6 +5,7 @@ Exit statuses:
   1    the run failed, or the run or step asked for does not exist (or is not running)
   2    the DAG file is invalid, or the command line is wrong
   70   an internal error: a bug in dagfast (please report it)
+  75   `run --no-queue`: the DAG already has maxActiveRuns runs going; nothing was run
   130  the run was interrupted by SIGINT (Ctrl-C); 143 by SIGTERM
 """
 
@@ -20,10 +21,12 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_INVALID = 2
 EXIT_BUG = 70
+EXIT_BUSY = 75  # EX_TEMPFAIL: `run --no-queue` found every run slot taken
 
 _EPILOG = """\
 exit statuses: 0 succeeded (or done), 1 failed (or no such run, step, running run),
-2 invalid DAG or usage, 70 internal error, 130/143 interrupted by SIGINT/SIGTERM
+2 invalid DAG or usage, 70 internal error, 75 maxActiveRuns reached (run --no-queue),
+130/143 interrupted by SIGINT/SIGTERM
 
 examples:
   dagfast run examples/parallel.yaml
@@ -58,6 +61,12 @@ def _parser() -> argparse.ArgumentParser:
         help="override the DAG's maxActiveSteps (0: unlimited)",
     )
     run.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+    _add_output_flags(run)
+    run.add_argument(
+        "--no-queue", action="store_true",
+        help="when the DAG already has maxActiveRuns runs going, exit 75 at once instead "
+        "of waiting in its queue",
+    )
     run.add_argument(
         "params", nargs="*", metavar="-- PARAMS",
         help="parameters after `--`: NAME=VALUE overrides a named one, a bare value a positional",
@@ -73,7 +82,20 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("dag", metavar="DAG", help="the DAG's YAML file")
 
     _add_record_commands(sub)
+    sch = sub.add_parser(
+        "scheduler", help="run every DAG file of a directory on its schedule",
+        description="Run every DAG file (*.yaml, *.yml) of DIR on its `schedule`, picking up "
+        "new, edited and deleted files as it goes; never beyond maxActiveRuns (1 when "
+        "absent). SIGINT/SIGTERM shut it down.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sch.add_argument("dir", nargs="?", default=".", metavar="DIR",
+                     help="the directory of DAG files (default: the current one)")
+    sch.add_argument("--on-stop", choices=("wait", "stop"), default="wait",
+                     help="on shutdown, wait for running DAGs to finish (default) or stop them")
+    _add_view_commands(sub)
     sub.add_parser("version", help="print dagfast's version")
+    _command_examples(sub)
     return p
 
 
@@ -145,6 +167,12 @@ def main(argv: list[str] | None = None) -> int:
             from . import control
 
             return getattr(control, args.command)(args)
+        if args.command == "scheduler":
+            from .scheduler import main as scheduler
+
+            return scheduler(args)
+        if args.command in ("graph", "completion"):
+            return _VIEWS[args.command](args)
         if args.command == "version":
             from . import __version__
 
@@ -194,20 +222,36 @@ def _run(args) -> int:
     if args.max_active_steps is not None and args.max_active_steps < 0:
         raise UsageError("--max-active-steps must be 0 (unlimited) or more")
     given = None
-    if args.params:
+    words = _param_words(args)
+    if words:
         from .params import parse
 
-        given = parse(list(args.params))  # already split by the caller's shell
+        given = parse(words)  # already split by the caller's shell
     dag = load(args.dag, params=given)
 
     from .engine import Engine
-    from .report import ConsoleReporter
     from .status import RunStatus
     from .store import RunDir, home
 
-    run_dir = RunDir.create(dag, home())
-    reporter = ConsoleReporter(sys.stdout, quiet=args.quiet)
-    result = Engine(dag, run_dir, reporter, max_active_steps=args.max_active_steps).run()
+    slot = None
+    if dag.max_active_runs:  # issue 5: at most maxActiveRuns at once, queued in order
+        from . import runslots
+
+        try:
+            slot, run_dir = runslots.run_dir_for(dag, home(), queue=not args.no_queue)
+        except runslots.RunsFull as exc:
+            print(f"dagfast: {exc}", file=sys.stderr)
+            return EXIT_BUSY
+        except runslots.Stopped as exc:
+            return 128 + exc.signal
+    else:
+        run_dir = RunDir.create(dag, home())
+    reporter = _reporter(args)
+    try:
+        result = Engine(dag, run_dir, reporter, max_active_steps=args.max_active_steps).run()
+    finally:
+        if slot is not None:
+            slot.release()
     if run_dir.failure is not None:  # the record could not be kept: the run was stopped
         raise RunError(f"the run was stopped: {run_dir.failure}")
     if result.signal:
@@ -216,6 +260,122 @@ def _run(args) -> int:
     # signal: the DAG's preconditions were not met (as Dagu, exit 0).
     ok = (RunStatus.SUCCEEDED, RunStatus.PARTIALLY_SUCCEEDED, RunStatus.ABORTED)
     return EXIT_OK if result.status in ok else EXIT_FAILED
+
+
+# Output and parameters of `run` (issue 7) ------------------------------------------------
+
+
+def _add_output_flags(run) -> None:
+    run.add_argument(
+        "-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+        help="override parameter KEY (repeatable); the same as `-- KEY=VALUE`",
+    )
+    run.add_argument("-v", "--verbose", action="store_true",
+                     help="also print every step's output, each line prefixed with its name")
+    run.add_argument("--json", action="store_true",
+                     help="print one JSON event a line (run/step started and finished) "
+                     "instead of the progress view")
+    run.add_argument("--junit", metavar="FILE",
+                     help="write a JUnit XML report (one test case a step) to FILE")
+
+
+def _param_words(args) -> list[str]:
+    """`-p KEY=VALUE` words then `-- PARAMS` words: one list for params.parse."""
+    for word in args.param:
+        name, eq, _ = word.partition("=")
+        if not eq or not name:
+            raise UsageError(f"-p takes KEY=VALUE, not `{word}`")
+    return list(args.param) + list(args.params)
+
+
+def _reporter(args):
+    """The reporters `run` uses: see report.choose (progress on a terminal, plain lines
+    otherwise or under CI, JSON lines with --json; NO_COLOR turns colour off)."""
+    from .report import choose
+
+    return choose(sys.stdout, quiet=args.quiet, verbose=args.verbose, json=args.json,
+                  junit=args.junit)
+
+
+
+# `graph`, `completion`, and examples in every command's --help (issue 7) ------------------
+
+_EXAMPLES = {
+    "run": """\
+  dagfast run examples/parallel.yaml
+  dagfast run --max-active-steps 4 -p DATE=2026-11-28 big.yaml
+  dagfast run dag.yaml -- DATE=2026-11-28 positional
+  dagfast run --json dag.yaml | jq -c 'select(.event == "step_finished")'
+  CI=1 dagfast run --junit report.xml --verbose dag.yaml""",
+    "validate": "  dagfast validate dag.yaml",
+    "dry": "  dagfast dry dag.yaml\n  dagfast dry --max-active-steps 2 dag.yaml",
+    "graph": """\
+  dagfast graph examples/parallel.yaml              # text, level by level
+  dagfast graph --format dot dag.yaml | dot -Tsvg > dag.svg
+  dagfast graph --format mermaid dag.yaml""",
+    "status": "  dagfast status                   # the latest run of any DAG\n"
+              "  dagfast status dag.yaml --json   # the latest run of dag.yaml",
+    "history": "  dagfast history dag.yaml -n 5",
+    "logs": "  dagfast logs 20261128T162600123Z-9f3a1c\n"
+            "  dagfast logs 20261128T162600123Z-9f3a1c build --stderr --follow",
+    "retry": "  dagfast retry 20261128T162600123Z-9f3a1c\n"
+             "  dagfast retry 20261128T162600123Z-9f3a1c --step build",
+    "stop": "  dagfast stop 20261128T162600123Z-9f3a1c --wait 60",
+    "scheduler": "  dagfast scheduler dags/\n  dagfast scheduler --on-stop stop dags/",
+    "version": "  dagfast version",
+    "completion": """\
+  dagfast completion bash > ~/.local/share/bash-completion/completions/dagfast
+  dagfast completion zsh > ~/.zfunc/_dagfast""",
+}
+
+
+def _add_view_commands(sub) -> None:
+    gr = sub.add_parser(
+        "graph", help="draw a DAG as text, Graphviz dot or Mermaid",
+        description="Print a DAG's steps and dependencies: as text level by level (a step's "
+        "level is one more than its deepest dependency's), as Graphviz dot, or as a Mermaid "
+        "flowchart. Runs nothing.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    gr.add_argument("dag", metavar="DAG", help="the DAG's YAML file")
+    gr.add_argument("-f", "--format", choices=("text", "dot", "mermaid"), default="text",
+                    help="the output format (default text)")
+    co = sub.add_parser(
+        "completion", help="print a shell completion script",
+        description="Print a completion script for SHELL; source it, or install it where "
+        "your shell looks for completions.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    co.add_argument("shell", choices=("bash", "zsh", "tcsh"), metavar="SHELL",
+                    help="bash, zsh or tcsh")
+
+
+def _command_examples(sub) -> None:
+    """Every command's --help ends with the exit statuses and its own examples."""
+    statuses = _EPILOG.split("\n\nexamples:")[0]
+    for name, parser in sub.choices.items():
+        examples = _EXAMPLES.get(name)
+        if examples:
+            parser.epilog = f"{statuses}\n\nexamples:\n{examples}\n"
+            parser.formatter_class = argparse.RawDescriptionHelpFormatter
+
+
+def _graph(args) -> int:
+    from .graph import render
+    from .load import load
+
+    sys.stdout.write(render(load(args.dag), args.format))
+    return EXIT_OK
+
+
+def _completion(args) -> int:
+    import shtab
+
+    sys.stdout.write(shtab.complete(_parser(), shell=args.shell))
+    return EXIT_OK
+
+
+_VIEWS = {"graph": _graph, "completion": _completion}
 
 
 if __name__ == "__main__":

@@ -840,6 +840,7 @@ def _resolve_depends(
                 continue  # `depends: []`: explicitly nothing, even in a chain
             entries = [(d, steps.path(i, "depends", k)) for k, d in enumerate(dep)]
         resolved: list[int] = []
+        seen: set[int] = set()  # a list scan would make 10,000 dependencies quadratic
         for name, where in entries:
             j = index.get(name)
             if j is None:
@@ -853,7 +854,8 @@ def _resolve_depends(
                     close = _close_matches(name, index)
                     hint = f" (did you mean `{close[0]}`?)" if close else ""
                 problems.add(where, f"depends on unknown step `{name}`{hint}")
-            elif j not in resolved:
+            elif j not in seen:
+                seen.add(j)
                 resolved.append(j)
                 if j >= i:
                     forward = True

@@ -11,6 +11,7 @@ uvloop reader per pidfd cost ~20 us more parent CPU per step than this.
 from __future__ import annotations
 
 import os
+import resource
 import select
 import signal
 from collections.abc import Callable
@@ -38,6 +39,16 @@ class ProcessManager:
     def __init__(self, loop, limit: int, on_exits: Callable[[list], None]) -> None:
         self._loop = loop
         self._limit = limit if limit > 0 else 0
+        # What the system allows: each running step holds a pidfd here, and is one of
+        # the user's processes. `capped` says why the limit was lowered, for the user.
+        room = system_room()
+        self.capped = ""
+        if room[0] < (self._limit or 1 << 62):
+            self._limit = max(1, room[0])
+            self.capped = (
+                f"running at most {self._limit} steps at once: {room[1]} "
+                f"(maxActiveSteps {limit or 'unlimited'})"
+            )
         self._on_exits = on_exits
         self._epoll = select.epoll()
         # pidfd -> (token, pid): the running processes.
@@ -46,6 +57,7 @@ class ProcessManager:
         # steps that already ended too (they keep the group alive after its leader).
         self._groups: list[int] = []
         self._held = 0  # slots held by steps that are between processes (see hold)
+        self._env: dict = {}  # the last step's environment: its DAG_RUN_ID finds escapees
         self._cwd = os.getcwd()
         self._home_cwd = self._cwd
         loop.add_reader(self._epoll.fileno(), self._on_readable)
@@ -77,8 +89,9 @@ class ProcessManager:
     def start(self, token: int, argv, env: dict, cwd: str, stdout: str, stderr: str) -> int:
         """Start `argv` (environment: a bytes -> bytes dict) with stdin from /dev/null and
         stdout/stderr truncated into the given files; return its pid. Raises SpawnError."""
-        if cwd != self._cwd:
-            self._chdir(cwd)
+        # Every time, not only when `cwd` changes: a step may have deleted the directory
+        # the last one ran in, and a path is looked up afresh only by chdir (~1 us).
+        self._chdir(cwd)
         try:
             pid = os.posix_spawn(
                 argv[0] if "/" in argv[0] else _which(argv[0], env),
@@ -93,7 +106,13 @@ class ProcessManager:
             )
         except OSError as exc:
             raise SpawnError(f"cannot start `{argv[0]}`: {exc.strerror}") from None
-        fd = os.pidfd_open(pid)
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError as exc:  # out of descriptors: a process we could not watch
+            _killpg(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise SpawnError(f"cannot watch `{argv[0]}`: {exc.strerror}") from None
+        self._env = env
         self._running[fd] = (token, pid)
         self._groups.append(pid)
         self._epoll.register(fd, _ONESHOT)
@@ -105,12 +124,26 @@ class ProcessManager:
             _killpg(pid, sig)
 
     def signal_all_groups(self, sig: int) -> None:
-        """Send `sig` to every process group this manager ever started (orphan sweep)."""
+        """Send `sig` to every process group this manager ever started, and to every
+        process that left its group (`setsid`) but still carries this run's DAG_RUN_ID."""
         for pgid in self._groups:
             _killpg(pgid, sig)
+        self.signal_escaped(sig)
+
+    def signal_escaped(self, sig: int, step: str | None = None) -> int:
+        """Send `sig` to the processes outside our groups whose environment says they
+        belong to this run (and to `step`, if given); return how many there were."""
+        run_id = self._env.get(b"DAG_RUN_ID")
+        if run_id is None:
+            return 0
+        tags = [b"DAG_RUN_ID=" + run_id]
+        if step is not None:
+            tags.append(b"DAG_RUN_STEP_NAME=" + step.encode())
+        return _signal_tagged(tags, sig, self._groups)
 
     def live_groups(self) -> int:
-        """How many started process groups still have members (prunes the dead ones)."""
+        """How many started process groups still have members (prunes the dead ones),
+        plus the escaped processes of this run that are still alive."""
         alive = []
         for pgid in self._groups:
             try:
@@ -119,7 +152,7 @@ class ProcessManager:
                 continue
             alive.append(pgid)
         self._groups = alive
-        return len(alive)
+        return len(alive) + self.signal_escaped(0)
 
     def close(self) -> None:
         """Stop watching; processes still running are not waited for."""
@@ -169,6 +202,76 @@ def _killpg(pgid: int, sig: int) -> None:
     except PermissionError:
         # The group id now belongs to someone else's processes: not ours to signal.
         pass
+
+
+# Descriptors kept for the engine itself (journal, snapshots, epoll, loop, scripts).
+_FD_RESERVE = 64
+
+
+def system_room() -> tuple[int, str]:
+    """(how many step processes may run at once, why) under RLIMIT_NOFILE (one pidfd
+    each) and RLIMIT_NPROC (one process each, among the user's others)."""
+    best, why = 1 << 62, ""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY:
+        room = soft - len(os.listdir("/proc/self/fd")) - _FD_RESERVE
+        best, why = room, f"the open-file limit (ulimit -n) is {soft}"
+    soft = resource.getrlimit(resource.RLIMIT_NPROC)[0]
+    if soft != resource.RLIM_INFINITY and os.getuid() != 0:
+        room = soft - _user_processes() - _FD_RESERVE
+        if room < best:
+            best, why = room, f"the process limit (ulimit -u) is {soft}"
+    return best, why
+
+
+def _user_processes() -> int:
+    uid = os.getuid()
+    count = 0
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                count += os.stat(f"/proc/{d}").st_uid == uid
+            except OSError:
+                pass
+    return count
+
+
+def _signal_tagged(tags: list[bytes], sig: int, groups: list[int]) -> int:
+    """Send `sig` to each of the user's processes whose environment holds every one of
+    `tags` (`NAME=value`) and whose group is not in `groups`; how many were found.
+
+    A step's process that calls `setsid` leaves the group a stop signals, and once its
+    parent is gone nothing links it to the run but the environment it inherited. Read
+    from /proc only when a run stops or a step times out. A pidfd pins the process
+    between reading its environment and signalling it, so a reused pid is never hit.
+    """
+    me, uid, found = os.getpid(), os.getuid(), 0
+    skip = set(groups)
+    try:
+        pids = [int(d) for d in os.listdir("/proc") if d.isdigit()]
+    except OSError:
+        return 0
+    for pid in pids:
+        if pid == me:
+            continue
+        try:
+            if os.stat(f"/proc/{pid}").st_uid != uid or os.getpgid(pid) in skip:
+                continue
+            fd = os.pidfd_open(pid)
+        except OSError:
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = b"\0" + f.read() + b"\0"
+            if all(b"\0" + t + b"\0" in env for t in tags):
+                found += 1
+                if sig:
+                    signal.pidfd_send_signal(fd, sig)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return found
 
 
 _which_cache: dict[tuple[str, bytes | None], str] = {}

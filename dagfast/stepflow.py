@@ -185,6 +185,7 @@ async def _process(engine, token: int, step: Step, argv, script, env: dict, cwd:
                 os.killpg(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+            engine._procs.signal_escaped(signal.SIGKILL, step.name)  # and those that `setsid`
 
         timer = loop.call_later(ex.timeout_sec, kill)
     try:

@@ -98,6 +98,9 @@ async def _one(engine, i: int, k: int, path: str, params: Params):
         if r.status in (StepStatus.SUCCEEDED, StepStatus.PARTIALLY_SUCCEEDED,
                         StepStatus.SKIPPED)
     )  # fmt: skip
+    loop = _recursion(engine, path)
+    if loop:
+        return f"the sub-DAG calls itself: {loop}"
     environ = {os.fsdecode(a): os.fsdecode(b) for a, b in engine._base_env.items()}
     try:
         sub = load_sub(path, environ=environ, params=params, work_dir=engine.dag.dir, done=done)
@@ -112,6 +115,21 @@ async def _one(engine, i: int, k: int, path: str, params: Params):
         return await child.run_nested()
     finally:
         engine._children.discard(child)
+
+
+def _recursion(engine, path: str) -> str:
+    """`a.yaml -> b.yaml -> a.yaml` when the file `path` is already running in the
+    chain of callers of `engine` (a run that would never end), else ""."""
+    target = os.path.realpath(path)
+    chain = []
+    caller = engine
+    while caller is not None:
+        chain.append(caller.dag.path)
+        if caller.dag.path and os.path.realpath(caller.dag.path) == target:
+            names = [os.path.basename(p) for p in reversed(chain)] + [os.path.basename(path)]
+            return " -> ".join(names)
+        caller = caller.parent
+    return ""
 
 
 def _params(params: Params, scope: dict) -> Params:

@@ -82,3 +82,43 @@ def test_a_retry_reruns_only_what_did_not_succeed(tmp_path):
     assert second.status == dagfast.RunStatus.SUCCEEDED
     assert sorted((tmp_path / "runs.txt").read_text().split()) == ["a", "b", "b", "c", "d"]
     assert second.step("a").started_at == first.step("a").started_at
+
+
+def test_run_with_params_returns_status_outputs_and_timings(tmp_path):
+    #   greet -> shout
+    dag = tmp_path / "params.yaml"
+    dag.write_text(textwrap.dedent("""\
+        params: WHO=world
+        steps:
+          - name: greet
+            command: echo "hello $WHO"
+            output: GREETING
+          - name: shout
+            command: echo "$GREETING!"
+            depends: greet
+            output: SHOUT
+        """))
+    for params in ({"WHO": "you"}, ["WHO=you"], "WHO=you"):
+        result = dagfast.run(dag, params=params, home_dir=str(tmp_path / "home"))
+        assert result.status == dagfast.RunStatus.SUCCEEDED
+        assert result.outputs == {"GREETING": "hello you", "SHOUT": "hello you!"}
+        greet, shout = result.step("greet"), result.step("shout")
+        assert isinstance(greet, dagfast.StepRecord)
+        assert greet.status == shout.status == dagfast.StepStatus.SUCCEEDED
+        assert greet.started_at <= greet.finished_at <= shout.started_at <= shout.finished_at
+    loaded = dagfast.load(dag)
+    again = dagfast.run(loaded, params={"WHO": "again"}, home_dir=str(tmp_path / "home"))
+    assert again.outputs["GREETING"] == "hello again"
+
+
+def test_a_reporter_hears_every_step(tmp_path):
+    dag = tmp_path / "r.yaml"
+    dag.write_text("steps:\n  - name: a\n    command: 'true'\n  - name: b\n    command: exit 1\n")
+    heard = []
+
+    class Listen(dagfast.Reporter):
+        def step_finished(self, step, record):
+            heard.append((step, record.status))
+
+    dagfast.run(dag, reporter=Listen(), home_dir=str(tmp_path / "home"))
+    assert sorted(heard) == [(0, dagfast.StepStatus.SUCCEEDED), (1, dagfast.StepStatus.FAILED)]

@@ -178,21 +178,27 @@ def test_multiple_dag_runs_loads_and_a_run_without_steps_succeeds(tmp_path):
     assert (d.max_active_runs, d.schedule, d.skip_if_successful) == (1, ("*/5 * * * *",), True)
 
 
-@pytest.mark.xfail(strict=True, reason="maxActiveRuns is issue 5's (scheduler)")
 def test_max_active_runs_refuses_a_second_concurrent_run(tmp_path):
+    # The second run would queue; with --no-queue it exits 75 at once (more in
+    # tests/test_runs_over_time.py).
     dag = write(tmp_path / "one.yaml", """\
         maxActiveRuns: 1
         steps:
-          - command: sleep 2
+          - command: touch started; sleep 2
         """)
     env = dict(os.environ, DAGFAST_HOME=str(tmp_path / "home"))
     first = subprocess.Popen(["python", "-m", "dagfast", "run", str(dag)], env=env,
                              stdout=subprocess.DEVNULL)
     try:
-        time.sleep(0.5)
-        assert run(dag).code != 0
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        res = dagfast("run", "--no-queue", str(dag), home=tmp_path / "home")
+        assert res.code == 75, res.err
+        assert "maxActiveRuns (1)" in res.err
     finally:
         first.wait()
+    assert first.returncode == 0
 
 
 def test_parallel_sub_dags_run_their_regions_at_once(tmp_path):

@@ -1,0 +1,55 @@
+"""What the reporters add to the engine loop's cost per step (issue 7): the same 100,000
+step fan-out as test_bench_engine.py, with no reporter, the live progress view (drawing
+into a buffer as if it were a terminal), JSON lines, and plain lines.
+
+Run: pytest bench/test_bench_report.py -s
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from dagfast.engine import Engine
+from dagfast.store import RunDir
+from test_bench_engine import InstantExits, fan_out
+
+
+def _none():
+    return None
+
+
+def _progress():
+    from dagfast.progress import ProgressReporter
+
+    return ProgressReporter(io.StringIO(), width=120)
+
+
+def _json():
+    from dagfast.report_json import JsonReporter
+
+    return JsonReporter(io.BytesIO())
+
+
+def _plain():
+    from dagfast.report import ConsoleReporter
+
+    return ConsoleReporter(io.StringIO())
+
+
+@pytest.mark.parametrize("make", [_none, _progress, _json, _plain],
+                         ids=["none", "progress", "json", "plain"])
+def test_reporter_cost_per_step(benchmark, tmp_path, make):
+    dag = fan_out(100_000, 16)
+    counter = iter(range(10**6))
+
+    def run():
+        run_dir = RunDir.create(dag, str(tmp_path), run_id=f"r{next(counter)}")
+        return Engine(dag, run_dir, make(), executor=InstantExits).run()
+
+    result = benchmark.pedantic(run, rounds=3, iterations=1)
+    assert all(r.status == 4 for r in result.steps)
+    per_step = benchmark.stats.stats.median / len(dag.steps)
+    benchmark.extra_info["us_per_step"] = round(per_step * 1e6, 2)
+    print(f"\nreporter {make.__name__[1:]}: {per_step * 1e6:.2f} us per step")

@@ -1,0 +1,321 @@
+"""Bad DAG files: whatever the bytes, the loader gives a DAG or a LoadError whose every
+Problem says where; never another exception, a hang or a runaway allocation.
+
+Hypothesis drives the loader with YAML-ish text and raw bytes (a few hundred examples
+here; `tests/fuzz/fuzz_load.py` runs atheris for as long as asked). The hostile files the
+issue lists follow, then names that must run as written, then sub-DAGs that call
+themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+import tracemalloc
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dagfast import LoadError
+from dagfast.engine import Engine
+from dagfast.load import load, load_text
+from dagfast.store import RunDir
+from dagfast.yamlsrc import MAX_BYTES
+from spectools import dagfast
+
+# Problems about the file as a whole: the file is their location.
+WHOLE_FILE = ("file is empty", "file is larger than", "cannot read the file")
+
+
+def load_or_problems(data: bytes, tmp: Path):
+    """The loaded Dag, or the LoadError's problems after checking each has a location.
+    Backtick commands that fuzzed text may form run with an empty PATH."""
+    try:
+        return load_text(data, file="fuzz.yaml", base_dir=tmp, environ={"PATH": str(tmp)})
+    except LoadError as exc:
+        assert exc.problems, "a LoadError with no problem"
+        for p in exc.problems:
+            assert p.file == "fuzz.yaml", p
+            located = p.line is not None or p.path is not None
+            assert located or p.message.startswith(WHOLE_FILE), f"no location: {p}"
+            str(p)
+        return exc.problems
+
+
+# -- Fuzzing ------------------------------------------------------------------------------
+
+KEYS = [
+    "name", "steps", "command", "depends", "env", "params", "type", "maxActiveSteps",
+    "timeoutSec", "output", "dir", "workingDir", "script", "shell", "continueOn",
+    "retryPolicy", "repeatPolicy", "preconditions", "handlerOn", "call", "run",
+    "parallel", "items", "limit", "dotenv", "schedule", "secrets", "<<", "max_active_steps",
+]  # fmt: skip
+TOKENS = [
+    "&a", "*a", "&b", "*b", "[", "]", "{", "}", "- ", ": ", ",", "|", ">", "!!str",
+    "!!int", "!!binary", "!!python/object:os.system", "~", "null", "true", "3", "-1",
+    "1e400", "0x1F", "${X}", "$(echo)", "'", '"', "\\", "#", "%YAML 1.1", "---", "...",
+    "? ", "\t", "\x00", "\ufeff", "\U0001f389", "a b", "s0", "s1", "chain", "graph",
+]  # fmt: skip
+
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
+    st.text(st.characters(blacklist_characters="`", blacklist_categories=("Cs",)), max_size=12),
+    st.sampled_from(["s0", "s1", "s2", "chain", "graph", "${A}", "echo hi", "0"]),
+)  # fmt: skip
+trees = st.recursive(
+    scalars,
+    lambda kids: st.one_of(
+        st.lists(kids, max_size=5),
+        st.dictionaries(st.sampled_from(KEYS), kids, max_size=5),
+    ),
+    max_leaves=30,
+)
+dags = st.dictionaries(st.sampled_from(KEYS), trees, max_size=6)
+
+
+@st.composite
+def yamlish(draw) -> bytes:
+    """Lines of keys, tokens and indentation: text that is nearly YAML."""
+    lines = []
+    for _ in range(draw(st.integers(0, 12))):
+        indent = " " * draw(st.integers(0, 8))
+        parts = draw(st.lists(st.sampled_from(KEYS + TOKENS), max_size=5))
+        lines.append(indent + "".join(parts))
+    return "\n".join(lines).encode("utf-8", "surrogatepass")
+
+
+FUZZ = settings(
+    max_examples=150, deadline=None, database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)  # fmt: skip
+
+
+@FUZZ
+@given(tree=dags)
+def test_any_tree_of_dag_keys_loads_or_says_where_it_is_wrong(tmp_path, tree):
+    load_or_problems(yaml.safe_dump(tree, allow_unicode=True).encode(), tmp_path)
+
+
+@FUZZ
+@given(data=yamlish())
+def test_any_yamlish_text_loads_or_says_where_it_is_wrong(tmp_path, data):
+    load_or_problems(data, tmp_path)
+
+
+@FUZZ
+@given(data=st.binary(max_size=512))
+def test_any_bytes_load_or_say_where_they_are_wrong(tmp_path, data):
+    load_or_problems(data, tmp_path)
+
+
+VALID = b"""\
+name: fuzz
+env:
+  - A: 1
+steps:
+  - name: s0
+    command: echo ${A}
+    output: OUT
+  - name: s1
+    depends: [s0]
+    command: [echo a, echo b]
+    retryPolicy: {limit: 2, intervalSec: 0}
+"""
+
+
+@FUZZ
+@given(edits=st.lists(st.tuples(st.integers(0, len(VALID) - 1), st.integers(0, 255)), max_size=8))
+def test_a_valid_file_with_bytes_changed_loads_or_says_where(tmp_path, edits):
+    data = bytearray(VALID)
+    for at, byte in edits:
+        if byte != 0x60:  # no backticks: they would run commands
+            data[at] = byte
+    load_or_problems(bytes(data), tmp_path)
+
+
+# -- Hostile files ------------------------------------------------------------------------
+
+
+def messages(problems) -> list[str]:
+    assert isinstance(problems, list), "expected a LoadError"
+    return [p.message for p in problems]
+
+
+def test_billion_laughs_stops_at_the_value_limit_without_copying(tmp_path):
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 10)]
+    data = ("\n".join(lines) + "\nsteps: [echo]\n").encode()
+    tracemalloc.start()
+    try:
+        problems = load_or_problems(data, tmp_path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert "an alias counts as all it repeats" in messages(problems)[0]
+    assert peak < 50 * 1024 * 1024
+
+
+@pytest.mark.parametrize("opener, closer", [("[", "]"), ("{a: ", "}")])
+def test_deep_nesting_is_a_located_error(tmp_path, opener, closer):
+    data = ("steps: " + opener * 100_000 + closer * 100_000).encode()
+    assert "nesting is deeper than 100 levels" in messages(load_or_problems(data, tmp_path))
+
+
+def test_a_10_mb_file_loads_and_a_larger_than_the_limit_one_is_refused(tmp_path):
+    ten = b"steps:\n  - name: big\n    command: echo " + b"x" * (10 * 1024 * 1024) + b"\n"
+    assert len(load_or_problems(ten, tmp_path).steps) == 1
+    huge = tmp_path / "huge.yaml"
+    huge.write_bytes(b"#" * (MAX_BYTES + 1))
+    with pytest.raises(LoadError, match="file is larger than 32 MiB"):
+        load(huge)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"steps:\n  - echo \xff\xfe\n", "file is not UTF-8 (byte 0xff)"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "file is not UTF-8 (byte 0x89)"),
+        (b"", "file is empty"),
+        (b"42\n", "the top level must be a mapping of DAG keys, not a single value"),
+        (b"- echo\n", "the top level must be a mapping of DAG keys, not a list"),
+        (b"steps: !!python/object/apply:os.system [touch pwned]\n",
+         "tag `!!python/object/apply:os.system` is not supported"),
+    ],
+)  # fmt: skip
+def test_files_that_are_not_dags_are_located_errors(tmp_path, data, message):
+    assert messages(load_or_problems(data, tmp_path)) == [message]
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_a_10_000_step_cycle_is_named(tmp_path):
+    n = 10_000
+    text = "steps:\n" + "".join(
+        f"  - name: s{i}\n    command: 'true'\n    depends: s{(i + 1) % n}\n" for i in range(n)
+    )
+    (msg,) = messages(load_or_problems(text.encode(), tmp_path))
+    assert msg.startswith("dependency cycle: s0 -> s1 -> s2")
+    assert msg.endswith("-> s9999 -> s0")
+
+
+class InstantExits:
+    """A ProcessManager double: every started step exits 0 on the next loop turn."""
+
+    def __init__(self, loop, limit, on_exits):
+        self._loop, self._on_exits, self._pending = loop, on_exits, []
+        self.running_count = 0
+
+    def free_slots(self) -> int:
+        return 1 << 30
+
+    def hold(self) -> None: ...
+    def release(self) -> None: ...
+
+    def start(self, token, argv, env, cwd, stdout, stderr) -> int:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append((token, 0))
+        self.running_count += 1
+        return 0
+
+    def _flush(self) -> None:
+        exits, self._pending = self._pending, []
+        self.running_count -= len(exits)
+        self._on_exits(exits)
+
+    def signal_running(self, sig) -> None: ...
+    def signal_all_groups(self, sig) -> None: ...
+    def live_groups(self) -> int: return 0
+    def close(self) -> None: ...
+
+
+def test_a_100_000_step_chain_loads_and_runs_in_order_without_recursion(tmp_path):
+    #   s0 -> s1 -> ... -> s99999
+    n = 100_000
+    text = "type: chain\nsteps:\n" + "".join(f"  - name: s{i}\n    command: 'true'\n" for i in range(n))
+    dag = load_or_problems(text.encode(), tmp_path)
+    assert dag.steps[-1].depends == (n - 2,)
+    run_dir = RunDir.create(dag, str(tmp_path / "home"), run_id="chain")
+    result = Engine(dag, run_dir, executor=InstantExits).run()
+    assert result.status == 4
+    starts = [r.started_at for r in result.steps]
+    assert starts == sorted(starts)
+
+
+def test_a_step_with_10_000_dependencies(tmp_path):
+    #   s0 s1 ... s9999
+    #    \  |      /
+    #       last
+    n = 10_000
+    text = "steps:\n" + "".join(f"  - name: s{i}\n    command: 'true'\n" for i in range(n))
+    text += "  - name: last\n    command: 'true'\n    depends: [" + ", ".join(
+        f"s{i}" for i in range(n)) + ", s0]\n"  # fmt: skip
+    dag = load_or_problems(text.encode(), tmp_path)
+    assert dag.steps[-1].depends == tuple(range(n))
+    run_dir = RunDir.create(dag, str(tmp_path / "home"), run_id="wide")
+    result = Engine(dag, run_dir, executor=InstantExits).run()
+    assert result.step("last").started_at >= max(r.finished_at for r in result.steps[:-1])
+
+
+# -- Names that must run as written ----------------------------------------------------
+
+ODD_NAMES = [
+    "with spaces", "it's \"quoted\"", "ünïcödé 漢字 🎉", "$(touch pwned)`touch pwned2`",
+    "a;b|c&d>e<f*?[x]", "--dash", "back\\slash", "new${HOME}",
+]  # fmt: skip
+
+
+def test_names_with_spaces_quotes_unicode_and_metacharacters_run_as_written(tmp_path):
+    steps = [
+        {"name": name, "command": 'printf %s "$DAG_RUN_STEP_NAME"',
+         **({"depends": [ODD_NAMES[k - 1]]} if k else {})}
+        for k, name in enumerate(ODD_NAMES)
+    ]  # fmt: skip
+    dag = tmp_path / "odd names.yaml"
+    dag.write_text(yaml.safe_dump({"steps": steps}, allow_unicode=True), encoding="utf-8")
+    home = tmp_path / "home"
+    res = dagfast("run", str(dag), home=home, cwd=tmp_path)
+    assert res.code == 0, res.err
+    assert not list(tmp_path.glob("pwned*"))
+    (run,) = (home / "runs").glob("*/*")
+    for k, name in enumerate(ODD_NAMES):
+        assert (run / "steps" / f"{k}.out").read_text(encoding="utf-8") == name
+    status = json.loads(dagfast("status", run.name, "--json", home=home).out)
+    assert [s["name"] for s in status["steps"]] == ODD_NAMES
+    for name in ODD_NAMES:
+        shown = dagfast("logs", run.name, "--", name, home=home)  # `--dash` is a name
+        assert shown.code == 0 and shown.out == name, (name, shown)
+
+
+# -- Sub-DAGs that call themselves -----------------------------------------------------
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_a_sub_dag_that_calls_itself_fails_its_step_with_the_loop(tmp_path):
+    write(tmp_path / "self.yaml", """\
+        steps:
+          - name: again
+            call: self.yaml
+        """)
+    res = dagfast("run", str(tmp_path / "self.yaml"), home=tmp_path / "home")
+    assert res.code == 1
+    assert "the sub-DAG calls itself: self.yaml -> self.yaml" in res.out
+    assert not list((tmp_path / "home").rglob("children/*/*/*/children"))
+
+
+def test_sub_dags_that_call_each_other_fail_with_the_loop(tmp_path):
+    #   a.yaml -> b.yaml -> a.yaml
+    write(tmp_path / "a.yaml", "steps:\n  - name: to_b\n    call: b.yaml\n")
+    write(tmp_path / "b.yaml", "steps:\n  - name: to_a\n    call: a.yaml\n")
+    home = tmp_path / "home"
+    res = dagfast("run", str(tmp_path / "a.yaml"), home=home)
+    assert res.code == 1
+    errs = [p.read_text() for p in home.rglob("*.err")]
+    assert "the sub-DAG calls itself: a.yaml -> b.yaml -> a.yaml\n" in errs

@@ -1,0 +1,209 @@
+"""Hostile steps: huge output, closed stdout, signals, escaping grandchildren, a deleted
+working directory, exhausted descriptors. The engine stays up, records what really
+happened, and leaves no process behind after a stop or a timeout."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from spectools import dagfast
+
+MB = 1024 * 1024
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def the_run(home: Path) -> Path:
+    (run,) = [p for p in (home / "runs").glob("*/*") if p.is_dir()]
+    return run
+
+
+def steps_of(home: Path) -> dict[str, dict]:
+    status = json.loads(dagfast("status", the_run(home).name, "--json", home=home).out)
+    return {s["name"]: s for s in status["steps"]}
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_for(pred, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def spawn_run(dag: Path, home: Path) -> subprocess.Popen:
+    env = dict(os.environ, DAGFAST_HOME=str(home))
+    return subprocess.Popen([sys.executable, "-m", "dagfast", "run", str(dag)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_hundreds_of_megabytes_of_output_keep_the_engine_small(tmp_path):
+    dag = write(tmp_path / "loud.yaml", """\
+        steps:
+          - name: out
+            command: head -c 200M /dev/zero
+          - name: err
+            command: head -c 200M /dev/zero >&2
+          - name: both
+            command: head -c 100M /dev/zero & head -c 100M /dev/zero >&2; wait
+          - name: captured
+            output: OUT
+            command: head -c 200M /dev/zero
+        """)
+    # The engine in a process of its own, so its peak memory is its own.
+    code = textwrap.dedent(f"""\
+        import resource, dagfast
+        r = dagfast.run(dagfast.load({str(dag)!r}))
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+        """)
+    env = dict(os.environ, DAGFAST_HOME=str(tmp_path / "home"))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.split()[-1]) < 150  # MiB: the logs go to files, not through us
+    steps = tmp_path / "home" / "runs" / "loud" / the_run(tmp_path / "home").name / "steps"
+    assert [(steps / f"{i}.{s}").stat().st_size // MB for i, s in
+            [(0, "out"), (1, "err"), (2, "out"), (2, "err"), (3, "out")]] == [200, 200, 100, 100, 200]
+    got = steps_of(tmp_path / "home")
+    assert [got[n]["status"] for n in ("out", "err", "both")] == ["succeeded"] * 3
+    assert got["captured"]["status"] == "failed"
+    assert "output exceeded maximum size limit of 1048576 bytes" in got["captured"]["error"]
+
+
+def test_closed_stdout_stdin_and_signals_are_recorded_as_they_happened(tmp_path):
+    dag = write(tmp_path / "odd.yaml", """\
+        steps:
+          - name: closes_stdout
+            command: exec >&- 2>&-; exit 0
+          - name: reads_stdin
+            command: cat; read line || echo end of input
+          - name: segfaults
+            command: kill -SEGV $$
+          - name: killed
+            command: kill -KILL $$
+        """)
+    res = dagfast("run", str(dag), home=tmp_path / "home", timeout=60)
+    assert res.code == 1
+    got = steps_of(tmp_path / "home")
+    assert got["closes_stdout"]["status"] == "succeeded"
+    assert got["reads_stdin"]["status"] == "succeeded"
+    assert (got["segfaults"]["exit_code"], got["segfaults"]["error"]) == (139, "killed by SIGSEGV")
+    assert (got["killed"]["exit_code"], got["killed"]["error"]) == (137, "killed by SIGKILL")
+
+
+def test_a_step_that_ignores_sigterm_is_killed_after_the_clean_up_time(tmp_path):
+    dag = write(tmp_path / "deaf.yaml", """\
+        maxCleanUpTimeSec: 1
+        steps:
+          - name: deaf
+            command: trap '' TERM; echo $$ > deaf.pid; while :; do sleep 0.1; done
+        """)
+    proc = spawn_run(dag, tmp_path / "home")
+    wait_for(lambda: (tmp_path / "deaf.pid").exists() and (tmp_path / "deaf.pid").read_text())
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, (out, err)
+    assert not alive(int((tmp_path / "deaf.pid").read_text()))
+    got = steps_of(tmp_path / "home")["deaf"]
+    assert (got["status"], got["error"]) == ("aborted", "killed by SIGKILL")
+
+
+ESCAPE = "setsid sh -c 'echo $$ >> escaped.pids; exec sleep 300' &"
+
+
+def test_grandchildren_that_setsid_out_of_the_group_do_not_survive_a_stop(tmp_path):
+    dag = write(tmp_path / "escape.yaml", f"""\
+        steps:
+          - name: plain
+            command: {ESCAPE} sleep 300
+          - name: featured
+            retryPolicy: {{limit: 1}}
+            command: {ESCAPE} {ESCAPE} sleep 300
+        """)
+    proc = spawn_run(dag, tmp_path / "home")
+    pids = tmp_path / "escaped.pids"
+    wait_for(lambda: pids.exists() and len(pids.read_text().split()) == 3)
+    escaped = [int(p) for p in pids.read_text().split()]
+    assert all(alive(p) for p in escaped)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (out, err)
+    wait_for(lambda: not any(alive(p) for p in escaped), timeout=10)
+
+
+def test_grandchildren_that_setsid_out_of_the_group_do_not_survive_a_timeout(tmp_path):
+    dag = write(tmp_path / "escape.yaml", f"""\
+        steps:
+          - name: slow
+            timeoutSec: 1
+            command: {ESCAPE} sleep 300
+          - name: other
+            command: {ESCAPE} sleep 2
+        """)
+    res = dagfast("run", str(dag), home=tmp_path / "home", cwd=tmp_path, timeout=60)
+    assert res.code == 1
+    got = steps_of(tmp_path / "home")
+    assert (got["slow"]["exit_code"], got["slow"]["error"]) == (124, "step timed out after 1s")
+    assert got["other"]["status"] == "succeeded"
+    pids = [int(p) for p in (tmp_path / "escaped.pids").read_text().split()]
+    # The timed-out step's escapee is gone; the other step ended normally, and its
+    # background child is left alone, as any background child of a finished step.
+    assert sum(alive(p) for p in pids) == 1
+    for p in pids:
+        if alive(p):
+            os.kill(p, signal.SIGKILL)
+
+
+def test_a_step_that_deletes_its_own_working_directory(tmp_path):
+    #   remover -> next (same dir)
+    work = tmp_path / "work"
+    work.mkdir()
+    dag = write(tmp_path / "rm.yaml", f"""\
+        type: chain
+        steps:
+          - name: remover
+            dir: {work}
+            command: cd .. && rm -rf {work}
+          - name: next
+            dir: {work}
+            command: /bin/pwd -P && touch here
+        """)
+    res = dagfast("run", str(dag), home=tmp_path / "home", timeout=60)
+    assert res.code == 0, res.out + res.err
+    assert (work / "here").exists()  # ran in a real directory, made afresh, as Dagu does
+    assert (the_run(tmp_path / "home") / "steps" / "1.out").read_text() == f"{work}\n"
+
+
+def test_a_step_that_exhausts_its_descriptors_fails_alone(tmp_path):
+    dag = write(tmp_path / "fds.yaml", f"""\
+        steps:
+          - name: hog
+            command: {sys.executable} -c "import os; [os.open('/dev/null', 0) for _ in iter(int, 1)]"
+          - name: sibling
+            command: for i in 1 2 3 4 5; do sh -c 'echo ok' > /dev/null; done
+          - name: after_sibling
+            depends: sibling
+            command: echo fine
+        """)
+    res = dagfast("run", str(dag), home=tmp_path / "home", timeout=60)
+    assert res.code == 1
+    got = steps_of(tmp_path / "home")
+    assert (got["hog"]["status"], got["hog"]["exit_code"]) == ("failed", 1)
+    assert "Too many open files" in (the_run(tmp_path / "home") / "steps" / "0.err").read_text()
+    assert got["after_sibling"]["status"] == "succeeded"

@@ -1,0 +1,255 @@
+"""`dagfast scheduler`: ticks, skips, reloading and shutdown.
+
+Most tests drive `Scheduler.turn(now)` with an injected clock and a launcher that starts
+nothing (FakeRun); one runs the real command over a directory with per-second schedules.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from dagfast import runslots
+from dagfast.cron import ScheduleError, parse
+from dagfast.scheduler import Scheduler
+
+T0 = 1_800_000_000.0  # a whole second (and minute), far from any real run
+
+
+class FakeRun:
+    """Stands for a `dagfast run` child: running until `end` (or a signal)."""
+
+    def __init__(self, path: str, n: int) -> None:
+        self.path = path
+        self.pid = 1000 + n
+        self.code = None
+        self.signals = []
+
+    def poll(self):
+        return self.code
+
+    def send_signal(self, sig):
+        self.signals.append(sig)
+        self.code = 128 + sig
+
+    def end(self, code: int = 0) -> None:
+        self.code = code
+
+
+class Harness:
+    def __init__(self, tmp_path: Path) -> None:
+        self.dir = tmp_path / "dags"
+        self.dir.mkdir()
+        self.home = str(tmp_path / "home")
+        self.runs: list[FakeRun] = []
+        self.lines: list[str] = []
+        self.sched = self.new()
+
+    def new(self) -> Scheduler:
+        return Scheduler(str(self.dir), self.home, launch=self.launch, log=self.lines.append)
+
+    def launch(self, path, log_path):
+        run = FakeRun(path, len(self.runs))
+        self.runs.append(run)
+        return run
+
+    def write(self, name: str, text: str) -> Path:
+        path = self.dir / name
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    def started(self) -> list[str]:
+        return [Path(r.path).stem for r in self.runs]
+
+    def log(self, word: str) -> list[str]:
+        return [x for x in self.lines if word in x]
+
+
+def every_second(name: str, extra: str = "") -> str:
+    return f"""\
+        name: {name}
+        schedule: "* * * * * *"
+        {extra}
+        steps:
+          - command: "true"
+        """
+
+
+@pytest.fixture
+def h(tmp_path):
+    return Harness(tmp_path)
+
+
+def test_cron_six_fields_end_in_seconds_and_time_zones_apply():
+    assert [parse("* * * * * */2")[0].next(T0 + k) for k in (0, 1)] == [T0 + 2, T0 + 2]
+    assert parse("*/5 * * * *")[0].next(T0) == T0 + 300
+    tokyo = parse("CRON_TZ=Asia/Tokyo 0 9 * * *")[0]
+    assert time.strftime("%H:%M", time.gmtime(tokyo.next(T0))) == "00:00"  # 09:00 JST
+    assert parse("start: 0 8 * * *")[0].fields == "0 8 * * *"
+    with pytest.raises(ScheduleError, match="not a cron expression: `61 \\* \\* \\* \\*`"):
+        parse("61 * * * *")
+    with pytest.raises(ScheduleError, match="unknown time zone `Nowhere/City`"):
+        parse("CRON_TZ=Nowhere/City * * * * *")
+
+
+def test_ticks_fire_once_each_and_a_late_turn_does_not_replay_a_backlog(h):
+    h.write("a.yaml", every_second("a"))
+    h.sched.turn(T0 + 0.5)
+    assert h.started() == []
+    h.sched.turn(T0 + 1.0)
+    h.runs[-1].end()
+    h.sched.turn(T0 + 1.5)
+    h.sched.turn(T0 + 2.0)
+    h.runs[-1].end()
+    assert h.started() == ["a", "a"]
+    h.sched.turn(T0 + 9.5)  # the loop was late: one run, not seven
+    h.runs[-1].end()
+    h.sched.turn(T0 + 9.9)
+    assert h.started() == ["a", "a", "a"]
+
+
+def test_a_tick_at_max_active_runs_is_skipped_and_logged_not_piled_up(h):
+    h.write("a.yaml", every_second("a"))  # maxActiveRuns absent: 1 for the scheduler
+    h.write("b.yaml", every_second("b", "maxActiveRuns: 2"))
+    h.sched.turn(T0)  # loaded: ticks strictly after now
+    for k in range(1, 5):
+        h.sched.turn(T0 + k)
+    assert h.started().count("a") == 1 and h.started().count("b") == 2
+    assert len(h.log("a: tick")) == 4 and len(h.log("skipped: maxActiveRuns (1) runs going")) == 3
+    # a hand run holding b's slots also counts
+    for r in h.runs:
+        r.end()
+    slots = [runslots.take("b", 2, h.home), runslots.take("b", 2, h.home)]
+    h.sched.turn(T0 + 5)
+    assert h.started().count("b") == 2 and h.log("skipped: maxActiveRuns (2) runs going")
+    for s in slots:
+        s.release()
+    h.sched.turn(T0 + 6)
+    assert h.started().count("b") == 3
+
+
+def test_skip_if_successful_skips_a_tick_after_a_success_since_the_previous_tick(h):
+    from dagfast.api import run
+
+    path = h.write("a.yaml", every_second("a", "skipIfSuccessful: true"))
+    result = run(str(path), home_dir=h.home)  # "by hand"
+    assert result.status == 4
+    t = float(int(result.started_at))  # the hand run started within [t, t + 1)
+    h.sched.turn(t)
+    h.sched.turn(t + 1)  # previous tick t <= the hand run: skipped
+    assert h.started() == [] and h.log("skipIfSuccessful: run")
+    h.sched.turn(t + 2)  # previous tick t + 1 > the hand run: runs
+    assert h.started() == ["a"]
+
+
+def test_new_edited_deleted_and_broken_files_are_picked_up_without_a_restart(h):
+    h.write("a.yaml", every_second("a"))
+    h.sched.turn(T0)
+    h.sched.turn(T0 + 1)
+    assert h.started() == ["a"]
+    h.runs[-1].end()
+    h.write("b.yaml", every_second("b"))
+    h.write("bad.yaml", "steps:\n  - name: x\n    depend: y\n")
+    h.write("badcron.yaml", 'schedule: "61 * * * *"\nsteps:\n  - command: "true"\n')
+    h.sched.turn(T0 + 2)  # rescanned: b added, the broken ones logged and skipped
+    assert h.log("added b.yaml") and len(h.log("cannot load bad.yaml")) == 1
+    assert h.log("skipped until it changes")
+    assert h.log("cannot load badcron.yaml: not a cron expression")
+    for r in h.runs:
+        r.end()
+    h.sched.turn(T0 + 3)  # a and b tick; the broken files do not stop them
+    assert sorted(h.started()) == ["a", "a", "a", "b"]
+    for r in h.runs:
+        r.end()
+    h.write("a.yaml", every_second("a").replace("* * * * * *", "0 0 1 1 *"))  # edited
+    os.utime(h.dir / "a.yaml", ns=(1, 1))
+    (h.dir / "b.yaml").unlink()
+    h.sched.turn(T0 + 4)
+    h.sched.turn(T0 + 5)
+    assert sorted(h.started()) == ["a", "a", "a", "b"]
+    assert h.log("reloaded a.yaml") and h.log("removed b.yaml")
+    assert len(h.log("cannot load bad.yaml")) == 1  # logged once, not every scan
+
+
+def test_a_tick_is_handled_once_across_a_restart_and_missed_ticks_are_not_run(h):
+    h.write("a.yaml", every_second("a"))
+    h.sched.turn(T0 + 0.5)
+    h.sched.turn(T0 + 1)
+    assert h.started() == ["a"]
+    h.runs[-1].end()
+    again = h.new()  # a second scheduler (or a restart) at the same tick
+    again.next_scan = 0
+    again.turn(T0 + 0.9)
+    again.turn(T0 + 1.0)
+    assert h.started() == ["a"]
+    later = h.new()  # restarted after a while: the missed ticks are logged, not run
+    later.turn(T0 + 30.5)
+    assert h.started() == ["a"] and h.log("were missed while no scheduler ran")
+    later.turn(T0 + 31)
+    assert h.started() == ["a", "a"]
+
+
+@pytest.mark.parametrize("on_stop", ["wait", "stop"])
+def test_shutdown_waits_for_or_stops_the_runs(h, on_stop):
+    h.write("a.yaml", every_second("a"))
+    h.sched.turn(T0)
+    h.sched.turn(T0 + 1)
+    run = h.runs[0]
+    sleeps = []
+
+    def sleep(sec):
+        sleeps.append(sec)
+        if len(sleeps) == 3:
+            run.end(0)  # with on_stop=wait, the run ends by itself a bit later
+
+    h.sched.request_stop(signal.SIGTERM)
+    h.sched.serve(on_stop=on_stop, sleep=sleep)
+    assert run.signals == ([signal.SIGTERM] if on_stop == "stop" else [])
+    assert run.code == (143 if on_stop == "stop" else 0)
+    assert h.lines[-1] == "stopped"
+    assert h.log(f"SIGTERM: shutting down; 1 runs going, "
+                 f"{'stopping' if on_stop == 'stop' else 'waiting for'} them")
+
+
+def test_the_scheduler_command_runs_a_directory_on_a_per_second_schedule(tmp_path):
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    out = tmp_path / "ticks.txt"
+    (dags / "a.yaml").write_text(textwrap.dedent(f"""\
+        name: a
+        schedule: "* * * * * *"
+        steps:
+          - command: echo a >> {out}
+        """))
+    env = dict(os.environ, DAGFAST_HOME=str(tmp_path / "home"))
+    proc = subprocess.Popen([sys.executable, "-m", "dagfast", "scheduler", str(dags)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: out.exists() and out.read_text().count("a\n") >= 2, "two ticks of a")
+        (dags / "b.yaml").write_text((dags / "a.yaml").read_text()
+                                     .replace("name: a", "name: b").replace("echo a", "echo b"))
+        wait_for(lambda: "b\n" in out.read_text(), "b, added while running")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "scheduler: added a.yaml: `a`" in err and "scheduler: added b.yaml: `b`" in err
+    assert "a: tick" in err and "started (pid" in err
+    assert "SIGTERM: shutting down" in err and err.rstrip().endswith("scheduler: stopped")
+
+
+def wait_for(cond, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
