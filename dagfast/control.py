@@ -49,15 +49,27 @@ def retry(args, out=sys.stdout) -> int:
         run_dir.close()
         raise
     from .engine import Engine
-    from .report import ConsoleReporter
+    from .report import choose
 
+    slot = None
+    if dag.max_active_runs:  # a retry is a run too: it waits for a slot like any other
+        from . import runslots
+
+        try:
+            slot = runslots.take(dag.name, dag.max_active_runs, home_dir)
+        except BaseException:
+            run_dir.close()
+            raise
     out.write(f"dagfast: attempt {state.attempt + 1} of run {state.run_id}: "
               f"{len(rerun)} of {len(dag.steps)} steps to run again\n")
-    reporter = ConsoleReporter(out, quiet=args.quiet)
-    result = Engine(
-        dag, run_dir, reporter, previous=state.steps,
-        rerun=rerun if args.step is not None else None,
-    ).run()
+    try:
+        result = Engine(
+            dag, run_dir, choose(out, quiet=args.quiet), previous=state.steps,
+            rerun=rerun if args.step is not None else None,
+        ).run()
+    finally:
+        if slot is not None:
+            slot.release()
     if run_dir.failure is not None:
         raise RunError(f"the run was stopped: {run_dir.failure}")
     if result.signal:

@@ -4,7 +4,14 @@
      ├── LoadError               a DAG file cannot be used; carries every Problem found
      ├── UsageError              the command line or API was called wrongly
      ├── RunError                a run could not start or continue (home not writable, ...)
+     │    ├── runslots.RunsFull  maxActiveRuns reached and `--no-queue` (exit 75)
+     │    └── runslots.Stopped   a queued run was stopped before it started
+     ├── cron.ScheduleError      a `schedule` entry the scheduler cannot run
      └── SchedulerBug            an impossible state inside the engine ("this is a bug")
+
+Errors that stay inside one module and never escape it (procs.SpawnError, a step that
+cannot start; expand.ExpandError and params.ParamsError, turned into Problems by the
+loader) are not part of this tree.
 """
 
 from __future__ import annotations

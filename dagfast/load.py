@@ -244,16 +244,25 @@ def _load(
     if handlers_built is not None:
         hsteps = _finish_steps(handlers_built, handler_steps, dag_dir, scope, params, problems)
         handlers = tuple(map(Handler, handler_steps.keys, hsteps))
-    problems.raise_if_any()
-
-    def get(key: str, default):
-        return ints.get(key, default)
-
     schedule = header.schedule
     if type(schedule) is str:
         schedule = (schedule,)
     elif type(schedule) is dict:
         schedule = tuple(f"{k}: {v}" for k, v in schedule.items())
+    if schedule:
+        # Checked here so that `validate` catches a bad schedule; only DAGs that have
+        # one import the cron library.
+        from .cron import ScheduleError, parse_all
+
+        try:
+            parse_all(tuple(schedule))
+        except ScheduleError as e:
+            problems.add((dag_spell.get("schedule", "schedule"),), f"{e.why}: `{e.expr}`")
+    problems.raise_if_any()
+
+    def get(key: str, default):
+        return ints.get(key, default)
+
     return Dag(
         name=name,
         steps=steps_out,

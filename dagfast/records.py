@@ -46,8 +46,8 @@ class RunState:
 
     @property
     def interrupted(self) -> bool:
-        """The record says running, but no process holds the run any more."""
-        return self.status == RunStatus.RUNNING and not self.owner_alive
+        """The record says running (or queued), but no process holds the run any more."""
+        return self.status in (RunStatus.RUNNING, RunStatus.QUEUED) and not self.owner_alive
 
     @property
     def label(self) -> str:
