@@ -11,6 +11,7 @@ import asyncio
 import os
 from array import array
 import signal
+import sys
 import time
 
 import uvloop
@@ -19,7 +20,7 @@ from . import stepflow
 from . import sched as _sched
 from .errors import SchedulerBug
 from .model import Dag
-from .procs import ProcessManager, SpawnError
+from .procs import ProcessManager, SpawnError, describe_exit
 from .report import Reporter, Reporters
 from .status import RunStatus, StepStatus
 from .store import Recorder, RunDir, StepRecord
@@ -212,6 +213,11 @@ class Engine:
         self._base_env = self._make_base_env()
         self._done = loop.create_future()
         self._procs = self._executor(loop, self.limit, self._on_exits)
+        capped = getattr(self._procs, "capped", "")
+        if capped and not nested and self._procs.free_slots() < len(dag.steps):
+            # Said once, before any step, whoever runs us (CLI or API): the DAG asked for
+            # more than the system allows, and a run that dies of EMFILE helps nobody.
+            sys.stderr.write(f"dagfast: {capped}\n")
         if not nested:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self.stop, sig)
@@ -343,17 +349,11 @@ class Engine:
                 if waiter is not None:
                     waiter.set_result(wait_status)  # a featured step's coroutine goes on
                     continue
-            if os.WIFSIGNALED(wait_status):
-                sig = os.WTERMSIG(wait_status)
-                code = 128 + sig
-                status = _ABORTED if stopping else _FAILED
-                self._ended(i, status, code, f"killed by {_signame(sig)}")
+            if wait_status == 0:  # the common case, without a call
+                self._ended(i, _SUCCEEDED, 0, "")
             else:
-                code = os.waitstatus_to_exitcode(wait_status)
-                if code == 0:
-                    self._ended(i, _SUCCEEDED, 0, "")
-                else:
-                    self._ended(i, _ABORTED if stopping else _FAILED, code, f"exit status {code}")
+                code, error = describe_exit(wait_status)
+                self._ended(i, _ABORTED if stopping else _FAILED, code, error)
         self._fill()
 
     def _ended(
@@ -467,9 +467,3 @@ def _killpg(pgid: int, sig: int) -> None:
     except (ProcessLookupError, PermissionError):
         pass
 
-
-def _signame(sig: int) -> str:
-    try:
-        return signal.Signals(sig).name
-    except ValueError:
-        return f"signal {sig}"

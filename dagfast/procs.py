@@ -296,7 +296,8 @@ def _which(name: str, env: dict) -> str:
 
 
 def describe_exit(status: int) -> tuple[int, str]:
-    """(exit code, text) for a wait status: a signal death gives 128+N, as shells do."""
+    """(exit code, error text) for a wait status: a signal death gives 128+N and
+    "killed by SIGX", as shells do; a clean exit gives (0, "")."""
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         try:
@@ -305,4 +306,4 @@ def describe_exit(status: int) -> tuple[int, str]:
             name = f"signal {sig}"
         return 128 + sig, f"killed by {name}"
     code = os.waitstatus_to_exitcode(status)
-    return code, f"exit {code}"
+    return code, (f"exit status {code}" if code else "")

@@ -19,7 +19,7 @@ import time
 from .conditions import is_met
 from .model import Step
 from .outputs import OutputTooLarge, capture, expand_refs
-from .procs import SpawnError
+from .procs import SpawnError, describe_exit
 from .status import RunStatus, StepStatus
 from .store import StepRecord
 
@@ -196,15 +196,8 @@ async def _process(engine, token: int, step: Step, argv, script, env: dict, cwd:
             timer.cancel()
     if timed_out:
         return TIMEOUT_EXIT, "", True
-    if os.WIFSIGNALED(wait_status):
-        sig = os.WTERMSIG(wait_status)
-        try:
-            name = signal.Signals(sig).name
-        except ValueError:
-            name = f"signal {sig}"
-        return 128 + sig, f"killed by {name}", False
-    code = os.waitstatus_to_exitcode(wait_status)
-    return code, (f"exit status {code}" if code else ""), False
+    code, error = describe_exit(wait_status)
+    return code, error, False
 
 
 async def sleep(engine, seconds: float) -> None:

@@ -159,6 +159,24 @@ def _reserve_bytes(steps: int) -> int:
     return 64 * 1024 + 64 * steps
 
 
+
+def make_private_dirs(path: str) -> None:
+    """`os.makedirs(path)` with every directory it creates 0700 (makedirs gives the mode
+    to the last one only, so `home/runs/` came out world-readable)."""
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            pass
+
+
 class RunDir:
     """The directory of one run, held (locked) by this process until `close`.
 
@@ -182,7 +200,7 @@ class RunDir:
         home cannot be written or is full."""
         parent = os.path.join(home_dir, "runs", dag_dir_name(dag.name))
         try:
-            os.makedirs(parent, mode=0o700, exist_ok=True)
+            make_private_dirs(parent)
         except OSError as exc:
             raise RunError(
                 f"cannot create the run directory `{exc.filename or parent}`: {exc.strerror}"
@@ -225,7 +243,7 @@ class RunDir:
         self.kept = kept
         archive = os.path.join(self.path, "attempts", str(attempt - 1), "steps")
         try:
-            os.makedirs(archive, mode=0o700, exist_ok=True)
+            make_private_dirs(archive)
             for i in rerun:
                 for suffix in (".out", ".err", ".script"):
                     try:
@@ -263,11 +281,7 @@ class RunDir:
         """Append `data` to the journal whole, or cut it back and raise RunError."""
         fd = self.journal_fd
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            if durable:
-                os.fsync(fd)
+            _write_all(fd, data, durable)
         except OSError as exc:
             try:
                 os.ftruncate(fd, self.journal_offset)  # never leave half a frame
@@ -288,11 +302,7 @@ class RunDir:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                if durable:
-                    os.fsync(fd)
+                _write_all(fd, data, durable)
             finally:
                 os.close(fd)
             os.replace(tmp, final)
@@ -353,6 +363,15 @@ class RunDir:
         except OSError as exc:
             self.free_reserve()
             raise RunError(f"cannot set space aside in `{self.path}`: {exc.strerror}") from None
+
+
+def _write_all(fd: int, data: bytes, durable: bool) -> None:
+    """Write all of `data` (os.write may write less), then fsync when `durable`."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    if durable:
+        os.fsync(fd)
 
 
 class Recorder:
