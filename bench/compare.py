@@ -63,6 +63,13 @@ PRESETS = {
     ],
     "quick": [dict(shapes=SHAPES, sizes=(1_000,), jobs=(16,), commands=("true",))],
     "full": FULL,
+    # The cells the README's table and the targets need, and nothing more.
+    "readme": [
+        dict(shapes=("fanout", "mapreduce", "layered"), sizes=(10_000,), jobs=(16,),
+             commands=("true",)),
+        dict(shapes=("chain",), sizes=(1_000,), jobs=(16,), commands=("true",)),
+        dict(shapes=("fanout",), sizes=(1_000,), jobs=(16,), commands=("sleep",)),
+    ],
 }
 
 
@@ -950,6 +957,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_const",
         const="full",
         help="the whole matrix (hours, because of sleep 0.01 at 100,000 steps)",
+    )
+    p.add_argument(
+        "--readme",
+        dest="preset",
+        action="store_const",
+        const="readme",
+        help="the cells of the README's table and the performance targets (~10 min)",
     )
     p.add_argument("--shapes", type=csv(str, SHAPES), help=f"subset of {','.join(SHAPES)}")
     p.add_argument("--sizes", type=csv(int), help="N values, e.g. 1000,10000")
