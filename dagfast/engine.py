@@ -11,7 +11,6 @@ import asyncio
 import os
 from array import array
 import signal
-import sys
 import time
 
 import uvloop
@@ -215,9 +214,9 @@ class Engine:
         self._procs = self._executor(loop, self.limit, self._on_exits)
         capped = getattr(self._procs, "capped", "")
         if capped and not nested and self._procs.free_slots() < len(dag.steps):
-            # Said once, before any step, whoever runs us (CLI or API): the DAG asked for
-            # more than the system allows, and a run that dies of EMFILE helps nobody.
-            sys.stderr.write(f"dagfast: {capped}\n")
+            # Said once, before any step: the DAG asked for more than the system allows,
+            # and a run that dies of EMFILE helps nobody.
+            self.reporter.notice(capped)
         if not nested:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self.stop, sig)

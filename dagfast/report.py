@@ -14,7 +14,7 @@ import time
 from .status import RunStatus, StepStatus
 
 __all__ = [
-    "ConsoleReporter", "GithubAnnotations", "Reporter", "Reporters", "Ticker", "choose",
+    "ConsoleReporter", "GithubAnnotations", "Notices", "Reporter", "Reporters", "Ticker", "choose",
     "summary", "tail",
 ]
 
@@ -41,6 +41,21 @@ class Reporter:
     def run_finished(self, result) -> None:
         """Every step has ended or the run was stopped; `result` is final."""
 
+    def notice(self, text: str) -> None:
+        """Something the user should know about the run as a whole (for example that
+        the system's limits cap how many steps run at once)."""
+
+
+class Notices(Reporter):
+    """Writes notices to a stream (the CLI gives it stderr), one line each."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+
+    def notice(self, text: str) -> None:
+        self.stream.write(f"dagfast: {text}\n")
+        self.stream.flush()
+
 
 class Reporters(Reporter):
     """Tells several reporters, in order, about everything."""
@@ -63,6 +78,10 @@ class Reporters(Reporter):
     def steps_cancelled(self, steps, status, reason) -> None:
         for r in self.reporters:
             r.steps_cancelled(steps, status, reason)
+
+    def notice(self, text: str) -> None:
+        for r in self.reporters:
+            r.notice(text)
 
     def run_finished(self, result) -> None:
         # Every reporter hears the end even if one fails (a record that cannot be
@@ -277,9 +296,10 @@ def choose(stream, *, quiet=False, verbose=False, json=False, junit=None, enviro
         from .junit import JUnitReporter
 
         reporters.append(JUnitReporter(junit))
-    if env.get("GITHUB_ACTIONS") == "true":
-        import sys
+    import sys
 
+    reporters.append(Notices(sys.stderr))
+    if env.get("GITHUB_ACTIONS") == "true":
         # Workflow commands are read from stdout and stderr; stdout must stay JSON.
         reporters.append(GithubAnnotations(sys.stderr if json else stream))
     return reporters[0] if len(reporters) == 1 else Reporters(reporters)

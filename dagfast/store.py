@@ -436,6 +436,9 @@ class Recorder:
         if not self._flush_scheduled:
             self._schedule()
 
+    def notice(self, text: str) -> None:
+        pass
+
     def steps_cancelled(self, steps, status, reason) -> None:
         self._pending.append((4, list(steps), status, reason))
         if not self._flush_scheduled:

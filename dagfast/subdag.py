@@ -162,11 +162,16 @@ def _items(fanout, scope: dict) -> list:
 
 def _write(engine, i: int, doc) -> None:
     """The step's stdout log holds the JSON (so `output:` captures it)."""
-    with open(engine.run_dir.stdout_path(i), "wb") as f:
+    with open(engine.run_dir.stdout_path(i), "wb", opener=_private) as f:
         f.write(msgspec.json.encode(doc) + b"\n")
 
 
 def _fail(engine, i: int, error: str):
-    with open(engine.run_dir.stderr_path(i), "a", encoding="utf-8") as f:
+    with open(engine.run_dir.stderr_path(i), "a", encoding="utf-8", opener=_private) as f:
         f.write(error + "\n")
     return StepStatus.FAILED, 1, error
+
+
+def _private(path: str, flags: int) -> int:
+    """Logs are the user's alone, as every file of a run directory (0600)."""
+    return os.open(path, flags, 0o600)

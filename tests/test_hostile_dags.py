@@ -319,3 +319,13 @@ def test_sub_dags_that_call_each_other_fail_with_the_loop(tmp_path):
     assert res.code == 1
     errs = [p.read_text() for p in home.rglob("*.err")]
     assert "the sub-DAG calls itself: a.yaml -> b.yaml -> a.yaml\n" in errs
+
+
+def test_nothing_the_file_says_runs_unless_its_structure_is_valid(tmp_path):
+    good = b'env:\n  - X: "`touch ran`"\nsteps:\n  - name: a\n    command: echo\n'
+    bad = good + b"    depend: b\n"
+    with pytest.raises(LoadError, match="unknown key `depend`"):
+        load_text(bad, base_dir=tmp_path, environ=os.environ)
+    assert not (tmp_path / "ran").exists()
+    load_text(good, base_dir=tmp_path, environ=os.environ)
+    assert (tmp_path / "ran").exists()  # the same backticks do run in a valid file

@@ -68,10 +68,12 @@ def test_hundreds_of_megabytes_of_output_keep_the_engine_small(tmp_path):
         """)
     # The engine in a process of its own, so its peak memory is its own.
     code = textwrap.dedent(f"""\
-        import resource, dagfast
+        import dagfast
         r = dagfast.run(dagfast.load({str(dag)!r}))
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
-        """)
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                print(int(line.split()[1]) // 1024)
+        """)  # VmHWM, not ru_maxrss: that one keeps a vforking parent's peak across exec
     env = dict(os.environ, DAGFAST_HOME=str(tmp_path / "home"))
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                           text=True, timeout=300)
@@ -207,3 +209,25 @@ def test_a_step_that_exhausts_its_descriptors_fails_alone(tmp_path):
     assert (got["hog"]["status"], got["hog"]["exit_code"]) == ("failed", 1)
     assert "Too many open files" in (the_run(tmp_path / "home") / "steps" / "0.err").read_text()
     assert got["after_sibling"]["status"] == "succeeded"
+
+
+def test_unlimited_steps_are_capped_to_the_open_file_limit_and_said_once(tmp_path):
+    # 600 steps with maxActiveSteps 0 under `ulimit -n 200`: each running step holds a
+    # pidfd, so an uncapped engine would die of EMFILE long before the end.
+    dag = tmp_path / "wide.yaml"
+    dag.write_text("maxActiveSteps: 0\nsteps:\n" + "".join(
+        f"  - name: s{i}\n    command: sleep 0.05\n" for i in range(600)))  # fmt: skip
+    env = dict(os.environ, DAGFAST_HOME=str(tmp_path / "home"))
+    done = subprocess.run(
+        ["sh", "-c", 'ulimit -n 200 && exec "$0" -m dagfast run --quiet "$1"',
+         sys.executable, str(dag)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    notes = [line for line in done.stderr.splitlines() if "steps at once" in line]
+    assert len(notes) == 1
+    assert notes[0].startswith("dagfast: running at most ")
+    assert notes[0].endswith("the open-file limit (ulimit -n) is 200 (maxActiveSteps unlimited)")
+    status = json.loads(dagfast("status", the_run(tmp_path / "home").name, "--json",
+                                home=tmp_path / "home").out)
+    assert {s["status"] for s in status["steps"]} == {"succeeded"}

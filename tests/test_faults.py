@@ -1,0 +1,157 @@
+"""Faults around the engine: SIGKILL at random moments, again and again, and two
+engines racing for the same run. Every record stays readable, and `retry` finishes the
+run without running again any step the record says succeeded.
+
+DAGFAST_KILL_LOOPS sets how many kills (default 4); DAGFAST_KILL_SEED replays a run.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from spectools import dagfast
+
+
+def spawn(*args: str, home: Path) -> subprocess.Popen:
+    env = dict(os.environ, DAGFAST_HOME=str(home))
+    return subprocess.Popen([sys.executable, "-m", "dagfast", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def ledger(path: Path) -> collections.Counter:
+    """How many times each step ran to its end."""
+    return collections.Counter(path.read_text().split()) if path.exists() else collections.Counter()
+
+
+def status(run_id: str, home: Path) -> dict:
+    res = dagfast("status", run_id, "--json", home=home)
+    assert res.code == 0, res.err
+    return json.loads(res.out)
+
+
+def long_dag(tmp_path: Path) -> Path:
+    #   w0..w19 (fan out, 4 at a time) -> join -> c0 -> c1 -> ... -> c9
+    lines = ["maxActiveSteps: 4", "steps:"]
+    step = "    command: sleep 0.{d}; echo $DAG_RUN_STEP_NAME >> {ledger}"
+    for i in range(20):
+        lines += [f"  - name: w{i}", step.format(d=i % 4 + 1, ledger=tmp_path / "ledger")]
+    lines += ["  - name: join", "    depends: [" + ", ".join(f"w{i}" for i in range(20)) + "]",
+              step.format(d=1, ledger=tmp_path / "ledger")]
+    for i in range(10):
+        lines += [f"  - name: c{i}", f"    depends: {'join' if i == 0 else f'c{i - 1}'}",
+                  step.format(d=2, ledger=tmp_path / "ledger")]
+    path = tmp_path / "long.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_sigkill_at_random_moments_then_retry_never_reruns_a_succeeded_step(tmp_path):
+    seed = int(os.environ.get("DAGFAST_KILL_SEED", random.randrange(1 << 30)))
+    loops = int(os.environ.get("DAGFAST_KILL_LOOPS", "4"))
+    rng = random.Random(seed)
+    home, book = tmp_path / "home", tmp_path / "ledger"
+    dag = long_dag(tmp_path)
+    proc = spawn("run", str(dag), home=home)
+    run_id = None
+    for k in range(loops):
+        time.sleep(rng.uniform(0.05, 0.8))
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+        if run_id is None:
+            runs = list((home / "runs" / "long").glob("*"))
+            if not runs:
+                # Killed before the run had a record: there is nothing to retry or to
+                # read, so it is started again, as a user would.
+                proc = spawn("run", str(dag), home=home)
+                continue
+            (run,) = runs
+            run_id = run.name
+        doc = status(run_id, home)  # readable, whatever the moment of the kill
+        assert dagfast("history", str(dag), home=home).code == 0
+        done = {s["name"] for s in doc["steps"] if s["status"] == "succeeded"}
+        before = ledger(book)
+        if doc["status"] == "succeeded":
+            break
+        proc = spawn("retry", run_id, "--quiet", home=home)
+        if k == loops - 1:
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, (seed, out, err)
+        # Steps recorded as succeeded never run again, in this attempt or the next.
+        time.sleep(0.01)
+        for name in done:
+            assert ledger(book)[name] == before[name], (seed, name)
+    if proc.poll() is None:
+        proc.communicate(timeout=120)
+    if run_id is None:  # every kill came before the record existed; the last run ran
+        (run,) = (home / "runs" / "long").glob("*")
+        run_id = run.name
+    doc = status(run_id, home)
+    assert doc["status"] == "succeeded", seed
+    assert all(s["status"] == "succeeded" for s in doc["steps"]), seed
+    counts = ledger(book)
+    assert set(counts) == {s["name"] for s in doc["steps"]}, seed
+
+
+def test_two_retries_of_the_same_run_at_once_one_runs_one_is_refused(tmp_path):
+    home, book = tmp_path / "home", tmp_path / "ledger"
+    dag = tmp_path / "two.yaml"
+    dag.write_text(f"""\
+steps:
+  - name: first
+    command: echo first >> {book}
+  - name: gate
+    depends: first
+    command: if [ ! -e {tmp_path}/go ]; then sleep 60; fi; echo gate >> {book}
+""")
+    proc = spawn("run", str(dag), home=home)
+    deadline = time.monotonic() + 30
+    while "first" not in ledger(book):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.2)  # the record has `first` succeeded
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    (run,) = (home / "runs" / "two").iterdir()
+    (tmp_path / "go").touch()
+    a, b = spawn("retry", run.name, home=home), spawn("retry", run.name, home=home)
+    results = sorted([a.wait(timeout=60), b.wait(timeout=60)])
+    a.communicate(), b.communicate()
+    assert results == [0, 1]
+    assert ledger(book) == {"first": 1, "gate": 1}
+    assert status(run.name, home)["status"] == "succeeded"
+
+
+def test_every_directory_and_file_of_a_run_is_private_whatever_the_umask(tmp_path):
+    # Sub-DAG logs, retried steps' archives and the home's own directories included.
+    (tmp_path / "sub.yaml").write_text("steps:\n  - echo sub\n")
+    dag = tmp_path / "m.yaml"
+    dag.write_text("""\
+steps:
+  - name: call
+    call: sub.yaml
+  - name: missing
+    call: nope.yaml
+  - name: script
+    script: echo hi
+    output: OUT
+""")
+    home = tmp_path / "new" / "home"
+    env = dict(os.environ, DAGFAST_HOME=str(home))
+    private = 'umask 022 && exec "$0" -m dagfast "$@"'
+    first = subprocess.run(["sh", "-c", private, sys.executable, "run", str(dag)], env=env,
+                           capture_output=True)
+    assert first.returncode == 1
+    (run,) = (home / "runs" / "m").iterdir()
+    subprocess.run(["sh", "-c", private, sys.executable, "retry", run.name], env=env,
+                   capture_output=True)
+    assert (run / "attempts").is_dir()
+    for p in [tmp_path / "new", home, *home.rglob("*")]:
+        assert p.stat().st_mode & 0o077 == 0, (p, oct(p.stat().st_mode))
