@@ -5,7 +5,6 @@ already resolved (absolute directories, final argv, evaluated environment), so t
 engine never parses anything.
 """
 
-from __future__ import annotations
 
 from array import array
 

@@ -6,7 +6,6 @@ support yet (reported, never ignored). `ALIASES` adds the spellings that mean th
 key: Dagu 2's snake_case, and `dir` for a step's `workingDir`.
 """
 
-from __future__ import annotations
 
 import re
 from typing import Annotated, Literal, get_args

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import signal
 import time
 
@@ -262,6 +261,8 @@ def _copy_logs(engine, i: int, ex) -> None:
         if dst:
             try:
                 os.makedirs(os.path.dirname(dst), exist_ok=True)
+                import shutil  # only steps with `stdout:`/`stderr:` files pay for it
+
                 shutil.copyfile(src, dst)
             except OSError:
                 pass

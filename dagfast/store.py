@@ -21,7 +21,6 @@ secrets:
 The journal is the truth; a snapshot is a cache of it up to `journal_offset`.
 """
 
-from __future__ import annotations
 
 import fcntl
 import os
