@@ -28,7 +28,7 @@ STEPS = int(os.environ.get("DAGFAST_BENCH_STEPS", "100000"))
 class NoRecord(Reporter):
     """A Recorder that keeps nothing (but releases the run directory at the end)."""
 
-    def __init__(self, run_dir) -> None:
+    def __init__(self, run_dir, on_failure=None) -> None:
         self.run_dir = run_dir
 
     def run_finished(self, result) -> None:
