@@ -151,7 +151,7 @@ def _compose(data: bytes, steps_list: bool = False) -> dict:
         SequenceStartEvent,
         SequenceEndEvent,
     )
-    special, nulls = _SPECIAL, _NULLS
+    special = _SPECIAL
     anchors: dict[str, tuple[object, int]] = {}
     open_anchors: dict[str, int] = {}  # anchor -> how many open collections carry it
     stack: list = []  # (collection, in_map, anchor, count at start)

@@ -13,6 +13,27 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 
+# A DAG whose processes resist a stop: a background sleeper and a shell that ignore
+# SIGTERM, a grandchild that ignores it too, and a step that must never start. Each
+# process appends its pid to pids.txt in the DAG's directory (3 pids in all).
+STUBBORN_DAG = """\
+steps:
+  - name: sleeper
+    command: |
+      sleep 60 &
+      echo $! >> pids.txt
+      trap '' TERM
+      echo $$ >> pids.txt
+      sleep 60
+  - name: stubborn
+    command: |
+      sh -c 'trap "" TERM; echo $$ >> pids.txt; sleep 60' &
+      wait
+  - name: never
+    command: touch never-ran
+    depends: sleeper
+"""
+
 STUB = textwrap.dedent(
     """\
     #!/bin/sh

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from spectools import REPO, dagfast
+from spectools import dagfast
 
 ESC = "\x1b"
 CURSOR_UP = "\x1b[1A"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import textwrap
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from spectools import dagfast
+from spectools import STUBBORN_DAG, dagfast
 
 
 def write(path: Path, text: str) -> Path:
@@ -180,23 +179,7 @@ def test_retry_step_reruns_only_that_step_and_keeps_the_others_true(failed_run, 
 def test_stop_ends_every_process_of_the_run(tmp_path):
     # Grandchildren that ignore SIGTERM included; `never` must not start.
     home = tmp_path / "home"
-    dag = write(tmp_path / "long.yaml", """\
-        steps:
-          - name: sleeper
-            command: |
-              sleep 60 &
-              echo $! >> pids.txt
-              trap '' TERM
-              echo $$ >> pids.txt
-              sleep 60
-          - name: stubborn
-            command: |
-              sh -c 'trap "" TERM; echo $$ >> pids.txt; sleep 60' &
-              wait
-          - name: never
-            command: touch never-ran
-            depends: sleeper
-        """)
+    dag = write(tmp_path / "long.yaml", STUBBORN_DAG)
     env = dict(os.environ, DAGFAST_HOME=str(home))
     proc = subprocess.Popen([sys.executable, "-m", "dagfast", "run", str(dag)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from spectools import REPO, Stubs, dagfast, max_overlap
+from spectools import STUBBORN_DAG, Stubs, dagfast, max_overlap
 
 
 def write(path: Path, text: str) -> Path:
@@ -283,23 +283,7 @@ def _pids_alive(pids: list[int]) -> list[int]:
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupt_stops_running_steps_and_leaves_no_process(tmp_path, sig, code):
-    dag = write(tmp_path / "long.yaml", """\
-        steps:
-          - name: sleeper
-            command: |
-              sleep 60 &
-              echo $! >> pids.txt
-              trap '' TERM
-              echo $$ >> pids.txt
-              sleep 60
-          - name: stubborn
-            command: |
-              sh -c 'trap "" TERM; echo $$ >> pids.txt; sleep 60' &
-              wait
-          - name: never
-            command: touch never-ran
-            depends: sleeper
-        """)
+    dag = write(tmp_path / "long.yaml", STUBBORN_DAG)
     env = dict(os.environ, DAGFAST_HOME=str(tmp_path / "home"))
     proc = subprocess.Popen([sys.executable, "-m", "dagfast", "run", str(dag)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

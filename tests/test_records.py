@@ -19,7 +19,7 @@ import pytest
 import dagfast
 from dagfast.journal import frame, frames
 from dagfast.records import read_run
-from dagfast.store import Begin, End, Finish, Start, StepRecord
+from dagfast.store import Begin, End
 from spectools import dagfast as cli
 
 

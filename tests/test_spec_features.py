@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from spectools import EXAMPLES, Stubs, before, dagfast, max_overlap
+from spectools import EXAMPLES, Stubs, dagfast, max_overlap
 
 
 def example(tmp_path: Path, slug: str) -> Path:
@@ -528,8 +528,6 @@ def test_step_timeout_kills_the_process_group_with_exit_124(tmp_path):
     assert "step timed out after 1s" in res.out
     pid = int((tmp_path / "child.pid").read_text())
     assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
-    from dagfast.store import home  # noqa: F401
-
     status = next((tmp_path / "home" / "runs").glob("*/*/status.json"))
     import json
 
