@@ -7,9 +7,14 @@ between them, and whether the targets hold (compiled >= 2,000,000/s and >= 10x t
 from __future__ import annotations
 
 import random
+import sys
 from array import array
+from pathlib import Path
 
 import pytest
+
+# The test doubles live with the tests (tests/doubles.py); the benchmarks use them too.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 LAYERS = 10
 WIDTH = 100_000

@@ -20,7 +20,7 @@ from dagfast.model import Dag, Step
 from dagfast.report import Reporter
 from dagfast.store import RunDir
 
-from test_bench_engine import InstantExits
+from doubles import InstantExits
 
 STEPS = int(os.environ.get("DAGFAST_BENCH_STEPS", "100000"))
 

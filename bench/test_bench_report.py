@@ -13,7 +13,8 @@ import pytest
 
 from dagfast.engine import Engine
 from dagfast.store import RunDir
-from test_bench_engine import InstantExits, fan_out
+from doubles import InstantExits
+from test_bench_engine import fan_out
 
 
 def _none():

@@ -19,7 +19,7 @@ from . import stepflow
 from . import sched as _sched
 from .errors import SchedulerBug
 from .model import Dag
-from .procs import ProcessManager, SpawnError, describe_exit
+from .procs import ProcessManager, SpawnError, describe_exit, killpg
 from .report import Reporter, Reporters
 from .status import RunStatus, StepStatus
 from .store import Recorder, RunDir, StepRecord
@@ -146,20 +146,17 @@ class Engine:
         procs = self._procs
         if procs is None:
             return
-        if self._featured:
+        own = self._own_stop_signals() if self._featured else None
+        if own:
             # signalOnStop: those steps get their own signal, so they are signalled one
             # by one; the sweep catches everything else when the clean-up period ends.
-            own = self._own_stop_signals()
-            if own:
-                for token, pid in self._pids.items():
-                    _killpg(pid, own.get(token, signal.SIGTERM))
-            else:
-                procs.signal_running(signal.SIGTERM)
-                procs.signal_all_groups(signal.SIGTERM)
-            stepflow.wake(self)
+            for token, pid in self._pids.items():
+                killpg(pid, own.get(token, signal.SIGTERM))
         else:
             procs.signal_running(signal.SIGTERM)
             procs.signal_all_groups(signal.SIGTERM)
+        if self._featured:
+            stepflow.wake(self)
         self._kill_handle = asyncio.get_running_loop().call_later(self.cleanup_sec, self._kill)
         self._check_end()
 
@@ -459,10 +456,4 @@ def _flags(dag: Dag):
         flags[i] = _sched.PASS_SKIPPED
     return flags
 
-
-def _killpg(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 

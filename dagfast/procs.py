@@ -16,7 +16,7 @@ import select
 import signal
 from collections.abc import Callable
 
-__all__ = ["ProcessManager", "SpawnError", "describe_exit"]
+__all__ = ["ProcessManager", "SpawnError", "describe_exit", "killpg"]
 
 _DEVNULL = "/dev/null"
 _LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC  # no O_CLOEXEC: they become fds 1 and 2
@@ -109,7 +109,7 @@ class ProcessManager:
         try:
             fd = os.pidfd_open(pid)
         except OSError as exc:  # out of descriptors: a process we could not watch
-            _killpg(pid, signal.SIGKILL)
+            killpg(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
             raise SpawnError(f"cannot watch `{argv[0]}`: {exc.strerror}") from None
         self._env = env
@@ -121,13 +121,13 @@ class ProcessManager:
     def signal_running(self, sig: int) -> None:
         """Send `sig` to the process group of every running step."""
         for _token, pid in self._running.values():
-            _killpg(pid, sig)
+            killpg(pid, sig)
 
     def signal_all_groups(self, sig: int) -> None:
         """Send `sig` to every process group this manager ever started, and to every
         process that left its group (`setsid`) but still carries this run's DAG_RUN_ID."""
         for pgid in self._groups:
-            _killpg(pgid, sig)
+            killpg(pgid, sig)
         self.signal_escaped(sig)
 
     def signal_escaped(self, sig: int, step: str | None = None) -> int:
@@ -194,7 +194,8 @@ class ProcessManager:
             self._on_exits(exits)
 
 
-def _killpg(pgid: int, sig: int) -> None:
+def killpg(pgid: int, sig: int) -> None:
+    """Signal a process group; a group that is gone or no longer ours is skipped."""
     try:
         os.killpg(pgid, sig)
     except ProcessLookupError:

@@ -18,7 +18,7 @@ import time
 from .conditions import is_met
 from .model import Step
 from .outputs import OutputTooLarge, capture, expand_refs
-from .procs import SpawnError, describe_exit
+from .procs import SpawnError, describe_exit, killpg
 from .status import RunStatus, StepStatus
 from .store import StepRecord
 
@@ -180,10 +180,7 @@ async def _process(engine, token: int, step: Step, argv, script, env: dict, cwd:
         def kill():
             # The whole group: children of a timed-out step never outlive it.
             timed_out.append(True)
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+            killpg(pid, signal.SIGKILL)
             engine._procs.signal_escaped(signal.SIGKILL, step.name)  # and those that `setsid`
 
         timer = loop.call_later(ex.timeout_sec, kill)

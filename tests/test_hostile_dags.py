@@ -25,6 +25,7 @@ from dagfast.engine import Engine
 from dagfast.load import load, load_text
 from dagfast.store import RunDir
 from dagfast.yamlsrc import MAX_BYTES
+from doubles import InstantExits
 from spectools import dagfast
 
 # Problems about the file as a whole: the file is their location.
@@ -208,37 +209,6 @@ def test_a_10_000_step_cycle_is_named(tmp_path):
     (msg,) = messages(load_or_problems(text.encode(), tmp_path))
     assert msg.startswith("dependency cycle: s0 -> s1 -> s2")
     assert msg.endswith("-> s9999 -> s0")
-
-
-class InstantExits:
-    """A ProcessManager double: every started step exits 0 on the next loop turn."""
-
-    def __init__(self, loop, limit, on_exits):
-        self._loop, self._on_exits, self._pending = loop, on_exits, []
-        self.running_count = 0
-
-    def free_slots(self) -> int:
-        return 1 << 30
-
-    def hold(self) -> None: ...
-    def release(self) -> None: ...
-
-    def start(self, token, argv, env, cwd, stdout, stderr) -> int:
-        if not self._pending:
-            self._loop.call_soon(self._flush)
-        self._pending.append((token, 0))
-        self.running_count += 1
-        return 0
-
-    def _flush(self) -> None:
-        exits, self._pending = self._pending, []
-        self.running_count -= len(exits)
-        self._on_exits(exits)
-
-    def signal_running(self, sig) -> None: ...
-    def signal_all_groups(self, sig) -> None: ...
-    def live_groups(self) -> int: return 0
-    def close(self) -> None: ...
 
 
 def test_a_100_000_step_chain_loads_and_runs_in_order_without_recursion(tmp_path):
