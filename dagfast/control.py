@@ -126,7 +126,8 @@ def _end_leftovers(run_id: str, out) -> None:
     pids = leftovers(run_id)
     if not pids:
         return
-    out.write(f"dagfast: ending {len(pids)} processes left by the interrupted attempt\n")
+    noun = "process" if len(pids) == 1 else "processes"
+    out.write(f"dagfast: ending {len(pids)} {noun} left by the interrupted attempt\n")
     for pid in pids:
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + LEFTOVER_GRACE_SEC
