@@ -1,4 +1,5 @@
-"""Builds dagfast's one compiled module, the scheduler core `dagfast._sched`.
+"""Builds dagfast's two compiled modules: the scheduler core `dagfast._sched` and the
+spawn pool `dagfast._spawn`.
 
 Switches (environment variables, read at build time):
   DAGFAST_DEBUG=1     compile with the debug counters, bounds checks and -O0 -g
@@ -26,17 +27,21 @@ if mode_changed:
     with open(stamp, "w") as f:
         f.write(mode)
 
-ext = Extension(
-    "dagfast._sched",
-    ["dagfast/_sched.pyx"],
-    extra_compile_args=["-O2"] if not debug else ["-O0", "-g"],
-    # The C macro, not Cython's deprecated IF, switches the debug counters in _sched.pyx.
-    define_macros=[("DAGFAST_DEBUG", "1")] if debug else [("NDEBUG", "1")],
-)
+flags = ["-O2"] if not debug else ["-O0", "-g"]
+# The C macro, not Cython's deprecated IF, switches the debug counters in _sched.pyx.
+macros = [("DAGFAST_DEBUG", "1")] if debug else [("NDEBUG", "1")]
+exts = [
+    Extension("dagfast._sched", ["dagfast/_sched.pyx"], extra_compile_args=flags,
+              define_macros=macros),
+    # The spawn pool: C threads in dagfast/spawnpool.h behind a thin Cython class.
+    Extension("dagfast._spawn", ["dagfast/_spawn.pyx"], extra_compile_args=flags,
+              define_macros=macros, include_dirs=["dagfast"],
+              depends=["dagfast/spawnpool.h"]),
+]
 
 setup(
     ext_modules=cythonize(
-        [ext],
+        exts,
         language_level=3,
         force=mode_changed,
         annotate=os.environ.get("DAGFAST_ANNOTATE") == "1",

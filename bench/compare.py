@@ -3,6 +3,8 @@
 Every engine runs the same DAG of shell steps, generated in its own input language:
 
     dagfast   `dagfast run [--quiet] dag.yaml`        (Dagu-style YAML, type: graph)
+    dask      `dagfast run --executor dask dag.yaml`   (steps on a LocalCluster of 2 worker
+              processes started for the run; N <= 1,000 unless --dask-large)
     c         bench/spawn.c, posix_spawn + waitpid     (the reference: ratio 1.00)
     xargs     `xargs -0 -P J -n 1 sh -c`               (only shapes made of whole phases)
     ninja     `ninja -j J` on a generated build.ninja
@@ -43,11 +45,12 @@ REPO = BENCH.parent
 SHAPES = ("fanout", "mapreduce", "chain", "layered")
 COMMANDS = {"true": "true", "sleep": "sleep 0.01"}
 SLEEP_S = 0.01
-ENGINES = ("dagfast", "c", "xargs", "ninja", "make", "dagu")
+ENGINES = ("dagfast", "dask", "c", "xargs", "ninja", "make", "dagu")
 LAYERS = 10
 LAYER_SEED = 1234
 CHAIN_MAX = 1_000
 DAGU_MAX = 10_000  # Dagu runs ~30 ms a step here, so larger DAGs are opt-in
+DASK_MAX = 1_000  # the Dask executor runs a few hundred steps a second: larger is opt-in
 BIG = 100_000  # cells this large are timed once unless --repeat is given
 
 # A preset is a list of blocks; each block is a product of its four dimensions. A
@@ -301,9 +304,10 @@ class Dagfast(Engine):
     run records go to a DAGFAST_HOME in the temp dir, emptied before every run."""
 
     name = "dagfast"
+    run_flags: list[str] = []  # between `run` and the DAG
 
     def find(self, args, tmp):
-        self.home = tmp / "dagfast-home"
+        self.home = tmp / f"{self.name}-home"
         env = {**os.environ, "DAGFAST_HOME": str(self.home)}
         script = shutil.which("dagfast")
         if script:
@@ -353,7 +357,9 @@ class Dagfast(Engine):
             path = tmp / f"probe-shell-{shell_key}.yaml"
             write_yaml(one, ["true"], 1, path, shell=shell_key)
             self.shell_key = shell_key
-            out = self._call(self.base + ["run"] + self.quiet + [str(path)], self._run_env())
+            out = self._call(
+                self.base + ["run"] + self.run_flags + self.quiet + [str(path)], self._run_env()
+            )
             if out.returncode == 0:
                 return True
         self.unusable("FAILED", f"cannot run a one-step DAG: {last_line(out)}")
@@ -377,7 +383,7 @@ class Dagfast(Engine):
         def reset() -> None:
             shutil.rmtree(self.home, ignore_errors=True)
 
-        argv = self.base + ["run"] + self.quiet + [str(path)]
+        argv = self.base + ["run"] + self.run_flags + self.quiet + [str(path)]
         return Invocation(argv, where, self._run_env(), reset)
 
 
@@ -522,7 +528,31 @@ class Dagu(Engine):
         return Invocation([self.binary, "start", "-q", str(path)], where, env, reset)
 
 
-ENGINE_CLASSES = {cls.name: cls for cls in (Dagfast, CSpawn, Xargs, Ninja, Make, Dagu)}
+class DaskEngine(Dagfast):
+    """dagfast with `--executor dask` and no scheduler address: every run starts its own
+    LocalCluster (2 worker processes on 127.0.0.1), so the wall time includes the
+    cluster's start (~0.5 s) and each step is a Dask task that runs `sh -c` on a worker."""
+
+    name = "dask"
+    run_flags = ["--executor", "dask"]
+
+    def _probe_shell(self, tmp: Path) -> bool:
+        probe = self._call([self.python, "-c", "import distributed"])
+        if probe.returncode != 0:
+            self.unusable("not installed", "pip install 'dagfast[dask]' (import distributed "
+                          f"failed: {last_line(probe)})")
+            return False
+        return super()._probe_shell(tmp)
+
+    def find(self, args, tmp):
+        super().find(args, tmp)
+        if self.version:
+            self.version += ", --executor dask (a LocalCluster per run)"
+
+
+ENGINE_CLASSES = {
+    cls.name: cls for cls in (Dagfast, DaskEngine, CSpawn, Xargs, Ninja, Make, Dagu)
+}
 
 
 # ----------------------------------------------------------------------------- plan
@@ -566,6 +596,8 @@ def engine_skip(engine: Engine, cell: Cell, args: argparse.Namespace) -> str | N
         return "Dagu takes ~30 s per 1,000 steps here; --quick leaves it out"
     if engine.name == "dagu" and cell.n >= DAGU_MAX and not args.dagu_large:
         return f"Dagu is slow; N >= {DAGU_MAX:,} only with --dagu-large"
+    if engine.name == "dask" and cell.n > DASK_MAX and not args.dask_large:
+        return f"the Dask executor is slow; N > {DASK_MAX:,} only with --dask-large"
     return None
 
 
@@ -937,7 +969,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         return parse
 
     p = argparse.ArgumentParser(
-        description="Time dagfast against spawn.c, xargs, ninja, make and Dagu on the same DAGs.",
+        description="Time dagfast (local and Dask executors) against spawn.c, xargs, ninja, "
+        "make and Dagu on the same DAGs.",
         epilog="Presets: default = all shapes at 1,000 and 10,000 with true at J=2,16, plus "
         "sleep 0.01 for fanout/mapreduce 1,000 at J=16; --quick = all shapes 1,000 "
         "true J=16, one run, no Dagu; --full = every shape x 1,000/10,000/100,000 x "
@@ -983,6 +1016,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dagu", help="path of the dagu binary")
     p.add_argument(
         "--dagu-large", action="store_true", help="also run Dagu at N >= 10,000 (and in --quick)"
+    )
+    p.add_argument(
+        "--dask-large", action="store_true",
+        help=f"also run the Dask executor at N > {DASK_MAX:,}",
     )
     p.add_argument(
         "--startup-runs",

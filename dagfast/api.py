@@ -22,6 +22,9 @@ def run(
     reporter: Reporter | None = None,
     home_dir: str | None = None,
     queue: bool = True,
+    executor: str | None = None,
+    scheduler: str | None = None,
+    shared_dir: str | None = None,
 ) -> RunResult:
     """Run a DAG (a loaded `Dag` or a path to its YAML file) to its end.
 
@@ -29,7 +32,11 @@ def run(
     (`{"DATE": "2026-11-28"}`), a list (`["DATE=2026-11-28", "positional"]`) or a string.
     With maxActiveRuns set, the run waits for a slot unless `queue` is False, when it
     raises runslots.RunsFull at once.
-    Raises LoadError for an invalid file; a failed run is a result, not an exception."""
+    `executor` ("local" or "dask"), `scheduler` (a Dask scheduler's address; none: a
+    local cluster for the run) and `shared_dir` override DAGFAST_EXECUTOR,
+    DAGFAST_DASK_SCHEDULER, DAGFAST_DASK_SHARED_DIR and the DAG's own keys.
+    Raises LoadError for an invalid file, MissingExtra when Dask is asked for and not
+    installed; a failed run is a result, not an exception."""
     if max_active_steps is not None and max_active_steps < 0:
         raise UsageError("max_active_steps must be 0 (unlimited) or more")
     given = None
@@ -47,6 +54,9 @@ def run(
             dag = _load(dag.path, given)
     else:
         dag = _load(dag, given)
+    from .executor import choose
+
+    factory = choose(dag, executor, scheduler, shared_dir)
     slot = None
     if dag.max_active_runs:  # issue 5: at most maxActiveRuns at once, queued in order
         from . import runslots
@@ -55,7 +65,9 @@ def run(
     else:
         run_dir = RunDir.create(dag, home_dir or home())
     try:
-        return Engine(dag, run_dir, reporter, max_active_steps=max_active_steps).run()
+        return Engine(
+            dag, run_dir, reporter, max_active_steps=max_active_steps, executor=factory
+        ).run()
     finally:
         if slot is not None:
             slot.release()

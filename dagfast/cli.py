@@ -22,11 +22,12 @@ EXIT_FAILED = 1
 EXIT_INVALID = 2
 EXIT_BUG = 70
 EXIT_BUSY = 75  # EX_TEMPFAIL: `run --no-queue` found every run slot taken
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of our output went away
 
 _EPILOG = """\
 exit statuses: 0 succeeded (or done), 1 failed (or no such run, step, running run),
 2 invalid DAG or usage, 70 internal error, 75 maxActiveRuns reached (run --no-queue),
-130/143 interrupted by SIGINT/SIGTERM
+130/143 interrupted by SIGINT/SIGTERM, 141 the reader of the output went away
 
 examples:
   dagfast run examples/parallel.yaml
@@ -61,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
         help="override the DAG's maxActiveSteps (0: unlimited)",
     )
     run.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+    _add_executor_flags(run)
     _add_output_flags(run)
     run.add_argument(
         "--no-queue", action="store_true",
@@ -132,6 +134,7 @@ def _add_record_commands(sub) -> None:
     re_.add_argument("run", metavar="RUN_ID")
     re_.add_argument("--step", metavar="NAME", help="run only this step again")
     re_.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+    _add_executor_flags(re_)
 
     so = add("stop", "stop a running run",
              "Stop a run: its running steps' process groups get SIGTERM, then SIGKILL after "
@@ -188,6 +191,16 @@ def main(argv: list[str] | None = None) -> int:
         return _exit_status(exc)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (`dagfast status | head`): stop quietly, as
+        # a tool killed by SIGPIPE would, and keep the exit from failing on the flush.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+        return EXIT_BROKEN_PIPE
     except Exception as exc:  # anything else is a bug, and we say so
         if os.environ.get("DAGFAST_TRACEBACK"):
             raise
@@ -228,6 +241,9 @@ def _run(args) -> int:
 
         given = parse(words)  # already split by the caller's shell
     dag = load(args.dag, params=given)
+    from .executor import choose
+
+    executor = choose(dag, args.executor, args.scheduler, args.shared_dir)  # before a record
 
     from .engine import Engine
     from .status import RunStatus
@@ -248,7 +264,9 @@ def _run(args) -> int:
         run_dir = RunDir.create(dag, home())
     reporter = _reporter(args)
     try:
-        result = Engine(dag, run_dir, reporter, max_active_steps=args.max_active_steps).run()
+        result = Engine(
+            dag, run_dir, reporter, max_active_steps=args.max_active_steps, executor=executor
+        ).run()
     finally:
         if slot is not None:
             slot.release()
@@ -263,6 +281,28 @@ def _run(args) -> int:
 
 
 # Output and parameters of `run` (issue 7) ------------------------------------------------
+
+
+def _add_executor_flags(parser) -> None:
+    """Where steps run (issue 9); each flag beats its environment variable, which beats
+    the DAG's own key (README, "Beyond one machine")."""
+    parser.add_argument(
+        "--executor", choices=("local", "dask"),
+        help="run steps as local processes (the default) or on a Dask cluster "
+        "(env DAGFAST_EXECUTOR; DAG key stepExecutor)",
+    )
+    parser.add_argument(
+        "--scheduler", metavar="ADDRESS",
+        help="with --executor dask: the Dask scheduler, e.g. tcp://10.0.0.5:8786; without "
+        "one, a local cluster is started for the run (env DAGFAST_DASK_SCHEDULER; DAG key "
+        "daskScheduler)",
+    )
+    parser.add_argument(
+        "--shared-dir", metavar="DIR",
+        help="with --executor dask: a directory the workers share with this machine, at the "
+        "same path; step logs are written there instead of travelling back with the "
+        "result (env DAGFAST_DASK_SHARED_DIR; DAG key daskSharedDir)",
+    )
 
 
 def _add_output_flags(run) -> None:
@@ -305,6 +345,7 @@ _EXAMPLES = {
   dagfast run examples/parallel.yaml
   dagfast run --max-active-steps 4 -p DATE=2026-11-28 big.yaml
   dagfast run dag.yaml -- DATE=2026-11-28 positional
+  dagfast run --executor dask --scheduler tcp://10.0.0.5:8786 dag.yaml
   dagfast run --json dag.yaml | jq -c 'select(.event == "step_finished")'
   CI=1 dagfast run --junit report.xml --verbose dag.yaml""",
     "validate": "  dagfast validate dag.yaml",

@@ -30,6 +30,10 @@ def retry(args, out=sys.stdout) -> int:
         dag = state.dag()
         if len(state.steps) != len(dag.steps):
             raise RunError(f"the record of run `{state.run_id}` does not match its DAG")
+        from .executor import choose as choose_executor
+
+        # Where the steps run: the flags, else the environment, else the DAG as recorded.
+        executor = choose_executor(dag, args.executor, args.scheduler, args.shared_dir)
         _end_leftovers(state.run_id, out)
         if args.step is not None:
             from .commands import step_id
@@ -65,7 +69,7 @@ def retry(args, out=sys.stdout) -> int:
     try:
         result = Engine(
             dag, run_dir, choose(out, quiet=args.quiet), previous=state.steps,
-            rerun=rerun if args.step is not None else None,
+            rerun=rerun if args.step is not None else None, executor=executor,
         ).run()
     finally:
         if slot is not None:

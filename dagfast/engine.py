@@ -8,6 +8,7 @@ is told what happened. Everything runs on one uvloop event loop, single-threaded
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from array import array
 import signal
@@ -19,7 +20,8 @@ from . import stepflow
 from . import sched as _sched
 from .errors import SchedulerBug
 from .model import Dag
-from .procs import ProcessManager, SpawnError, describe_exit, killpg
+from .executor import describe
+from .procs import ProcessManager, SpawnError
 from .report import Reporter, Reporters
 from .status import RunStatus, StepStatus
 from .store import Recorder, RunDir, StepRecord
@@ -39,12 +41,12 @@ class RunResult:
 
     __slots__ = (
         "dag", "run_id", "path", "status", "steps", "started_at", "finished_at", "signal",
-        "outputs", "handlers",
+        "outputs", "handlers", "error",
     )  # fmt: skip
 
     def __init__(
         self, dag, run_id, path, status, steps, started_at, finished_at, sig,
-        outputs=None, handlers=None,
+        outputs=None, handlers=None, error="",
     ):  # fmt: skip
         self.dag = dag
         self.run_id = run_id
@@ -57,6 +59,8 @@ class RunResult:
         # Output variables by name (the last writer wins), and handler records by event.
         self.outputs: dict[str, str] = outputs or {}
         self.handlers: dict[str, StepRecord] = handlers or {}
+        # Why the run could not go on, when no step says it (a secret could not be read).
+        self.error: str = error
 
     def step(self, name: str) -> StepRecord:
         """The record of the step called `name`."""
@@ -88,8 +92,9 @@ class Engine:
         )
         self.limit = dag.max_active_steps if max_active_steps is None else max_active_steps
         self.cleanup_sec = dag.max_cleanup_sec if cleanup_sec is None else cleanup_sec
-        # Called as executor(loop, limit, on_exits): anything with ProcessManager's
-        # methods can run the steps (tests and benchmarks pass doubles).
+        # Called as executor(loop, limit, on_exits): anything with the interface that
+        # executor.py describes can run the steps (procs.ProcessManager, the default;
+        # daskexec.DaskExecutors; tests and benchmarks pass doubles).
         self._executor = executor
         if parent is not None:
             self._environ = parent._base_env  # the caller's env, its DAG's env and params
@@ -107,9 +112,22 @@ class Engine:
             bool(dag.handlers or dag.preconditions)
             or any(s.extra is not None for s in dag.steps)
         )
+        self.error = ""  # see RunResult.error
+        # secrets.Masker once the run's secrets (or its caller's) are read; see stepflow.
+        self.masker = parent.masker if parent is not None else None
+        if dag.secrets or self.masker is not None:
+            # Every step, plain ones too, takes the slow path, whose processes write
+            # through pipes that the engine masks into the logs (logpipe.py). Only runs
+            # with secrets pay for it: the plain path is untouched.
+            self._featured = True
+            self._start = functools.partial(stepflow.start, self)
+            self._pumps: set = set()  # logpipe.Pumps still open
+            from . import logpipe
+
+            self.limit, self._fit_note = logpipe.fit(self.limit)
         self._waiters: dict[int, asyncio.Future] = {}  # token -> its process's exit
         self._active = 0  # featured steps not yet ended
-        self._pids: dict[int, int] = {}  # token -> pid, for featured steps' processes
+        self._running: set[int] = set()  # tokens of featured engines' running processes
         self.outputs: dict[int, str] = {}  # step id -> captured output
         self._covered: set[int] = set()  # failed steps that continueOn let pass
         self._children: set[Engine] = set()
@@ -150,8 +168,8 @@ class Engine:
         if own:
             # signalOnStop: those steps get their own signal, so they are signalled one
             # by one; the sweep catches everything else when the clean-up period ends.
-            for token, pid in self._pids.items():
-                killpg(pid, own.get(token, signal.SIGTERM))
+            for token in self._running:
+                procs.signal(token, own.get(token, signal.SIGTERM))
         else:
             procs.signal_running(signal.SIGTERM)
             procs.signal_all_groups(signal.SIGTERM)
@@ -169,7 +187,7 @@ class Engine:
         """token -> signalOnStop of the running steps that set one."""
         steps = self.dag.steps
         own = {}
-        for token in self._pids:
+        for token in self._running:
             if token < len(steps):
                 extra = steps[token].extra
                 if extra is not None and extra.signal_on_stop:
@@ -223,6 +241,17 @@ class Engine:
         try:
             # Inside the try: a record that cannot even start (a full disk) must still
             # leave the loop, the signal handlers and the process manager cleaned up.
+            opening = getattr(self._procs, "open", None)
+            if opening is not None:
+                # An executor that needs the loop first (Dask connects to its cluster).
+                # If it cannot, the run never starts: its record says not_started.
+                try:
+                    notice = await opening(dag)
+                except BaseException:
+                    self.run_dir.close()
+                    raise
+                if notice and not nested:
+                    self.reporter.notice(notice)
             self.reporter.run_started(dag, self.run_dir, self._records)
             if dag.timeout_sec:
                 timer = loop.call_later(dag.timeout_sec, self._run_timed_out)
@@ -244,6 +273,9 @@ class Engine:
             if self._kill_handle is not None:
                 self._kill_handle.cancel()
             self._procs.close()
+            closing = getattr(self._procs, "aclose", None)
+            if closing is not None:
+                await closing()
         status = self._final_status()
         finished_at = time.time()
         names = {}
@@ -253,7 +285,7 @@ class Engine:
         result = RunResult(
             dag, self.run_dir.run_id, self.run_dir.path, status, self._records,
             started_at, finished_at, 0 if self._timed_out else self._stopping,
-            names, self._handler_records,
+            names, self._handler_records, self.error,
         )
         self.reporter.run_finished(result)
         return result
@@ -310,12 +342,12 @@ class Engine:
         try:
             if step.script is not None:
                 argv = self._write_script(i, step.script, argv)
-            pid = self._procs.start(
+            self._procs.start(
                 i, argv, env, step.dir or self.dag.dir,
                 run_dir.stdout_path(i), run_dir.stderr_path(i),
             )
             if self._featured:
-                self._pids[i] = pid
+                self._running.add(i)
         except SpawnError as exc:
             self.reporter.step_started(i)
             self._ended(i, _FAILED, 127, str(exc))
@@ -340,7 +372,7 @@ class Engine:
         featured = self._featured
         for i, wait_status in exits:
             if featured:
-                self._pids.pop(i, None)
+                self._running.discard(i)
                 waiter = self._waiters.pop(i, None)
                 if waiter is not None:
                     waiter.set_result(wait_status)  # a featured step's coroutine goes on
@@ -348,7 +380,7 @@ class Engine:
             if wait_status == 0:  # the common case, without a call
                 self._ended(i, _SUCCEEDED, 0, "")
             else:
-                code, error = describe_exit(wait_status)
+                code, error = describe(wait_status)
                 self._ended(i, _ABORTED if stopping else _FAILED, code, error)
         self._fill()
 

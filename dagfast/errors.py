@@ -3,9 +3,12 @@
     DagfastError                 the root: anything else that escapes is a bug
      ├── LoadError               a DAG file cannot be used; carries every Problem found
      ├── UsageError              the command line or API was called wrongly
+     │    └── MissingExtra       a setting needs an optional extra that is not installed
      ├── RunError                a run could not start or continue (home not writable, ...)
      │    ├── runslots.RunsFull  maxActiveRuns reached and `--no-queue` (exit 75)
-     │    └── runslots.Stopped   a queued run was stopped before it started
+     │    ├── runslots.Stopped   a queued run was stopped before it started
+     │    └── secrets.SecretError  a secret cannot be read as the run starts; the engine
+     │                           records it as the run's error (RunResult.error)
      ├── cron.ScheduleError      a `schedule` entry the scheduler cannot run
      └── SchedulerBug            an impossible state inside the engine ("this is a bug")
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 __all__ = [
     "DagfastError",
     "LoadError",
+    "MissingExtra",
     "Problem",
     "RunError",
     "SchedulerBug",
@@ -85,6 +89,11 @@ class LoadError(DagfastError):
 
 class UsageError(DagfastError):
     """The command line or the Python API was called wrongly."""
+
+
+class MissingExtra(UsageError):
+    """A setting needs an optional extra that is not installed; the message says how to
+    install it (`pip install 'dagfast[dask]'`)."""
 
 
 class RunError(DagfastError):

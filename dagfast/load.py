@@ -26,13 +26,16 @@ from msgspec.structs import replace
 from . import yamlsrc
 from .errors import LoadError, Problem
 from .expand import ExpandError, expand, has_references
-from .model import Dag, Handler, Params, Step, StepExtra
+from .model import Dag, Handler, Params, Secret, Step, StepExtra, secret_ref
 from .params import ParamsError
 from .params import override as override_params
 from .params import parse as parse_params
 from .stepopts import build_extra, conditions, featured
 from .shellcmd import Shell, sets_errexit, shell_words, text_argv
-from .spec import ALIASES, DAG_TYPES, INT_FIELDS, NESTED, SUPPORTED, DagSpec, StepSpec
+from .spec import (
+    ALIASES, DAG_TYPES, INT_FIELDS, NESTED, STEP_EXECUTORS, SUPPORTED, DagSpec, SecretSpec,
+    StepSpec,
+)
 from .topo import cycles, seen_outputs
 from .yamlsrc import Path
 
@@ -213,6 +216,7 @@ def _load(
         steps, header.type == "chain", shell, problems, sub.done if sub else frozenset()
     )
     handler_steps = _handler_steps(header, dag_spell, problems)
+    secret_specs = _secrets(header, dag_spell, problems) if header.secrets else ()
     handlers_built = None
     if handler_steps is not None:
         handlers_built = _build_steps(handler_steps, False, shell, problems)
@@ -239,10 +243,18 @@ def _load(
         key: _expand_int(expr, key, dag_spell, scope, dag_dir, problems)
         for key, expr in int_exprs.items()
     }
-    steps_out = _finish_steps(built, steps, dag_dir, scope, params, problems)
+    step_scope = scope
+    if secret_specs:
+        # Secrets are read when the run starts, never here: a step's `env` that refers
+        # to one holds a reference the engine fills in (secrets win over DAG env and
+        # params, a step's own env over secrets, as in Dagu).
+        step_scope = scope.new_child({s.name: secret_ref(s.name) for _, s in secret_specs})
+    steps_out = _finish_steps(built, steps, dag_dir, step_scope, params, problems)
     handlers: tuple[Handler, ...] = ()
     if handlers_built is not None:
-        hsteps = _finish_steps(handlers_built, handler_steps, dag_dir, scope, params, problems)
+        hsteps = _finish_steps(
+            handlers_built, handler_steps, dag_dir, step_scope, params, problems
+        )
         handlers = tuple(map(Handler, handler_steps.keys, hsteps))
     schedule = header.schedule
     if type(schedule) is str:
@@ -258,6 +270,9 @@ def _load(
             parse_all(tuple(schedule))
         except ScheduleError as e:
             problems.add((dag_spell.get("schedule", "schedule"),), f"{e.why}: `{e.expr}`")
+    cluster = ("", "", "")
+    if header.step_executor or header.dask_scheduler is not None or header.dask_shared_dir is not None:
+        cluster = _cluster(header, dag_spell, scope, dag_dir, problems)
     problems.raise_if_any()
 
     def get(key: str, default):
@@ -282,6 +297,10 @@ def _load(
         max_output_size=get("maxOutputSize", header.max_output_size),
         preconditions=conditions(header.preconditions),
         handlers=handlers,
+        step_executor=cluster[0],
+        dask_scheduler=cluster[1],
+        dask_shared_dir=cluster[2],
+        secrets=_located_secrets(secret_specs, dag_spell, problems) if secret_specs else (),
     )
 
 
@@ -352,6 +371,60 @@ def _handler_steps(header: DagSpec, spell: dict[str, str], problems: _Problems):
     return steps
 
 
+SECRET_PROVIDERS = ("env", "file")
+_DAGFAST_VARS = frozenset(("DAG_NAME", "DAG_RUN_ID", "DAG_RUN_STEP_NAME"))
+
+
+def _secrets(header: DagSpec, spell: dict[str, str], problems: _Problems) -> list:
+    """The `secrets:` entries, checked (names, providers, keys), as (index, entry);
+    nothing is read."""
+    key = spell.get("secrets", "secrets")
+    first: dict[str, int] = {}
+    out = []
+    for i, s in enumerate(header.secrets):
+        if s is None:
+            continue  # it did not convert: already reported
+        out.append((i, s))
+        if not _ENV_NAME.fullmatch(s.name):
+            problems.add(
+                (key, i, "name"), f"`{_show(s.name)}` is not a valid environment variable name"
+            )
+        elif s.name in _DAGFAST_VARS:
+            problems.add((key, i, "name"), f"`{s.name}` is set by dagfast for every step")
+        elif s.name in first:
+            problems.add(
+                (key, i, "name"),
+                f"duplicate secret name `{s.name}` (first at `$.{key}[{first[s.name]}]`)",
+            )
+        else:
+            first[s.name] = i
+        if s.provider not in SECRET_PROVIDERS:
+            problems.add(
+                (key, i, "provider"),
+                f"secret provider `{_show(s.provider)}` is not supported yet "
+                "(dagfast has `env` and `file`)",
+            )
+        if not s.key:
+            problems.add((key, i, "key"), "`key` is empty")
+        elif s.provider == "env" and "=" in s.key:
+            problems.add((key, i, "key"), f"`{_show(s.key)}` is not an environment variable name")
+    return out
+
+
+def _located_secrets(specs, spell: dict[str, str], problems: _Problems) -> tuple[Secret, ...]:
+    """The model's Secrets, each with where its `key` is (`file:line:col`), so that a
+    secret that cannot be read when the run starts is reported as a load error is."""
+    key = spell.get("secrets", "secrets")
+    paths = [(key, i, "key") for i, _ in specs]
+    spans = yamlsrc.locate(problems.data, paths)
+    out = []
+    for (_, s), path in zip(specs, paths):
+        span = spans.get(path)
+        where = problems.file + (f":{span[2]}:{span[3]}" if span is not None else "")
+        out.append(Secret(s.name, s.provider, s.key, where))
+    return tuple(out)
+
+
 def _params(header, spell, given, scope, cwd: str, problems: _Problems) -> Params:
     """The DAG's params, their values evaluated in order, then `given` applied."""
     where = (spell.get("params", "params"),)
@@ -373,6 +446,28 @@ def _params(header, spell, given, scope, cwd: str, problems: _Problems) -> Param
         if name is not None:
             own[name] = value
     return override_params(tuple(out), given) if given else tuple(out)
+
+
+def _cluster(header: DagSpec, spell, scope, cwd: str, problems: _Problems) -> tuple[str, str, str]:
+    """`stepExecutor`, `daskScheduler` (variables expanded) and `daskSharedDir` (an
+    absolute directory; a relative one is the DAG's directory's)."""
+    kind = header.step_executor or ""
+    needs = f"`{spell.get('stepExecutor', 'stepExecutor')}: dask`"
+    address = shared = ""
+    if header.dask_scheduler is not None:
+        where = (spell.get("daskScheduler", "daskScheduler"),)
+        try:
+            address = expand(header.dask_scheduler, scope, _runner(cwd, scope)).strip()
+        except ExpandError as e:
+            problems.add(where, str(e))
+        if kind != "dask":
+            problems.add(where, f"`{where[0]}` is for {needs}")
+    if header.dask_shared_dir is not None:
+        where = (spell.get("daskSharedDir", "daskSharedDir"),)
+        shared = _directory(cwd, header.dask_shared_dir, scope, cwd, where, problems)
+        if kind != "dask":
+            problems.add(where, f"`{where[0]}` is for {needs}")
+    return kind, address, shared
 
 
 def _named_params(params: Params) -> dict[str, str]:
@@ -448,7 +543,11 @@ def _convert_slowly(tree: dict, exprs: dict[str, str], problems: _Problems):
         exprs = {**exprs, **more}
         norm.update(dict.fromkeys(more, 0))
     raw_steps = norm.pop("steps", None)
+    raw_secrets = norm.pop("secrets") if type(norm.get("secrets")) is list else None
     header = _convert_fields(norm, DagSpec, (), dag_spell, problems)
+    if raw_secrets is not None:
+        key = dag_spell.get("secrets", "secrets")
+        header = replace(header, secrets=_convert_secrets(raw_secrets, key, problems))
     steps_key = dag_spell.get("steps", "steps")
 
     if type(raw_steps) is dict:
@@ -496,6 +595,22 @@ def _convert_slowly(tree: dict, exprs: dict[str, str], problems: _Problems):
                 specs.append(item)
         steps.specs = specs
     return header, dag_spell, exprs, steps
+
+
+def _convert_secrets(raw: list, key: str, problems: _Problems) -> list[SecretSpec | None]:
+    """Each `secrets:` entry alone, so that every broken one is reported (None in its
+    place); those that convert are checked further by `_secrets`."""
+    out: list[SecretSpec | None] = []
+    for i, item in enumerate(raw):
+        if type(item) is dict:
+            item = _normalize(item, "secret", (key, i), problems)[0]
+        try:
+            out.append(msgspec.convert(item, SecretSpec, strict=False))
+        except msgspec.ValidationError as e:
+            rel, message = _explain(str(e), item)
+            problems.add((key, i) + rel, message)
+            out.append(None)
+    return out
 
 
 def _normalize(mapping: dict, kind: str, path: Path, problems: _Problems):
@@ -587,6 +702,8 @@ def _explain(text: str, raw: Any) -> tuple[Path, str]:
             break
     if message.startswith("Invalid enum value") and rel == ["type"]:
         message = "Expected " + " or ".join(f"`{t}`" for t in DAG_TYPES)
+    if message.startswith("Invalid enum value") and rel == ["stepExecutor"]:
+        message = "Expected " + " or ".join(f"`{t}`" for t in STEP_EXECUTORS)
     if message.startswith("Expected") and type(value) is str:
         message = re.sub(r", got `[^`]*`$", "", message) + f", got `{_show(value)}`"
     return tuple(rel), message

@@ -18,8 +18,10 @@ __all__ = [
     "Handler",
     "Repeat",
     "Retry",
+    "Secret",
     "Step",
     "StepExtra",
+    "secret_ref",
 ]
 
 Params = tuple[tuple[str | None, str], ...]
@@ -98,6 +100,9 @@ class StepExtra(msgspec.Struct, frozen=True):
     parallel: Fanout | None = None
     stdout: str | None = None
     stderr: str | None = None
+    # Dask worker resources, (name, amount) in file order (memory in bytes): what the
+    # Dask executor asks a worker for; the local executor does not use them.
+    resources: tuple[tuple[str, float], ...] = ()
 
 
 class Step(msgspec.Struct, frozen=True):
@@ -122,6 +127,22 @@ class Handler(msgspec.Struct, frozen=True):
     step: Step
 
 
+class Secret(msgspec.Struct, frozen=True):
+    """A `secrets:` entry: `name` gets the value `provider` (env or file) finds under
+    `key`, read when the run starts; `where` locates the key in the file for errors."""
+
+    name: str
+    provider: str
+    key: str
+    where: str = ""
+
+
+def secret_ref(name: str) -> str:
+    """How a step's `env` value refers to secret `name` until the run starts and fills
+    it in: the name between two private-use characters, which no DAG file holds."""
+    return f"\ue000{name}\ue001"
+
+
 class Dag(msgspec.Struct, frozen=True):
     """A whole DAG: its steps in file order and the settings the engine honours."""
 
@@ -143,6 +164,13 @@ class Dag(msgspec.Struct, frozen=True):
     max_output_size: int = 1 << 20
     preconditions: tuple[Condition, ...] = ()
     handlers: tuple[Handler, ...] = ()
+    # Where the steps run, as the DAG says (executor.choose applies --executor and the
+    # environment first): "" or "local", or "dask" with its scheduler's address ("":
+    # a LocalCluster for the run) and a directory shared with the workers for logs.
+    step_executor: str = ""
+    dask_scheduler: str = ""
+    dask_shared_dir: str = ""
+    secrets: tuple[Secret, ...] = ()
 
     def dependency_arrays(self) -> tuple[array, array]:
         """The dependencies in CSR form: step i waits for `idx[ptr[i]:ptr[i+1]]`."""

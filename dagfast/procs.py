@@ -1,11 +1,14 @@
 """Starts, watches and kills step processes; the one place `maxActiveSteps` is enforced.
 
-Why this shape (measured on 2 cores, 5,000 x `sh -c true`, 16 at a time; see bench/):
-`os.posix_spawn` is glibc's vfork-based spawn, and opening the log files as spawn
-file actions moves those `open` calls into the child. Exits are picked up through
-pidfds registered in one private epoll set, which is itself one reader on the uvloop
-loop, so a burst of exits costs one wake-up. uvloop refuses SIGCHLD handlers, and one
-uvloop reader per pidfd cost ~20 us more parent CPU per step than this.
+Why this shape (measured on 2 cores, `sh -c true` 16 at a time; see bench/ and the
+README): glibc's `posix_spawn` is vfork-based, so whoever calls it waits until the
+child has opened its log files and reached exec, 0.4-1 ms on a busy machine. The loop's
+thread therefore never spawns: it hands each start to the native spawn pool
+(`_spawn.Pool`, C threads without the GIL), whose threads keep several of those windows
+open at once (1,100 starts a second from one thread became 2,000+ from three or four).
+A worker registers each child's pidfd in one private epoll set, with the step's token in
+the event data; that set is one reader on the uvloop loop, so a burst of exits costs one
+wake-up, and reaping is one native call (`waitid(P_PIDFD)`, no pid table in Python).
 """
 
 from __future__ import annotations
@@ -16,16 +19,13 @@ import select
 import signal
 from collections.abc import Callable
 
+from . import _spawn
+
 __all__ = ["ProcessManager", "SpawnError", "describe_exit", "killpg"]
 
-_DEVNULL = "/dev/null"
-_LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC  # no O_CLOEXEC: they become fds 1 and 2
-_OPEN = os.POSIX_SPAWN_OPEN
-# One-shot: each pidfd reports its exit exactly once. Closing a pidfd does not always end
-# its registration at once: a child that is just exec'ing still holds a close-on-exec copy
-# of our fd table for a moment after vfork lets us run again, and a level-triggered entry
-# for an exited process would keep firing until that copy is gone.
-_ONESHOT = select.EPOLLIN | select.EPOLLONESHOT
+# Spawning threads: one is enough when one step runs at a time (a chain), and past
+# four the windows they overlap no longer add up on a small machine.
+_MAX_THREADS = 4
 
 
 class SpawnError(Exception):
@@ -34,7 +34,8 @@ class SpawnError(Exception):
 
 class ProcessManager:
     """Runs at most `limit` processes at once (0: unlimited), each in its own process
-    group, and calls `on_exits([(token, wait_status), ...])` on the loop as they end."""
+    group, and calls `on_exits([(token, end), ...])` on the loop as they end, where
+    `end` is a wait status, or an `executor.Outcome` for a process that never started."""
 
     def __init__(self, loop, limit: int, on_exits: Callable[[list], None]) -> None:
         self._loop = loop
@@ -51,15 +52,15 @@ class ProcessManager:
             )
         self._on_exits = on_exits
         self._epoll = select.epoll()
-        # pidfd -> (token, pid): the running processes.
-        self._running: dict[int, tuple[int, int]] = {}
-        # Every process group ever started: a stop must reach background children of
-        # steps that already ended too (they keep the group alive after its leader).
-        self._groups: list[int] = []
+        threads = min(self._limit, _MAX_THREADS) if self._limit else _MAX_THREADS
+        try:
+            self._pool = _spawn.Pool(threads, self._epoll.fileno())
+        except OSError:
+            self._epoll.close()
+            raise
+        self._count = 0  # started (queued or running) and not yet reported ended
         self._held = 0  # slots held by steps that are between processes (see hold)
         self._env: dict = {}  # the last step's environment: its DAG_RUN_ID finds escapees
-        self._cwd = os.getcwd()
-        self._home_cwd = self._cwd
         loop.add_reader(self._epoll.fileno(), self._on_readable)
 
     # Queries -------------------------------------------------------------------------
@@ -68,12 +69,12 @@ class ProcessManager:
         """How many more processes may start now (a large number when unlimited)."""
         if not self._limit:
             return 1 << 30
-        return self._limit - len(self._running) - self._held
+        return self._limit - self._count - self._held
 
     @property
     def running_count(self) -> int:
-        """How many processes are running."""
-        return len(self._running)
+        """How many processes were started and have not been reported ended."""
+        return self._count
 
     # Events --------------------------------------------------------------------------
 
@@ -87,47 +88,64 @@ class ProcessManager:
         self._held -= 1
 
     def start(self, token: int, argv, env: dict, cwd: str, stdout: str, stderr: str) -> int:
-        """Start `argv` (environment: a bytes -> bytes dict) with stdin from /dev/null and
-        stdout/stderr truncated into the given files; return its pid. Raises SpawnError."""
-        # Every time, not only when `cwd` changes: a step may have deleted the directory
-        # the last one ran in, and a path is looked up afresh only by chdir (~1 us).
-        self._chdir(cwd)
+        """Start `argv` (environment: a bytes -> bytes dict) in `cwd` with stdin from
+        /dev/null and stdout/stderr truncated into the given files. The start itself
+        happens on a spawn thread: a failure there (a missing working directory is
+        made first, as Dagu does; EAGAIN waits for room) comes back through `on_exits`
+        as an Outcome. Raises SpawnError for what can be told at once. Returns 0 (no
+        pid: the step is signalled by its token)."""
         try:
-            pid = os.posix_spawn(
-                argv[0] if "/" in argv[0] else _which(argv[0], env),
-                argv,
-                env,
-                file_actions=(
-                    (_OPEN, 0, _DEVNULL, os.O_RDONLY, 0),
-                    (_OPEN, 1, stdout, _LOG_FLAGS, 0o600),
-                    (_OPEN, 2, stderr, _LOG_FLAGS, 0o600),
-                ),
-                setpgroup=0,
+            # With nothing else in flight there is nothing to overlap: start it here
+            # and spare a chain of steps a thread hand-off each.
+            self._pool.submit(
+                token, argv[0] if "/" in argv[0] else _which(argv[0], env),
+                argv, env, cwd, stdout, stderr, not self._count,
             )
-        except OSError as exc:
-            raise SpawnError(f"cannot start `{argv[0]}`: {exc.strerror}") from None
-        try:
-            fd = os.pidfd_open(pid)
-        except OSError as exc:  # out of descriptors: a process we could not watch
-            killpg(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            raise SpawnError(f"cannot watch `{argv[0]}`: {exc.strerror}") from None
+        except ValueError as exc:
+            raise SpawnError(f"cannot start `{argv[0]}`: {exc}") from None
         self._env = env
-        self._running[fd] = (token, pid)
-        self._groups.append(pid)
-        self._epoll.register(fd, _ONESHOT)
-        return pid
+        self._count += 1
+        return 0
+
+    def start_piped(self, token: int, argv, env: dict, cwd: str) -> tuple[int, int, int]:
+        """`start`, but stdout and stderr are the write ends of two new pipes, for a
+        step whose output the engine must see before it is written (masked secrets);
+        returns (0, stdout's read end, stderr's read end). Raises SpawnError."""
+        path = argv[0] if "/" in argv[0] else _which(argv[0], env)
+        fds = []
+        try:
+            for _ in range(2):
+                fds.extend(os.pipe2(os.O_CLOEXEC))
+        except OSError as exc:
+            for fd in fds:
+                os.close(fd)
+            raise SpawnError(f"cannot start `{argv[0]}`: {exc.strerror}") from None
+        out_r, out_w, err_r, err_w = fds
+        try:
+            # From here the pool owns the write ends, and closes them once the child
+            # has its copies (or the start failed).
+            self._pool.submit(token, path, argv, env, cwd, out_w, err_w)
+        except ValueError as exc:
+            for fd in fds:
+                os.close(fd)
+            raise SpawnError(f"cannot start `{argv[0]}`: {exc}") from None
+        self._env = env
+        self._count += 1
+        return 0, out_r, err_r
+
+    def signal(self, token: int, sig: int) -> None:
+        """Send `sig` to the process group of step `token` (if it has a process; one
+        still being started gets it right after its start)."""
+        self._pool.signal(token, sig)
 
     def signal_running(self, sig: int) -> None:
         """Send `sig` to the process group of every running step."""
-        for _token, pid in self._running.values():
-            killpg(pid, sig)
+        self._pool.signal_running(sig)
 
     def signal_all_groups(self, sig: int) -> None:
         """Send `sig` to every process group this manager ever started, and to every
         process that left its group (`setsid`) but still carries this run's DAG_RUN_ID."""
-        for pgid in self._groups:
-            killpg(pgid, sig)
+        self._pool.signal_groups(sig)
         self.signal_escaped(sig)
 
     def signal_escaped(self, sig: int, step: str | None = None) -> int:
@@ -139,59 +157,46 @@ class ProcessManager:
         tags = [b"DAG_RUN_ID=" + run_id]
         if step is not None:
             tags.append(b"DAG_RUN_STEP_NAME=" + step.encode())
-        return _signal_tagged(tags, sig, self._groups)
+        return _signal_tagged(tags, sig, self._pool.groups())
 
     def live_groups(self) -> int:
         """How many started process groups still have members (prunes the dead ones),
         plus the escaped processes of this run that are still alive."""
-        alive = []
-        for pgid in self._groups:
-            try:
-                os.killpg(pgid, 0)
-            except (ProcessLookupError, PermissionError):
-                continue
-            alive.append(pgid)
-        self._groups = alive
-        return len(alive) + self.signal_escaped(0)
+        return self._pool.signal_groups(0) + self.signal_escaped(0)
 
     def close(self) -> None:
-        """Stop watching; processes still running are not waited for."""
+        """Stop watching and stop the spawn threads; processes still running are not
+        waited for."""
         self._loop.remove_reader(self._epoll.fileno())
-        for fd in self._running:
-            os.close(fd)
-        self._running.clear()
+        self._pool.close()
         self._epoll.close()
-        if self._cwd != self._home_cwd:
-            os.chdir(self._home_cwd)
-            self._cwd = self._home_cwd
 
     # Internals -----------------------------------------------------------------------
 
-    def _chdir(self, cwd: str) -> None:
-        # posix_spawn has no portable chdir action in Python 3.11, and the loop is
-        # single-threaded, so the parent changes directory just before spawning.
-        try:
-            os.chdir(cwd)
-        except FileNotFoundError:
-            try:
-                os.makedirs(cwd, exist_ok=True)  # as Dagu does for a missing workingDir
-                os.chdir(cwd)
-            except OSError as exc:
-                raise SpawnError(f"working directory `{cwd}`: {exc.strerror}") from None
-        except OSError as exc:
-            raise SpawnError(f"working directory `{cwd}`: {exc.strerror}") from None
-        self._cwd = cwd
-
     def _on_readable(self) -> None:
-        exits = []
-        running = self._running
-        for fd, _events in self._epoll.poll(0):
-            token, pid = running.pop(fd)
-            os.close(fd)  # its one-shot entry is spent, and goes with the file
-            _, status = os.waitpid(pid, 0)
-            exits.append((token, status))
-        if exits:
-            self._on_exits(exits)
+        ends = self._pool.reap()
+        if not ends:
+            return
+        self._count -= len(ends)
+        for k, (token, end) in enumerate(ends):
+            if end.__class__ is tuple:  # a start that failed on a spawn thread
+                ends[k] = (token, _start_failure(*end))
+        self._on_exits(ends)
+
+
+def _start_failure(err: int, started: bool, path: bytes, cwd: bytes):
+    """The Outcome of a start that failed on a spawn thread, in the user's terms."""
+    from .executor import Outcome  # rare: only a failed start pays for the import
+
+    name = os.fsdecode(path)
+    why = os.strerror(err)
+    if started:
+        text = f"cannot watch `{name}`: {why}"  # out of descriptors: it was killed
+    elif not os.path.isdir(cwd):
+        text = f"working directory `{os.fsdecode(cwd)}`: {why}"
+    else:
+        text = f"cannot start `{name}`: {why}"
+    return Outcome(127, text)
 
 
 def killpg(pgid: int, sig: int) -> None:

@@ -56,6 +56,13 @@ class Notices(Reporter):
         self.stream.write(f"dagfast: {text}\n")
         self.stream.flush()
 
+    def run_finished(self, result) -> None:
+        # Why the run could not go on, when no step says it: one line, located like a
+        # problem of the DAG file when it is one (a secret that cannot be read).
+        if result.error:
+            self.stream.write(f"{result.error}\n")
+            self.stream.flush()
+
 
 class Reporters(Reporter):
     """Tells several reporters, in order, about everything."""
@@ -276,11 +283,55 @@ def _arg(word: str) -> str:
     return shlex.quote(word)
 
 
+class Unbreakable:
+    """A stream that a reader going away cannot break: after EPIPE (`dagfast run | head`)
+    its writes go nowhere, so the run goes on to its end and its record, instead of
+    dying of the console. Everything else is the wrapped stream's."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self.broken = False
+
+    def write(self, text) -> int:
+        if not self.broken:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._break()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._break()
+
+    @property
+    def buffer(self):
+        return Unbreakable(self._stream.buffer)
+
+    def _break(self) -> None:
+        self.broken = True
+        try:
+            # What is still buffered would fail again when the interpreter exits.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, AttributeError, ValueError):
+            pass
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def choose(stream, *, quiet=False, verbose=False, json=False, junit=None, environ=None):
     """The reporters for a CLI run writing to the text stream `stream`: the live view
     when it is a terminal (and `CI` is unset and TERM is not `dumb`), else plain lines;
-    or JSON lines with `json`; plus a JUnit file and GitHub Actions annotations."""
+    or JSON lines with `json`; plus a JUnit file and GitHub Actions annotations. A
+    closed reader of `stream` or stderr silences that reporter, never the run."""
     env = os.environ if environ is None else environ
+    stream = Unbreakable(stream)
     reporters: list[Reporter] = []
     if json:
         from .report_json import JsonReporter
@@ -298,10 +349,11 @@ def choose(stream, *, quiet=False, verbose=False, json=False, junit=None, enviro
         reporters.append(JUnitReporter(junit))
     import sys
 
-    reporters.append(Notices(sys.stderr))
+    stderr = Unbreakable(sys.stderr)
+    reporters.append(Notices(stderr))
     if env.get("GITHUB_ACTIONS") == "true":
         # Workflow commands are read from stdout and stderr; stdout must stay JSON.
-        reporters.append(GithubAnnotations(sys.stderr if json else stream))
+        reporters.append(GithubAnnotations(stderr if json else stream))
     return reporters[0] if len(reporters) == 1 else Reporters(reporters)
 
 

@@ -18,6 +18,7 @@ __all__ = [
     "INT_FIELDS",
     "KEYS",
     "NESTED",
+    "STEP_EXECUTORS",
     "SUPPORTED",
     "ConditionSpec",
     "ContinueOnSpec",
@@ -28,6 +29,7 @@ __all__ = [
     "ParallelSpec",
     "RepeatSpec",
     "RetrySpec",
+    "SecretSpec",
     "StepSpec",
 ]
 
@@ -35,6 +37,9 @@ NonNegInt = Annotated[int, Meta(ge=0)]
 
 DagType = Literal["graph", "chain"]
 DAG_TYPES: tuple[str, ...] = get_args(DagType)
+
+StepExecutor = Literal["local", "dask"]
+STEP_EXECUTORS: tuple[str, ...] = get_args(StepExecutor)
 
 EnvSpec = dict[str, str | None] | list[dict[str, str | None] | str]
 """A map, or a list of single-key maps or `KEY=value` strings; evaluated in order."""
@@ -141,6 +146,8 @@ class StepSpec(Struct, forbid_unknown_fields=True, rename="camel", gc=False):
     parallel: ParallelSpec | str | list[str | dict[str, str | None]] | None = None
     stdout: str | None = None
     stderr: str | None = None
+    # Dask worker resources the step needs (`cpu: 2`, `memory: 4GB`); see stepopts.
+    resources: dict[str, float | str] | None = None
 
 
 class HandlersSpec(Struct, forbid_unknown_fields=True, gc=False):
@@ -152,6 +159,16 @@ class HandlersSpec(Struct, forbid_unknown_fields=True, gc=False):
     abort: StepSpec | None = None
     cancel: StepSpec | None = None
     exit: StepSpec | None = None
+
+
+class SecretSpec(Struct, forbid_unknown_fields=True, gc=False):
+    """One `secrets:` entry: the variable `name` gets the value `provider` finds under
+    `key`, when the run starts. `options` is accepted and unused, as in Dagu."""
+
+    name: str
+    provider: str
+    key: str
+    options: dict[str, str] | None = None
 
 
 class DagSpec(Struct, forbid_unknown_fields=True, rename="camel", gc=False):
@@ -176,6 +193,12 @@ class DagSpec(Struct, forbid_unknown_fields=True, rename="camel", gc=False):
     handler_on: HandlersSpec | None = None
     working_dir: str | None = None
     shell: Shell | None = None
+    # Where the steps run (README, "Beyond one machine"): overridden by --executor and
+    # DAGFAST_EXECUTOR, and so on for the other two.
+    step_executor: StepExecutor | None = None
+    dask_scheduler: str | None = None
+    dask_shared_dir: str | None = None
+    secrets: list[SecretSpec] | None = None
     steps: list[StepSpec | str | None] | dict[str, StepSpec | str | None] | None = None
 
 
@@ -200,7 +223,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "dag": _with(_fields(DagSpec), (
         "group", "tags", "restartWaitSec", "logDir", "logOutput",
         "histRetentionDays", "histRetentionRuns", "queue", "workerSelector", "container",
-        "ssh", "smtp", "mailOn", "errorMail", "infoMail", "secrets", "otel",
+        "ssh", "smtp", "mailOn", "errorMail", "infoMail", "otel",
         "registryAuths", "runConfig", "llm", "defaults", "catchupWindow", "overlapPolicy",
     )),  # fmt: skip
     "step": _with(_fields(StepSpec), (
@@ -212,6 +235,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "repeatPolicy": _fields(RepeatSpec),
     "parallel": _fields(ParallelSpec),
     "handlerOn": _fields(HandlersSpec),
+    "secret": _fields(SecretSpec),
 }
 
 SUPPORTED: dict[str, frozenset[str]] = {
@@ -222,6 +246,7 @@ SUPPORTED: dict[str, frozenset[str]] = {
     "repeatPolicy": frozenset(KEYS["repeatPolicy"]),
     "parallel": frozenset(KEYS["parallel"]),
     "handlerOn": frozenset(KEYS["handlerOn"]),
+    "secret": frozenset(KEYS["secret"]),
 }
 
 NESTED: dict[str, str] = {

@@ -16,9 +16,10 @@ import signal
 import time
 
 from .conditions import is_met
-from .model import Step
+from .model import Step, StepExtra
 from .outputs import OutputTooLarge, capture, expand_refs
-from .procs import SpawnError, describe_exit, killpg
+from .executor import describe
+from .procs import SpawnError
 from .status import RunStatus, StepStatus
 from .store import StepRecord
 
@@ -44,6 +45,7 @@ def start(engine, i: int) -> None:
 
 
 _tasks: set[asyncio.Task] = set()  # strong references while they run
+_PLAIN = StepExtra()
 
 
 async def _run_step(engine, i: int) -> None:
@@ -51,6 +53,8 @@ async def _run_step(engine, i: int) -> None:
         status, code, error, outcome = await _step_outcome(engine, i)
     except Exception as exc:  # a bug; the run must still end
         status, code, error, outcome = _FAILED, None, f"internal error: {exc!r}", -1
+    if error and engine.masker is not None:
+        error = engine.masker.text(error)  # a sub-DAG's error may quote a value
     engine._active -= 1
     engine._procs.release()
     engine._ended(i, status, code, error, outcome)
@@ -61,7 +65,7 @@ async def _step_outcome(engine, i: int):
     """(status, exit code, error, scheduler outcome or -1) of featured step `i`."""
     dag = engine.dag
     step = dag.steps[i]
-    ex = step.extra
+    ex = step.extra or _PLAIN  # a plain step of a run with secrets
     env = _step_env(engine, step, ex.sees)
     cwd = step.dir or dag.dir
     for cond in ex.preconditions:
@@ -165,22 +169,28 @@ async def _process(engine, token: int, step: Step, argv, script, env: dict, cwd:
         if script is not None:
             argv = engine._write_script(token, script, argv)
         engine._waiters[token] = fut
-        pid = engine._procs.start(
-            token, argv, env, cwd, run_dir.stdout_path(token), run_dir.stderr_path(token)
-        )
+        if engine.masker is None:
+            engine._procs.start(
+                token, argv, env, cwd, run_dir.stdout_path(token), run_dir.stderr_path(token)
+            )
+        else:
+            from . import logpipe
+
+            pid, pumps = logpipe.start(engine, token, argv, env, cwd)
     except SpawnError as exc:
         engine._waiters.pop(token, None)
         return 127, str(exc), False
     engine._procs.release()  # the process manager counts it now
-    engine._pids[token] = pid
+    engine._running.add(token)
     timed_out = []
     timer = None
     ex = step.extra
     if ex is not None and ex.timeout_sec:
         def kill():
-            # The whole group: children of a timed-out step never outlive it.
+            # The whole group: children of a timed-out step never outlive it. Through
+            # the executor, which knows where the step runs (a Dask worker, maybe).
             timed_out.append(True)
-            killpg(pid, signal.SIGKILL)
+            engine._procs.signal(token, signal.SIGKILL)
             engine._procs.signal_escaped(signal.SIGKILL, step.name)  # and those that `setsid`
 
         timer = loop.call_later(ex.timeout_sec, kill)
@@ -190,9 +200,11 @@ async def _process(engine, token: int, step: Step, argv, script, env: dict, cwd:
         engine._procs.hold()
         if timer is not None:
             timer.cancel()
+        if engine.masker is not None:
+            logpipe.drain(pumps)  # the logs are whole before the output is captured
     if timed_out:
         return TIMEOUT_EXIT, "", True
-    code, error = describe_exit(wait_status)
+    code, error = describe(wait_status)
     return code, error, False
 
 
@@ -230,8 +242,14 @@ def _step_env(engine, step: Step, sees=(), extra: dict | None = None) -> dict:
     if extra:
         for k, v in extra.items():
             env[k.encode()] = v.encode()
-    for k, v in step.env:
-        env[k.encode()] = v.encode()
+    if engine.dag.secrets:
+        from .secrets import fill
+
+        for k, v in step.env:  # references to secrets are filled in (see load.py)
+            env[k.encode()] = fill(v, engine._base_env) if "\ue000" in v else v.encode()
+    else:
+        for k, v in step.env:
+            env[k.encode()] = v.encode()
     env[b"DAG_RUN_STEP_NAME"] = step.name.encode()
     return env
 
@@ -286,8 +304,11 @@ def _output_matches(path: str, patterns: tuple[str, ...]) -> bool:
 
 
 async def begin(engine) -> bool:
-    """Before any step: DAG preconditions, then the init handler. False: run no step."""
+    """Before any step: secrets, DAG preconditions, then the init handler. False: run
+    no step."""
     dag = engine.dag
+    if (dag.secrets or engine.masker is not None) and not _read_secrets(engine):
+        return False
     if dag.preconditions:
         env = _str_env(engine._base_env)
         for cond in dag.preconditions:
@@ -302,9 +323,50 @@ async def begin(engine) -> bool:
     return True
 
 
+def _read_secrets(engine) -> bool:
+    """Read the run's secrets into its environment and mask them from now on (with its
+    caller's, for a sub-DAG). False, with `engine.error` saying why, if one cannot be
+    read: the run fails before any step, and no handler runs."""
+    dag = engine.dag
+    if engine._fit_note and engine.parent is None and engine.limit < len(dag.steps):
+        engine.reporter.notice(engine._fit_note)
+    if getattr(engine._procs, "start_piped", None) is None:
+        # Masking reads the steps' output as they write it (logpipe.py); an executor
+        # that runs them elsewhere cannot offer that, so the run must not start.
+        engine.error = (
+            f"{dag.path or dag.name}: a run with secrets needs its steps' output to pass "
+            "through dagfast to be masked, which this run's step executor cannot do"
+        )
+        return False
+    if not dag.secrets:
+        return True
+    from . import secrets
+
+    try:
+        values = secrets.read_all(dag, engine._base_env)
+    except secrets.SecretError as exc:
+        engine.error = str(exc)
+        return False
+    engine._base_env.update(values)  # secrets win over the DAG's env and params
+    own = secrets.Masker(values.values())
+    if own:
+        engine.masker = own.join(engine.masker)
+    return True
+
+
 async def finish(engine, status: RunStatus) -> None:
     """After the steps: the success, failure or abort handler, then exit."""
-    if getattr(engine, "_precondition_unmet", False):
+    try:
+        await _finish(engine, status)
+    finally:
+        if engine.masker is not None or engine.dag.secrets:
+            from . import logpipe
+
+            logpipe.close_all(engine)  # pipes that background children still hold
+
+
+async def _finish(engine, status: RunStatus) -> None:
+    if getattr(engine, "_precondition_unmet", False) or engine.error:
         return
     if status in (RunStatus.SUCCEEDED, RunStatus.PARTIALLY_SUCCEEDED):
         first = "success"
@@ -340,6 +402,8 @@ async def _handler(engine, handler, status_label: str) -> bool:
         status, code, error = await _execute(engine, token, step, env, step.dir or dag.dir)
     finally:
         engine._procs.release()
+    if error and engine.masker is not None:
+        error = engine.masker.text(error)
     record.status, record.exit_code, record.error = status, code, error
     record.finished_at = time.time()
     return status == _SUCCEEDED
@@ -347,6 +411,8 @@ async def _handler(engine, handler, status_label: str) -> bool:
 
 def final_status(engine) -> RunStatus:
     """The run's status once its steps ended (not stopped, not timed out)."""
+    if engine.error:
+        return RunStatus.FAILED  # it could not start (a secret could not be read)
     if getattr(engine, "_precondition_unmet", False):
         return RunStatus.ABORTED
     partial = succeeded = False

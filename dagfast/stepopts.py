@@ -22,12 +22,20 @@ __all__ = ["EXTRA_FIELDS", "build_extra", "conditions", "featured", "integer"]
 EXTRA_FIELDS = (
     "output", "continue_on", "retry_policy", "repeat_policy", "preconditions",
     "timeout_sec", "delay_sec", "signal_on_stop", "run", "call", "params", "parallel",
-    "stdout", "stderr",
+    "stdout", "stderr", "resources",
 )  # fmt: skip
 _EXTRA = attrgetter(*EXTRA_FIELDS)
 _NONE = (None,) * len(EXTRA_FIELDS)
 _UINT = re.compile(r"[0-9]+")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_RESOURCE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([A-Za-z]*)\s*")
+# Byte units as Dask's own `parse_bytes` reads them: kB, MB... powers of 1000, KiB,
+# MiB... powers of 1024; case does not matter, the B may be left out.
+_UNITS = {
+    "": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15,
+    "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40, "pi": 2**50,
+}
 
 Where = Callable[..., tuple]
 
@@ -222,4 +230,31 @@ def build_extra(
         parallel=fanout,
         stdout=files[0],
         stderr=files[1],
+        resources=_resources(s.resources, where, problems) if s.resources else (),
     )
+
+
+def _resources(value: dict, where: Where, problems) -> tuple[tuple[str, float], ...]:
+    """`resources:` as (name, amount) pairs: numbers as written, sizes such as `4GB`
+    (for `memory`, in bytes) read as Dask reads them."""
+    out = []
+    for name, amount in value.items():
+        at = where("resources", name)
+        if not _RESOURCE.fullmatch(name):
+            problems.add(at, f"`{name}` is not a resource name (letters, digits, `_`, `.`, `-`)",
+                         True)
+            continue
+        if type(amount) is str:
+            m = _SIZE.fullmatch(amount)
+            unit = m.group(2).lower() if m else ""
+            unit = unit[:-1] if unit.endswith("b") else unit
+            if m is None or unit not in _UNITS:
+                problems.add(at, f"`{amount}` is not an amount: expected a number >= 0 or a "
+                                 "size such as `4GB` or `512MiB`")
+                continue
+            amount = float(m.group(1)) * _UNITS[unit]
+        if amount < 0:
+            problems.add(at, f"`{amount:g}` is not an amount: expected a number >= 0")
+            continue
+        out.append((name, float(amount)))
+    return tuple(out)

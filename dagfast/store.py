@@ -194,9 +194,10 @@ class RunDir:
         self.journal_offset = 0
 
     @classmethod
-    def create(cls, dag: Dag, home_dir: str, run_id: str | None = None) -> "RunDir":
+    def create(cls, dag: Dag, home_dir: str, run_id: str | None = None, mask=None) -> "RunDir":
         """Make the run's directory, lock it, set space aside; a clear RunError when the
-        home cannot be written or is full."""
+        home cannot be written or is full. `mask` (bytes -> bytes) is applied to the
+        DAG's record: a sub-DAG loaded with its caller's secrets may hold them."""
         parent = os.path.join(home_dir, "runs", dag_dir_name(dag.name))
         try:
             make_private_dirs(parent)
@@ -219,7 +220,8 @@ class RunDir:
         try:
             run._lock()
             os.mkdir(run.steps_dir, 0o700)
-            run.write_atomic("dag.json", _json.encode(dag))
+            data = _json.encode(dag)
+            run.write_atomic("dag.json", mask(data) if mask is not None else data)
             run._open_journal(truncate_at=None)
             run._make_reserve(len(dag.steps))
         except BaseException:
@@ -448,11 +450,13 @@ class Recorder:
             self._timer.cancel()
         self.started_at = result.started_at
         error = self.error
+        # A run that could not start says why (a secret that cannot be read).
+        self.error = error or getattr(result, "error", "")
         rd = self.run_dir
         try:
             # After a failure the journal was cut back to its last whole frame and the
             # reserve freed: the end of the run can usually still be written.
-            end = (5, int(result.status), result.finished_at, int(result.signal or 0), error)
+            end = (5, int(result.status), result.finished_at, int(result.signal or 0), self.error)
             pending = self._pending if rd.failure is None else []
             pending.append(end)
             self._pending = []

@@ -48,7 +48,8 @@ async def run(engine, i: int, step: Step, env: dict):
         _write(engine, i, result.outputs)
         status = _STEP_STATUS.get(result.status, StepStatus.FAILED)
         if status == StepStatus.FAILED:
-            return status, 1, f"sub-DAG `{result.dag.name}` {RunStatus(result.status).label}"
+            why = f": {result.error}" if result.error else ""
+            return status, 1, f"sub-DAG `{result.dag.name}` {RunStatus(result.status).label}{why}"
         return status, (0 if result.status in _OK else None), ""
     try:
         items = _items(ex.parallel, scope)
@@ -108,8 +109,11 @@ async def _one(engine, i: int, k: int, path: str, params: Params):
         return "cannot load the sub-DAG: " + "; ".join(str(p) for p in e.problems[:5])
     # The sub-run's record: a run directory of its own, kept under the caller's.
     children = os.path.join(engine.run_dir.path, "children")
-    run_dir = RunDir.create(sub, children, f"{engine.run_dir.run_id}.{i}.{k}")
-    child = Engine(sub, run_dir, None, parent=engine)
+    mask = engine.masker.bytes if engine.masker is not None else None
+    run_dir = RunDir.create(sub, children, f"{engine.run_dir.run_id}.{i}.{k}", mask=mask)
+    # The caller's executor: a sub-DAG's steps run where the caller's do (on its Dask
+    # cluster, say), whatever the sub-DAG's own file says.
+    child = Engine(sub, run_dir, None, parent=engine, executor=engine._executor)
     engine._children.add(child)
     try:
         return await child.run_nested()
@@ -162,11 +166,16 @@ def _items(fanout, scope: dict) -> list:
 
 def _write(engine, i: int, doc) -> None:
     """The step's stdout log holds the JSON (so `output:` captures it)."""
+    data = msgspec.json.encode(doc) + b"\n"
+    if engine.masker is not None:
+        data = engine.masker.bytes(data)
     with open(engine.run_dir.stdout_path(i), "wb", opener=_private) as f:
-        f.write(msgspec.json.encode(doc) + b"\n")
+        f.write(data)
 
 
 def _fail(engine, i: int, error: str):
+    if engine.masker is not None:
+        error = engine.masker.text(error)
     with open(engine.run_dir.stderr_path(i), "a", encoding="utf-8", opener=_private) as f:
         f.write(error + "\n")
     return StepStatus.FAILED, 1, error

@@ -6,7 +6,8 @@ __all__ = ["InstantExits"]
 
 
 class InstantExits:
-    """A ProcessManager double: every started step exits 0 on the next loop turn."""
+    """An executor double (the interface of executor.py): every started step exits 0
+    on the next loop turn."""
 
     def __init__(self, loop, limit, on_exits):
         self._loop = loop
@@ -37,7 +38,9 @@ class InstantExits:
         self.running_count -= len(exits)
         self._on_exits(exits)
 
+    def signal(self, token, sig) -> None: ...
     def signal_running(self, sig) -> None: ...
     def signal_all_groups(self, sig) -> None: ...
+    def signal_escaped(self, sig, step=None) -> int: return 0
     def live_groups(self) -> int: return 0
     def close(self) -> None: ...

@@ -140,3 +140,12 @@ def dagfast(*args: str, env: dict[str, str] | None = None, home: Path | None = N
         env=full_env, cwd=cwd, capture_output=True, text=True, timeout=timeout,
     )
     return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def run_under_ulimit_n(dag: Path, limit: int, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`dagfast run --quiet DAG` under `ulimit -n LIMIT` (set by a shell, then exec'd)."""
+    return subprocess.run(
+        ["sh", "-c", f'ulimit -n {limit} && exec "$0" -m dagfast run --quiet "$1"',
+         sys.executable, str(dag)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip

@@ -238,3 +238,37 @@ def test_a_run_through_a_pipe_does_not_import_rich(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 0
     assert "dagfast.report" in proc.stderr and " rich" not in proc.stderr
+
+
+def _closed_after_first_line(args: list[str], env: dict) -> subprocess.CompletedProcess:
+    """Run dagfast with a reader that takes one line of its stdout, then goes away."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dagfast", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    code = proc.wait(timeout=120)
+    return subprocess.CompletedProcess(args, code, first.decode(), err)
+
+
+def test_a_reader_that_goes_away_quiets_run_but_never_ends_it(tmp_path):
+    dag = tmp_path / "many.yaml"
+    dag.write_text("steps:\n" + "".join(
+        f"  - name: s{i}\n    command: echo {i} >> {tmp_path}/done.txt\n" for i in range(1500)
+    ))  # `status` prints more than a pipe holds
+    env = dict(os.environ, DAGFAST_HOME=str(tmp_path / "home"), NO_COLOR="1")
+    res = _closed_after_first_line(["run", str(dag)], env)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("dagfast: run ")
+    assert "internal error" not in res.stderr
+    assert len((tmp_path / "done.txt").read_text().split()) == 1500
+    status = json.loads(dagfast("status", "many", "--json", home=tmp_path / "home").out)
+    assert status["status"] == "succeeded"
+
+    # A command whose output is the product stops quietly, as if killed by SIGPIPE.
+    res = _closed_after_first_line(["status", "many"], env)
+    assert res.returncode == 141, res.stderr
+    assert res.stderr == ""

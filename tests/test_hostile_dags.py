@@ -53,7 +53,8 @@ KEYS = [
     "name", "steps", "command", "depends", "env", "params", "type", "maxActiveSteps",
     "timeoutSec", "output", "dir", "workingDir", "script", "shell", "continueOn",
     "retryPolicy", "repeatPolicy", "preconditions", "handlerOn", "call", "run",
-    "parallel", "items", "limit", "dotenv", "schedule", "secrets", "<<", "max_active_steps",
+    "parallel", "items", "limit", "dotenv", "schedule", "secrets", "provider", "key", "<<",
+    "max_active_steps",
 ]  # fmt: skip
 TOKENS = [
     "&a", "*a", "&b", "*b", "[", "]", "{", "}", "- ", ": ", ",", "|", ">", "!!str",

@@ -13,7 +13,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from spectools import dagfast
+from spectools import dagfast, run_under_ulimit_n
 
 MB = 1024 * 1024
 
@@ -218,11 +218,7 @@ def test_unlimited_steps_are_capped_to_the_open_file_limit_and_said_once(tmp_pat
     dag.write_text("maxActiveSteps: 0\nsteps:\n" + "".join(
         f"  - name: s{i}\n    command: sleep 0.05\n" for i in range(600)))  # fmt: skip
     env = dict(os.environ, DAGFAST_HOME=str(tmp_path / "home"))
-    done = subprocess.run(
-        ["sh", "-c", 'ulimit -n 200 && exec "$0" -m dagfast run --quiet "$1"',
-         sys.executable, str(dag)],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    done = run_under_ulimit_n(dag, 200, env)
     assert done.returncode == 0, done.stderr
     notes = [line for line in done.stderr.splitlines() if "steps at once" in line]
     assert len(notes) == 1

@@ -8,6 +8,8 @@ input that caused it.
     python tests/fuzz/fuzz_load.py -max_total_time=600 -rss_limit_mb=1024 -timeout=10
     DAGFAST_FUZZ_SECONDS=600 pytest tests/fuzz/run_fuzz.py   # the same via pytest
 
+tests/test_fuzz_bounded.py runs it for 25 s in every test run (so in CI).
+
 `tests/fuzz/corpus/` seeds it (the examples are added at start); new finds are written
 to the first corpus directory given on the command line, if any.
 """

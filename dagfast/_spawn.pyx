@@ -1,0 +1,271 @@
+"""Starts step processes from native threads and reaps them through pidfds.
+
+The event loop's thread calls `Pool.submit` (it copies the job into one C block and
+queues it) and `Pool.reap` when the epoll set is readable (it returns what ended and
+what could not start). The pool's threads, written in C in `spawnpool.h`, never hold
+the GIL: each runs glibc's vfork-based `posix_spawn`, so two to four children can be
+between vfork and exec at once while the loop goes on. Tokens are small integers (the
+engine's step ids); only integers and byte strings cross this boundary.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from libc.stdint cimport uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memchr, memcpy
+
+
+cdef extern from "Python.h":
+    bytes PyUnicode_EncodeFSDefault(object s)
+
+cdef extern from "<sys/epoll.h>" nogil:
+    union epoll_data_t "epoll_data":
+        uint64_t u64
+    struct epoll_event:
+        uint32_t events
+        epoll_data_t data
+    int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
+
+cdef extern from "<signal.h>" nogil:
+    ctypedef struct siginfo_t:
+        int si_code
+        int si_status
+    enum:
+        CLD_EXITED
+        CLD_KILLED
+        CLD_DUMPED
+
+cdef extern from "<errno.h>" nogil:
+    int errno
+    enum:
+        EINTR
+
+cdef extern from "<unistd.h>" nogil:
+    int close(int fd)
+
+cdef extern from "spawnpool.h" nogil:
+    ctypedef struct sp_job:
+        sp_job *next
+        int token
+        int err
+        int watch_err
+        int out_fd
+        int err_fd
+        char *path
+        char *cwd
+        char *out
+        char *err_path
+        char **argv
+        char **envp
+    ctypedef struct sp_pool:
+        pass
+    uint64_t SP_WAKE_MARK
+    int P_PIDFD
+    int WEXITED
+    int waitid(int idtype, int id, siginfo_t *info, int options)
+    sp_pool *sp_new(int nthreads, int epfd)
+    int sp_submit(sp_pool *p, sp_job *job)
+    int sp_run_inline(sp_pool *p, sp_job *job)
+    sp_job *sp_take_failed(sp_pool *p)
+    void sp_ended(sp_pool *p, int token)
+    int sp_signal(sp_pool *p, int token, int sig)
+    void sp_signal_running(sp_pool *p, int sig)
+    int sp_signal_groups(sp_pool *p, int sig)
+    int sp_groups(sp_pool *p, int *out, int max)
+    void sp_free(sp_pool *p)
+
+
+cdef enum:
+    MAX_EVENTS = 256
+
+
+cdef inline Py_ssize_t _put(char *buf, Py_ssize_t at, bytes s) except -1:
+    """Copy `s` and a NUL into buf[at:]; the new offset. A NUL inside `s` is an error."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(s)
+    cdef const char *src = PyBytes_AS_STRING(s)
+    if memchr(src, 0, n) != NULL:
+        raise ValueError(f"embedded NUL byte in {s[:40]!r}")
+    memcpy(buf + at, src, n)
+    buf[at + n] = 0
+    return at + n + 1
+
+
+cdef inline bytes _fs(s):
+    return s if type(s) is bytes else PyUnicode_EncodeFSDefault(s)
+
+
+cdef class Pool:
+    """`nthreads` spawning threads registering each child's pidfd in `epfd`."""
+
+    cdef sp_pool *_p
+    cdef int _epfd
+
+    def __cinit__(self, int nthreads, int epfd):
+        self._epfd = epfd
+        self._p = sp_new(nthreads, epfd)
+        if self._p == NULL:
+            raise OSError(errno, "cannot start the spawn threads")
+
+    def __dealloc__(self):
+        if self._p != NULL:
+            sp_free(self._p)
+            self._p = NULL
+
+    def close(self):
+        """Stop the threads; jobs not yet started are dropped."""
+        if self._p != NULL:
+            sp_free(self._p)
+            self._p = NULL
+
+    def submit(self, int token, path, argv, dict env, cwd, out, err, bint inline=False):
+        """Queue the start of `argv` (run as `path`) with environment `env` (bytes ->
+        bytes) in `cwd`, stdin from /dev/null, stdout/stderr truncated into `out`/`err`:
+        file paths, or two descriptors (ints) that the pool dup2s and then closes, also
+        when the job fails or is dropped. `inline`: start it on this thread now (with
+        the GIL released) rather than on a pool thread. ValueError: a NUL byte inside
+        a string."""
+        cdef int out_fd = -1, err_fd = -1
+        if type(out) is int:
+            out_fd, err_fd = out, err
+            out = err = b""
+        if self._p == NULL:
+            raise ValueError("the pool is closed")
+        if token < 0:
+            raise ValueError("negative token")
+        cdef list args = [_fs(a) for a in argv]
+        cdef list pairs = [k + b"=" + v for k, v in env.items()]
+        cdef bytes bpath = _fs(path), bcwd = _fs(cwd), bout = _fs(out), berr = _fs(err)
+        cdef Py_ssize_t argc = len(args), envc = len(pairs), size, at, i
+        size = sizeof(sp_job) + (argc + 1 + envc + 1) * sizeof(char *)
+        size += len(bpath) + len(bcwd) + len(bout) + len(berr) + 4
+        for a in args:
+            size += PyBytes_GET_SIZE(a) + 1
+        for a in pairs:
+            size += PyBytes_GET_SIZE(a) + 1
+        cdef char *block = <char *>malloc(size)
+        if block == NULL:
+            raise MemoryError()
+        cdef sp_job *job = <sp_job *>block
+        cdef char **ptrs = <char **>(block + sizeof(sp_job))
+        cdef char *strs = <char *>(ptrs + argc + 1 + envc + 1)
+        try:
+            job.token = token
+            job.err = 0
+            job.watch_err = 0
+            job.out_fd = out_fd
+            job.err_fd = err_fd
+            job.argv = ptrs
+            job.envp = ptrs + argc + 1
+            at = 0
+            job.path = strs + at
+            at = _put(strs, at, bpath)
+            job.cwd = strs + at
+            at = _put(strs, at, bcwd)
+            job.out = strs + at
+            at = _put(strs, at, bout)
+            job.err_path = strs + at
+            at = _put(strs, at, berr)
+            for i in range(argc):
+                ptrs[i] = strs + at
+                at = _put(strs, at, <bytes>args[i])
+            ptrs[argc] = NULL
+            for i in range(envc):
+                ptrs[argc + 1 + i] = strs + at
+                at = _put(strs, at, <bytes>pairs[i])
+            ptrs[argc + 1 + envc] = NULL
+        except BaseException:
+            free(block)
+            raise
+        cdef int rc
+        if inline:
+            with nogil:
+                rc = sp_run_inline(self._p, job)
+        else:
+            rc = sp_submit(self._p, job)
+        if rc < 0:
+            free(block)
+            raise MemoryError()
+        # From here the pool owns the job, and any descriptors in it.
+
+    def reap(self):
+        """What happened since the last call, without waiting: a list of
+        (token, wait status) for processes that ended and (token, (errno, started,
+        path, cwd)) for jobs that failed (`started`: it ran but could not be watched,
+        and was killed)."""
+        cdef epoll_event events[MAX_EVENTS]
+        cdef siginfo_t info
+        cdef int n, k, fd, token, status, rc
+        cdef uint64_t data
+        cdef sp_job *job
+        cdef sp_job *nxt
+        cdef list out = []
+        if self._p == NULL:
+            return out
+        while True:
+            n = epoll_wait(self._epfd, events, MAX_EVENTS, 0)
+            if n < 0 and errno == EINTR:
+                continue
+            break
+        for k in range(n):
+            data = events[k].data.u64
+            if data == SP_WAKE_MARK:
+                job = sp_take_failed(self._p)
+                while job != NULL:
+                    nxt = job.next
+                    out.append((job.token, (job.err, bool(job.watch_err), job.path, job.cwd)))
+                    free(job)
+                    job = nxt
+                continue
+            token = <int>(data >> 32)
+            fd = <int>(data & 0xFFFFFFFF)
+            info.si_code = 0
+            info.si_status = 0
+            with nogil:
+                while True:
+                    rc = waitid(P_PIDFD, fd, &info, WEXITED)
+                    if rc < 0 and errno == EINTR:
+                        continue
+                    break
+            close(fd)  # its one-shot entry is spent, and goes with the file
+            sp_ended(self._p, token)
+            if rc < 0:
+                status = 127 << 8  # reaped by someone else: report a failure, not success
+            elif info.si_code == CLD_EXITED:
+                status = (info.si_status & 0xFF) << 8
+            elif info.si_code == CLD_DUMPED:
+                status = (info.si_status & 0x7F) | 0x80
+            else:
+                status = info.si_status & 0x7F
+            out.append((token, status))
+        return out
+
+    def signal(self, int token, int sig):
+        """Signal the step's process group (right after its start if still pending);
+        False when the token has no process."""
+        if self._p == NULL:
+            return False
+        return sp_signal(self._p, token, sig) != 0
+
+    def signal_running(self, int sig):
+        """Signal every running step's group (pending ones right after their start)."""
+        if self._p != NULL:
+            sp_signal_running(self._p, sig)
+
+    def groups(self):
+        """The ids of every process group started (and not yet found gone)."""
+        if self._p == NULL:
+            return []
+        cdef int n = sp_groups(self._p, NULL, 0)
+        cdef int *buf = <int *>malloc((n + 1) * sizeof(int))
+        if buf == NULL:
+            raise MemoryError()
+        n = sp_groups(self._p, buf, n)
+        try:
+            return [buf[i] for i in range(n)]
+        finally:
+            free(buf)
+
+    def signal_groups(self, int sig):
+        """Signal every process group ever started (0 only counts); how many remain."""
+        if self._p == NULL:
+            return 0
+        return sp_signal_groups(self._p, sig)

@@ -1,0 +1,470 @@
+/* The spawn pool behind dagfast._spawn: a few threads that start step processes.
+
+Why threads: glibc's posix_spawn is vfork-based, so the thread that calls it waits until
+the child has opened its log files and reached exec. On 2 cores with 16 steps running,
+that window is 0.4-1 ms (the child waits for a CPU, and creating files is slow on some
+file systems), and one thread spawning back to back runs about 1,100 `sh -c true` a
+second. Two to four threads keep two to four windows open at once and reach 2,000+ (see
+bench/ and the README). The threads never touch Python: the event loop's thread hands
+them jobs (one malloc'd block each) and learns of each process through its pidfd, which
+the worker registers in the loop's epoll set with the job's token in the event data.
+
+Everything shared (the queue, the token table, the list of process groups) is guarded
+by one mutex, and no call made under it blocks.
+*/
+#ifndef DAGFAST_SPAWNPOOL_H
+#define DAGFAST_SPAWNPOOL_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/stat.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+/* Event data of the pool's own eventfd in the epoll set (a pidfd entry carries
+   token << 32 | fd, and tokens are below 2^31). */
+#define SP_WAKE_MARK UINT64_MAX
+
+/* Token states. */
+#define SP_IDLE 0
+#define SP_PENDING 1 /* queued or being spawned */
+#define SP_RUNNING 2
+
+#define SP_LOG_FLAGS (O_WRONLY | O_CREAT | O_TRUNC)
+
+/* How long a worker keeps retrying a spawn that failed with EAGAIN (the user's
+   process limit, or the kernel's) before it gives up on the step, in milliseconds. */
+#define SP_EAGAIN_PATIENCE_MS 60000
+
+typedef struct sp_job {
+    struct sp_job *next;
+    int token;
+    int err;        /* errno of a failed spawn, 0 otherwise */
+    int watch_err;  /* 1: the process started but could not be watched (pidfd_open) */
+    int out_fd;     /* >= 0: stdout/stderr are these descriptors (pipes), which the */
+    int err_fd;     /*       worker closes once the child has its copies; else files */
+    char *path;     /* the program to exec */
+    char *cwd;
+    char *out;
+    char *err_path;
+    char **argv;
+    char **envp;
+    /* the strings and pointer arrays follow in the same block */
+} sp_job;
+
+typedef struct sp_pool {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    sp_job *head, *tail;     /* jobs waiting for a worker */
+    sp_job *failed;          /* jobs that could not start, for the loop */
+    int stopping;
+    int nthreads;
+    pthread_t threads[8];
+    int epfd;                /* the loop's epoll set (pidfds + our eventfd) */
+    int evfd;                /* wakes the loop when a job failed */
+    /* token table */
+    int cap;
+    pid_t *pids;             /* token -> pid while running */
+    int *pidfds;             /* token -> its pidfd while running */
+    unsigned char *state;    /* token -> SP_* */
+    int *pendsig;            /* token -> a signal asked for while it was pending */
+    /* every process group ever started, for a stop */
+    pid_t *groups;
+    int ngroups, capgroups;
+} sp_pool;
+
+static int sp_grow_locked(sp_pool *p, int token) {
+    if (token < p->cap) return 0;
+    int cap = p->cap ? p->cap : 64;
+    while (cap <= token) cap *= 2;
+    pid_t *pids = realloc(p->pids, (size_t)cap * sizeof(pid_t));
+    if (!pids) return -1;
+    p->pids = pids;
+    unsigned char *state = realloc(p->state, (size_t)cap);
+    if (!state) return -1;
+    p->state = state;
+    int *pendsig = realloc(p->pendsig, (size_t)cap * sizeof(int));
+    if (!pendsig) return -1;
+    p->pendsig = pendsig;
+    int *pidfds = realloc(p->pidfds, (size_t)cap * sizeof(int));
+    if (!pidfds) return -1;
+    p->pidfds = pidfds;
+    memset(p->pidfds + p->cap, 0xff, (size_t)(cap - p->cap) * sizeof(int));
+    memset(p->pids + p->cap, 0, (size_t)(cap - p->cap) * sizeof(pid_t));
+    memset(p->state + p->cap, 0, (size_t)(cap - p->cap));
+    memset(p->pendsig + p->cap, 0, (size_t)(cap - p->cap) * sizeof(int));
+    p->cap = cap;
+    return 0;
+}
+
+/* The token's start is pending from now on; -1 when the table cannot grow. */
+static int sp_claim_locked(sp_pool *p, int token) {
+    if (sp_grow_locked(p, token) < 0) return -1;
+    p->state[token] = SP_PENDING;
+    p->pendsig[token] = 0;
+    p->pids[token] = 0;
+    return 0;
+}
+
+static void sp_fail_locked(sp_pool *p, sp_job *job) {
+    job->next = p->failed;
+    p->failed = job;
+    p->state[job->token] = SP_IDLE;
+    p->pendsig[job->token] = 0;
+    uint64_t one = 1;
+    ssize_t r = write(p->evfd, &one, sizeof one);
+    (void)r;
+}
+
+static int sp_posix_spawn(sp_job *job, pid_t *pid) {
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    sigset_t none, dfl;
+    int rc;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawnattr_init(&at);
+    /* Logs first (their paths are absolute), then the working directory. */
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    if (job->out_fd >= 0) {
+        /* dup2 clears close-on-exec on the copies: only they reach the step. */
+        posix_spawn_file_actions_adddup2(&fa, job->out_fd, 1);
+        posix_spawn_file_actions_adddup2(&fa, job->err_fd, 2);
+    } else {
+        posix_spawn_file_actions_addopen(&fa, 1, job->out, SP_LOG_FLAGS, 0600);
+        posix_spawn_file_actions_addopen(&fa, 2, job->err_path, SP_LOG_FLAGS, 0600);
+    }
+    posix_spawn_file_actions_addchdir_np(&fa, job->cwd);
+    /* Its own process group, no signal blocked, and SIGPIPE and SIGXFSZ back at their
+       defaults: Python ignores them, and a step must not inherit that (`yes | head`
+       would print "Broken pipe"). Other ignored signals are the caller's choice
+       (`nohup dagfast run ...`) and stay ignored, as with Python's subprocess. */
+    sigemptyset(&none);
+    sigemptyset(&dfl);
+    sigaddset(&dfl, SIGPIPE);
+    sigaddset(&dfl, SIGXFSZ);
+    posix_spawnattr_setflags(
+        &at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    posix_spawnattr_setpgroup(&at, 0);
+    posix_spawnattr_setsigmask(&at, &none);
+    posix_spawnattr_setsigdefault(&at, &dfl);
+    long waited = 0, pause_ms = 1;
+    for (;;) {
+        rc = posix_spawn(pid, job->path, &fa, &at, job->argv, job->envp);
+        if (rc != EAGAIN || waited >= SP_EAGAIN_PATIENCE_MS) break;
+        /* Out of processes for now: wait for some to end rather than fail the step. */
+        struct timespec ts = {pause_ms / 1000, (pause_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+        waited += pause_ms;
+        if (pause_ms < 100) pause_ms *= 2;
+    }
+    posix_spawnattr_destroy(&at);
+    posix_spawn_file_actions_destroy(&fa);
+    return rc;
+}
+
+/* mkdir -p: a step's missing working directory is made, as Dagu does. */
+static int sp_mkdir_p(const char *path) {
+    char buf[4096];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof buf) return -1;
+    memcpy(buf, path, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] == '/' || buf[i] == 0) {
+            char c = buf[i];
+            buf[i] = 0;
+            if (mkdir(buf, 0777) < 0 && errno != EEXIST) return -1;
+            buf[i] = c;
+        }
+    }
+    return 0;
+}
+
+static void sp_run_job(sp_pool *p, sp_job *job) {
+    pid_t pid;
+    int rc = sp_posix_spawn(job, &pid);
+    struct stat st;
+    if (rc == ENOENT && stat(job->cwd, &st) < 0 && errno == ENOENT && sp_mkdir_p(job->cwd) == 0)
+        rc = sp_posix_spawn(job, &pid);
+    if (job->out_fd >= 0) {
+        close(job->out_fd); /* the step holds its own copies */
+        close(job->err_fd);
+        job->out_fd = job->err_fd = -1;
+    }
+    if (rc != 0) {
+        job->err = rc;
+        pthread_mutex_lock(&p->mu);
+        sp_fail_locked(p, job);
+        pthread_mutex_unlock(&p->mu);
+        return;
+    }
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (fd < 0) {
+        /* A process we cannot watch (out of descriptors) must not run unwatched. */
+        job->err = errno;
+        job->watch_err = 1;
+        kill(-pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        pthread_mutex_lock(&p->mu);
+        sp_fail_locked(p, job);
+        pthread_mutex_unlock(&p->mu);
+        return;
+    }
+    int token = job->token;
+    int sig;
+    pthread_mutex_lock(&p->mu);
+    p->pids[token] = pid;
+    p->pidfds[token] = fd;
+    p->state[token] = SP_RUNNING;
+    sig = p->pendsig[token];
+    p->pendsig[token] = 0;
+    if (p->ngroups == p->capgroups) {
+        int cap = p->capgroups ? p->capgroups * 2 : 256;
+        pid_t *g = realloc(p->groups, (size_t)cap * sizeof(pid_t));
+        if (g) {
+            p->groups = g;
+            p->capgroups = cap;
+        }
+    }
+    if (p->ngroups < p->capgroups) p->groups[p->ngroups++] = pid;
+    pthread_mutex_unlock(&p->mu);
+    if (sig) kill(-pid, sig); /* stopped or timed out before it had started */
+    struct epoll_event ev;
+    ev.events = EPOLLIN | EPOLLONESHOT;
+    ev.data.u64 = ((uint64_t)(uint32_t)token << 32) | (uint32_t)fd;
+    epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev);
+    free(job);
+}
+
+static void *sp_worker(void *arg) {
+    sp_pool *p = arg;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL); /* signals are the loop thread's business */
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        while (!p->head && !p->stopping) pthread_cond_wait(&p->cv, &p->mu);
+        sp_job *job = p->head;
+        if (!job) {
+            pthread_mutex_unlock(&p->mu);
+            return NULL;
+        }
+        p->head = job->next;
+        if (!p->head) p->tail = NULL;
+        pthread_mutex_unlock(&p->mu);
+        sp_run_job(p, job);
+    }
+}
+
+/* A new pool of `nthreads` workers registering pidfds in `epfd`; NULL and errno set
+   when it cannot be made. */
+static sp_pool *sp_new(int nthreads, int epfd) {
+    sp_pool *p = calloc(1, sizeof *p);
+    if (!p) return NULL;
+    if (nthreads < 1) nthreads = 1;
+    if (nthreads > 8) nthreads = 8;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    p->epfd = epfd;
+    p->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (p->evfd < 0) goto fail;
+    struct epoll_event ev;
+    ev.events = EPOLLIN;
+    ev.data.u64 = SP_WAKE_MARK;
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, p->evfd, &ev) < 0) goto fail;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 256 * 1024); /* posix_spawn maps its own child stack */
+    for (int i = 0; i < nthreads; i++) {
+        int rc = pthread_create(&p->threads[i], &attr, sp_worker, p);
+        if (rc != 0) {
+            pthread_attr_destroy(&attr);
+            errno = rc;
+            p->nthreads = i;
+            goto fail;
+        }
+        p->nthreads = i + 1;
+    }
+    pthread_attr_destroy(&attr);
+    return p;
+fail:;
+    int saved = errno;
+    pthread_mutex_lock(&p->mu);
+    p->stopping = 1;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < p->nthreads; i++) pthread_join(p->threads[i], NULL);
+    if (p->evfd >= 0) close(p->evfd);
+    free(p);
+    errno = saved;
+    return NULL;
+}
+
+/* Queue a job (the pool owns it from now on); -1 when the token table cannot grow. */
+static int sp_submit(sp_pool *p, sp_job *job) {
+    pthread_mutex_lock(&p->mu);
+    if (sp_claim_locked(p, job->token) < 0) {
+        pthread_mutex_unlock(&p->mu);
+        return -1;
+    }
+    job->next = NULL;
+    if (p->tail) p->tail->next = job;
+    else p->head = job;
+    p->tail = job;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    return 0;
+}
+
+/* Run a job on the calling thread (which waits out the vfork window): for when nothing
+   else is in flight, so there is no other work to overlap and a hand-off to a worker
+   would only add a thread wake-up to the step's latency (a chain). */
+static int sp_run_inline(sp_pool *p, sp_job *job) {
+    pthread_mutex_lock(&p->mu);
+    int rc = sp_claim_locked(p, job->token);
+    pthread_mutex_unlock(&p->mu);
+    if (rc < 0) return -1;
+    sp_run_job(p, job);
+    return 0;
+}
+
+/* The jobs that failed since the last call, oldest last (the loop frees them). */
+static sp_job *sp_take_failed(sp_pool *p) {
+    uint64_t n;
+    ssize_t r = read(p->evfd, &n, sizeof n);
+    (void)r;
+    pthread_mutex_lock(&p->mu);
+    sp_job *failed = p->failed;
+    p->failed = NULL;
+    pthread_mutex_unlock(&p->mu);
+    return failed;
+}
+
+/* A reaped token is idle again. */
+static void sp_ended(sp_pool *p, int token) {
+    pthread_mutex_lock(&p->mu);
+    if (token < p->cap) {
+        p->state[token] = SP_IDLE;
+        p->pids[token] = 0;
+        p->pidfds[token] = -1;
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* Signal the group of `token`: now if it runs, right after its spawn if pending.
+   Returns 1 if the step had a process (or will have one), 0 otherwise. */
+static int sp_signal(sp_pool *p, int token, int sig) {
+    pid_t pid = 0;
+    int found = 0;
+    pthread_mutex_lock(&p->mu);
+    if (token < p->cap) {
+        if (p->state[token] == SP_RUNNING) {
+            pid = p->pids[token];
+            found = 1;
+        } else if (p->state[token] == SP_PENDING) {
+            p->pendsig[token] = sig;
+            found = 1;
+        }
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (pid > 0) kill(-pid, sig);
+    return found;
+}
+
+/* Signal every running or pending step's group. */
+static void sp_signal_running(sp_pool *p, int sig) {
+    pthread_mutex_lock(&p->mu);
+    for (int t = 0; t < p->cap; t++) {
+        if (p->state[t] == SP_RUNNING) kill(-p->pids[t], sig);
+        else if (p->state[t] == SP_PENDING) p->pendsig[t] = sig;
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* Signal every group ever started (0: only prune); returns how many still exist. */
+static int sp_signal_groups(sp_pool *p, int sig) {
+    int alive = 0;
+    pthread_mutex_lock(&p->mu);
+    for (int i = 0; i < p->ngroups; i++) {
+        pid_t g = p->groups[i];
+        /* Gone (ESRCH) or now someone else's (EPERM): dropped either way. */
+        if (kill(-g, sig) == 0) p->groups[alive++] = g;
+    }
+    p->ngroups = alive;
+    pthread_mutex_unlock(&p->mu);
+    return alive;
+}
+
+/* With `out`: copy up to `max` process group ids into it, and return how many were
+   copied. Without: how many there are. */
+static int sp_groups(sp_pool *p, pid_t *out, int max) {
+    pthread_mutex_lock(&p->mu);
+    int n = p->ngroups;
+    if (out) {
+        if (n > max) n = max;
+        if (n > 0) memcpy(out, p->groups, (size_t)n * sizeof(pid_t));
+    }
+    pthread_mutex_unlock(&p->mu);
+    return n;
+}
+
+/* Stop the workers (jobs still queued are dropped) and free the pool. */
+static void sp_free(sp_pool *p) {
+    pthread_mutex_lock(&p->mu);
+    p->stopping = 1;
+    sp_job *queued = p->head;
+    p->head = p->tail = NULL;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < p->nthreads; i++) pthread_join(p->threads[i], NULL);
+    while (queued) {
+        sp_job *next = queued->next;
+        if (queued->out_fd >= 0) {
+            close(queued->out_fd);
+            close(queued->err_fd);
+        }
+        free(queued);
+        queued = next;
+    }
+    while (p->failed) {
+        sp_job *next = p->failed->next;
+        free(p->failed);
+        p->failed = next;
+    }
+    for (int t = 0; t < p->cap; t++) {
+        /* Processes still running are not waited for, but their pidfds are closed. */
+        if (p->state[t] == SP_RUNNING && p->pidfds[t] >= 0) close(p->pidfds[t]);
+    }
+    epoll_ctl(p->epfd, EPOLL_CTL_DEL, p->evfd, NULL);
+    close(p->evfd);
+    free(p->pidfds);
+    free(p->pids);
+    free(p->state);
+    free(p->pendsig);
+    free(p->groups);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    free(p);
+}
+
+#endif

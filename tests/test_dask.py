@@ -1,0 +1,494 @@
+"""The Dask executor (issue 9), on a LocalCluster whose workers are processes.
+
+      pytest ─── LocalCluster: scheduler here, 2 worker processes, 127.0.0.1, no dashboard
+                    ▲
+      dagfast run ──┘  DAGFAST_EXECUTOR=dask  DAGFAST_DASK_SCHEDULER=tcp://127.0.0.1:PORT
+
+The spec's examples (and a DAG timeout, and a stop with signalOnStop and a cancel
+handler) are the very tests that run them locally, run again here through the
+environment: the same outcomes on both executors. Then what only a cluster has: steps in worker
+processes, a stop and a timeout that reach them there, a worker SIGKILLed mid-step,
+`resources:`, a shared log directory, and the errors of a missing or wrong set-up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import distributed  # the `test` extra installs it: CI runs these tests, never skips them
+import pytest
+
+import test_spec_examples
+import test_spec_features
+from dagfast.daskexec import LOOPBACK_HTTP
+from spectools import STUBBORN_DAG, dagfast
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One LocalCluster for the module, as `dask scheduler` + 2 `dask worker`s would be,
+    started as a dagfast user is told to (allowed-failures 0), with resources."""
+    import dask
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        local = distributed.LocalCluster(
+            n_workers=2, threads_per_worker=8, processes=True, host="127.0.0.1",
+            dashboard_address=None, resources={"cpu": 4, "memory": 8e9}, memory_limit=0,
+            silence_logs=logging.CRITICAL, scheduler_kwargs=LOOPBACK_HTTP,
+        )
+    client = distributed.Client(local, set_as_default=False)
+    try:
+        yield client
+    finally:
+        client.close()
+        local.close()
+
+
+@pytest.fixture(autouse=True)
+def on_dask(cluster, monkeypatch):
+    """Every `dagfast run` of this module (and every dagfast.run) uses the cluster."""
+    monkeypatch.setenv("DAGFAST_EXECUTOR", "dask")
+    monkeypatch.setenv("DAGFAST_DASK_SCHEDULER", cluster.scheduler.address)
+
+
+# The same tests as on the local executor -------------------------------------------------
+
+_SAME = [
+    getattr(test_spec_examples, name) for name in dir(test_spec_examples)
+    if name.startswith("test_") and name != "test_examples_match_the_spec_page"
+] + [
+    getattr(test_spec_features, name) for name in (
+        # The spec page's examples run in test_spec_features.
+        "test_environment_based_runs_at_most_max_parallel",
+        "test_time_based_rewrites_max_active_steps_in_dag_yaml",
+        "test_fan_out_pattern_captures_files_then_processes_in_parallel",
+        "test_dynamic_fan_out_runs_the_generated_steps_in_parallel",
+        "test_error_handling_continue_on_failure",
+        "test_progress_monitoring_completes_with_its_placeholders_filled",
+        "test_multiple_dag_runs_loads_and_a_run_without_steps_succeeds",
+        "test_parallel_sub_dags_run_their_regions_at_once",
+        "test_resource_awareness_step_env_reaches_the_step",
+        # What only the slow path does: a DAG timeout, a stop with signalOnStop and a
+        # cancel handler. (Step timeouts, retries, outputs and sub-DAGs: below.)
+        "test_dag_timeout_fails_the_run",
+        "test_cancel_handler_runs_when_the_run_is_stopped",
+    )
+]
+for _test in _SAME:
+    globals()[_test.__name__.replace("test_", "test_on_dask_", 1)] = _test
+del _test
+
+
+# Helpers ----------------------------------------------------------------------------------
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def worker_pids(client) -> set[int]:
+    return set(client.run(os.getpid).values())
+
+
+def gone(pids, within: float = 10.0) -> list[int]:
+    """The pids of `pids` still alive (zombies count as gone) after waiting up to
+    `within` seconds for them to go."""
+    def alive(pid):
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
+            return False
+
+    deadline = time.monotonic() + within
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [p for p in pids if alive(p)]
+
+
+def wait_for(path: Path, lines: int = 1, within: float = 30.0) -> list[str]:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if path.exists() and len(path.read_text().split()) >= lines:
+            return path.read_text().split()
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never had {lines} lines")
+
+
+def start(dag: Path, *args: str) -> subprocess.Popen:
+    env = dict(os.environ, DAGFAST_HOME=str(dag.parent / "home"))
+    return subprocess.Popen([sys.executable, "-m", "dagfast", "run", *args, str(dag)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def status(home: Path) -> dict:
+    res = dagfast("status", "--json", home=home)
+    assert res.code == 0, res.err
+    return json.loads(res.out)
+
+
+# Steps run on the workers ------------------------------------------------------------------
+
+
+def test_steps_run_in_worker_processes_and_their_logs_and_outputs_come_back(tmp_path, cluster):
+    #   hello -> show
+    #         -> script (a `script:` file of the run record travels with the task)
+    dag = write(tmp_path / "w.yaml", """\
+        steps:
+          - name: hello
+            command: echo $PPID > hello.ppid; echo "hi from $DAG_RUN_STEP_NAME"; echo oops >&2
+            output: GREETING
+          - name: show
+            command: echo "got ${GREETING}"; pwd
+            depends: hello
+          - name: script
+            shell: python3
+            script: |
+              import os
+              print("python in", os.getcwd())
+            depends: hello
+        """)
+    res = dagfast("run", str(dag), home=tmp_path / "home")
+    assert res.code == 0, res.out + res.err
+    assert int((tmp_path / "hello.ppid").read_text()) in worker_pids(cluster)
+    logs = dagfast("logs", "w", home=tmp_path / "home").out
+    assert "==> hello <==\nhi from hello\n" in logs
+    assert f"got hi from hello\n{tmp_path}\n" in logs
+    assert f"python in {tmp_path}\n" in logs
+    assert dagfast("logs", "w", "hello", "--stderr", home=tmp_path / "home").out == "oops\n"
+
+
+def test_a_sub_dag_runs_on_its_callers_executor(tmp_path, cluster):
+    write(tmp_path / "sub.yaml", """\
+        steps:
+          - command: echo $PPID > sub.ppid
+        """)
+    dag = write(tmp_path / "main.yaml", """\
+        steps:
+          - call: sub.yaml
+        """)
+    res = dagfast("run", str(dag), home=tmp_path / "home")
+    assert res.code == 0, res.out + res.err
+    assert int((tmp_path / "sub.ppid").read_text()) in worker_pids(cluster)
+
+
+def test_the_python_api_takes_the_executor_and_the_scheduler(tmp_path, cluster, monkeypatch):
+    import dagfast
+
+    monkeypatch.delenv("DAGFAST_EXECUTOR")
+    monkeypatch.delenv("DAGFAST_DASK_SCHEDULER")
+    dag = write(tmp_path / "api.yaml", """\
+        steps:
+          - command: echo $PPID
+            output: PPID
+        """)
+    result = dagfast.run(dag, home_dir=str(tmp_path / "home"), executor="dask",
+                         scheduler=cluster.scheduler.address)
+    assert result.status == dagfast.RunStatus.SUCCEEDED
+    assert int(result.outputs["PPID"]) in worker_pids(cluster)
+
+
+# Stop, timeout, a lost worker ----------------------------------------------------------------
+
+
+def test_a_stop_kills_every_step_group_on_the_workers(tmp_path):
+    # Processes that ignore SIGTERM and a grandchild: SIGKILL after maxCleanUpTimeSec.
+    dag = write(tmp_path / "s.yaml", "maxCleanUpTimeSec: 1\n" + STUBBORN_DAG)
+    proc = start(dag)
+    pids = [int(p) for p in wait_for(tmp_path / "pids.txt", lines=3)]
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, out + err
+    assert gone(pids) == []
+    assert not (tmp_path / "never-ran").exists()
+    steps = {s["name"]: s for s in status(tmp_path / "home")["steps"]}
+    assert [steps[n]["status"] for n in ("sleeper", "stubborn", "never")] == [
+        "aborted", "aborted", "aborted"]
+
+
+def test_ctrl_c_stops_the_run_and_not_the_workers_of_its_local_cluster(tmp_path, monkeypatch):
+    # Ctrl-C in a terminal signals the whole foreground group: dagfast, and the worker
+    # processes of the LocalCluster it started. The run stops its steps; the workers
+    # must not die mid-step (which would read as lost workers, with tracebacks).
+    monkeypatch.delenv("DAGFAST_DASK_SCHEDULER")
+    dag = write(tmp_path / "c.yaml", """\
+        steps:
+          - command: echo $$ >> pids.txt; sleep 60 & echo $! >> pids.txt; wait
+          - command: echo $$ >> pids.txt; sleep 60
+        """)
+    env = dict(os.environ, DAGFAST_HOME=str(tmp_path / "home"))
+    proc = subprocess.Popen([sys.executable, "-m", "dagfast", "run", str(dag)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    pids = [int(p) for p in wait_for(tmp_path / "pids.txt", lines=3)]
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert err == ""
+    assert [s["error"] for s in status(tmp_path / "home")["steps"]] == ["killed by SIGTERM"] * 2
+    assert gone(pids) == []
+
+
+def test_a_step_timeout_kills_its_group_on_the_worker_escapees_too(tmp_path):
+    dag = write(tmp_path / "t.yaml", """\
+        steps:
+          - name: slow
+            command: |
+              echo $$ >> pids.txt
+              sleep 60 & echo $! >> pids.txt
+              setsid sleep 60 & echo $! >> pids.txt
+              wait
+            timeoutSec: 1
+          - name: after
+            command: touch after-ran
+            depends: slow
+        """)
+    res = dagfast("run", str(dag), home=tmp_path / "home")
+    assert res.code == 1
+    assert "failed     slow" in res.out and "(step timed out after 1s)" in res.out
+    slow = status(tmp_path / "home")["steps"][0]
+    assert (slow["status"], slow["exit_code"]) == ("failed", 124)
+    assert gone([int(p) for p in (tmp_path / "pids.txt").read_text().split()]) == []
+    assert not (tmp_path / "after-ran").exists()
+
+
+def test_a_worker_killed_mid_step_fails_the_step_naming_it_and_reaps_its_processes(
+    tmp_path, monkeypatch
+):
+    # No address: dagfast starts a LocalCluster of its own (allowed-failures 0).
+    monkeypatch.delenv("DAGFAST_DASK_SCHEDULER")
+    dag = write(tmp_path / "k.yaml", """\
+        steps:
+          - name: victim
+            command: |
+              echo $$ >> pids.txt
+              sleep 60 & echo $! >> pids.txt
+              echo $PPID > worker.pid
+              wait
+          - name: after
+            command: touch after-ran
+            depends: victim
+        """)
+    proc = start(dag)
+    pids = [int(p) for p in wait_for(tmp_path / "pids.txt", lines=2)]
+    worker = int(wait_for(tmp_path / "worker.pid")[0])
+    os.kill(worker, signal.SIGKILL)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, out + err
+    assert gone(pids) == []
+    (victim, after) = status(tmp_path / "home")["steps"]
+    assert victim["status"] == "failed"
+    assert victim["error"].startswith("its Dask worker tcp://127.0.0.1:")
+    assert victim["error"].endswith(" was lost")
+    assert after["status"] == "aborted"
+    assert not (tmp_path / "after-ran").exists()
+
+
+def test_a_lost_worker_is_retried_by_the_retry_policy(tmp_path, cluster):
+    before = worker_pids(cluster)
+    dag = write(tmp_path / "r.yaml", """\
+        steps:
+          - name: victim
+            command: |
+              if [ -f first-done ]; then echo $PPID > second.ppid; exit 0; fi
+              touch first-done
+              echo $$ >> pids.txt
+              sleep 60 & echo $! >> pids.txt
+              echo $PPID > worker.pid
+              wait
+            retryPolicy: {limit: 1}
+        """)
+    proc = start(dag)
+    pids = [int(p) for p in wait_for(tmp_path / "pids.txt", lines=2)]
+    worker = int(wait_for(tmp_path / "worker.pid")[0])
+    assert worker in before
+    os.kill(worker, signal.SIGKILL)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out + err
+    assert gone(pids) == []
+    assert int((tmp_path / "second.ppid").read_text()) != worker
+    (run,) = (tmp_path / "home" / "runs" / "r").iterdir()
+    first = (run / "steps" / "0.err.1").read_text()
+    assert "the Dask worker tcp://127.0.0.1:" in first and "was lost" in first
+    # The nanny brings the worker back for the next tests.
+    deadline = time.monotonic() + 30
+    while len(cluster.scheduler_info()["workers"]) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+# resources, the shared directory -----------------------------------------------------------
+
+
+def test_resources_go_to_dask_and_one_no_worker_offers_fails_the_step(tmp_path):
+    dag = write(tmp_path / "res.yaml", """\
+        steps:
+          - name: fits
+            command: echo ok
+            resources: {cpu: 2, memory: 4GB}
+          - name: too_big
+            command: touch too-big-ran
+            resources: {cpu: 1000}
+          - name: unknown
+            command: touch unknown-ran
+            resources: {gpu: 1}
+        """)
+    res = dagfast("run", str(dag), home=tmp_path / "home")
+    assert res.code == 1
+    steps = {s["name"]: s for s in status(tmp_path / "home")["steps"]}
+    assert steps["fits"]["status"] == "succeeded"
+    assert steps["too_big"]["error"] == (
+        "no Dask worker offers the resources this step needs (cpu=1,000); the workers "
+        "offer: cpu=4, memory=8,000,000,000")
+    assert steps["unknown"]["error"].startswith("no Dask worker offers the resources this "
+                                                "step needs (gpu=1)")
+    assert not (tmp_path / "too-big-ran").exists()
+
+
+def test_resources_are_checked_when_loading_and_unused_by_the_local_executor(tmp_path):
+    bad = write(tmp_path / "bad.yaml", """\
+        steps:
+          - command: echo
+            resources: {cpu: -1, memory: 4XB}
+        """)
+    res = dagfast("validate", str(bad))
+    assert res.code == 2
+    assert res.err.splitlines() == [
+        f"{bad}:3:22: `-1` is not an amount: expected a number >= 0 or a size such as "
+        "`4GB` or `512MiB` - at `$.steps[0].resources.cpu`",
+        f"{bad}:3:34: `4XB` is not an amount: expected a number >= 0 or a size such as "
+        "`4GB` or `512MiB` - at `$.steps[0].resources.memory`",
+    ]
+    ok = write(tmp_path / "ok.yaml", """\
+        steps:
+          - command: echo $PPID > ppid
+            resources: {cpu: 1000, memory: 1PiB}
+        """)
+    res = dagfast("run", "--executor", "local", str(ok), home=tmp_path / "home")
+    assert res.code == 0, res.err
+    assert (tmp_path / "ppid").read_text().strip().isdigit()
+
+
+def test_a_shared_directory_carries_the_logs_into_the_record(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    dag = write(tmp_path / "sh.yaml", """\
+        steps:
+          - name: a
+            command: seq 1 3; echo warn >&2
+            output: NUMBERS
+          - name: b
+            command: echo "${NUMBERS}" | wc -l
+            depends: a
+        """)
+    res = dagfast("run", "--shared-dir", str(shared), str(dag), home=tmp_path / "home")
+    assert res.code == 0, res.out + res.err
+    assert dagfast("logs", "sh", "a", home=tmp_path / "home").out == "1\n2\n3\n"
+    assert dagfast("logs", "sh", "a", "--stderr", home=tmp_path / "home").out == "warn\n"
+    assert dagfast("logs", "sh", "b", home=tmp_path / "home").out.strip() == "3"
+    assert list(shared.iterdir()) == []  # moved into the record, not copied
+
+
+# Choosing the executor, and what goes wrong ------------------------------------------------
+
+
+@pytest.mark.parametrize("flag, env, dag_key, chosen", [
+    (None, None, None, "local"),
+    (None, None, "dask", "dask"),
+    (None, "local", "dask", "local"),
+    ("dask", "local", None, "dask"),
+    ("local", "dask", "dask", "local"),
+])
+def test_the_flag_beats_the_environment_which_beats_the_dag(flag, env, dag_key, chosen):
+    from dagfast.executor import choose
+    from dagfast.load import load_text
+    from dagfast.procs import ProcessManager
+
+    text = "steps:\n  - echo\n" + (f"stepExecutor: {dag_key}\n" if dag_key else "")
+    environ = {"DAGFAST_EXECUTOR": env} if env else {}
+    factory = choose(load_text(text), flag, environ=environ)
+    assert ("local" if factory is ProcessManager else "dask") == chosen
+
+
+def test_the_scheduler_the_dag_names_yields_to_the_environment_and_the_flag():
+    from dagfast.executor import choose
+    from dagfast.load import load_text
+
+    dag = load_text("stepExecutor: dask\ndaskScheduler: tcp://dag:1\nsteps:\n  - echo\n")
+    assert choose(dag, environ={}).address == "tcp://dag:1"
+    env = {"DAGFAST_DASK_SCHEDULER": "tcp://env:2"}
+    assert choose(dag, environ=env).address == "tcp://env:2"
+    assert choose(dag, scheduler="tcp://flag:3", environ=env).address == "tcp://flag:3"
+
+
+def test_wrong_set_ups_are_usage_errors(tmp_path, monkeypatch):
+    dag = write(tmp_path / "u.yaml", "steps:\n  - echo\n")
+    monkeypatch.delenv("DAGFAST_EXECUTOR")
+    res = dagfast("run", "--scheduler", "tcp://127.0.0.1:8786", str(dag), home=tmp_path / "h")
+    assert (res.code, res.err) == (2, "dagfast: --scheduler is for the Dask executor "
+                                      "(--executor dask)\n")
+    res = dagfast("run", "--executor", "dask", "--scheduler", "nonsense", str(dag),
+                  home=tmp_path / "h")
+    assert res.code == 2
+    assert res.err.startswith("dagfast: `nonsense` is not a Dask scheduler address")
+    secret = write(tmp_path / "secret.yaml", """\
+        secrets:
+          - {name: TOKEN, provider: env, key: HOME}
+        steps:
+          - echo
+        """)
+    res = dagfast("run", "--executor", "dask", str(secret), home=tmp_path / "h")
+    assert (res.code, res.err) == (2, "dagfast: `secrets:` cannot be used with the Dask "
+                                      "executor yet: their masking reads the steps' output "
+                                      "through local pipes\n")
+    res = dagfast("run", str(dag), home=tmp_path / "h", env={"DAGFAST_EXECUTOR": "ray"})
+    assert (res.code, res.err) == (2, "dagfast: DAGFAST_EXECUTOR is `ray`; expected `local` "
+                                      "or `dask`\n")
+    res = dagfast("validate", str(write(tmp_path / "v.yaml", """\
+        stepExecutor: dusk
+        steps:
+          - echo
+        """)))
+    assert res.err == (f"{tmp_path}/v.yaml:1:15: Expected `local` or `dask`, got `dusk` - at "
+                       "`$.stepExecutor`\n")
+    res = dagfast("validate", str(write(tmp_path / "v.yaml", """\
+        daskScheduler: tcp://x:1
+        steps:
+          - echo
+        """)))
+    assert res.err == (f"{tmp_path}/v.yaml:1:16: `daskScheduler` is for `stepExecutor: dask` "
+                       "- at `$.daskScheduler`\n")
+    assert not (tmp_path / "h").exists()
+
+
+def test_asking_for_dask_without_it_installed_names_the_install_command(tmp_path):
+    dag = write(tmp_path / "m.yaml", "steps:\n  - echo\n")
+    code = (
+        "import sys; sys.modules['distributed'] = None\n"
+        "from dagfast.cli import main\n"
+        f"sys.exit(main(['run', '--executor', 'dask', {str(dag)!r}]))\n"
+    )
+    env = dict(os.environ, DAGFAST_HOME=str(tmp_path / "home"))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr == ("dagfast: the Dask executor needs the `distributed` package: "
+                           "pip install 'dagfast[dask]'\n")
+    assert not (tmp_path / "home").exists()
+
+
+def test_an_unreachable_scheduler_is_a_clear_error_and_runs_nothing(tmp_path):
+    dag = write(tmp_path / "n.yaml", "steps:\n  - command: touch ran\n")
+    res = dagfast("run", str(dag), home=tmp_path / "home", env={
+        "DAGFAST_DASK_SCHEDULER": "tcp://127.0.0.1:9", "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "1s",
+    })
+    assert res.code == 1
+    assert res.err.startswith("dagfast: cannot reach the Dask scheduler at tcp://127.0.0.1:9: ")
+    assert not (tmp_path / "ran").exists()
+    assert status(tmp_path / "home")["status"] == "not_started"
