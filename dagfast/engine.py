@@ -16,7 +16,6 @@ import time
 
 import uvloop
 
-from . import stepflow
 from . import sched as _sched
 from .errors import SchedulerBug
 from .model import Dag
@@ -120,7 +119,7 @@ class Engine:
             # through pipes that the engine masks into the logs (logpipe.py). Only runs
             # with secrets pay for it: the plain path is untouched.
             self._featured = True
-            self._start = functools.partial(stepflow.start, self)
+            self._start = functools.partial(_slow_path().start, self)
             self._pumps: set = set()  # logpipe.Pumps still open
             from . import logpipe
 
@@ -174,7 +173,7 @@ class Engine:
             procs.signal_running(signal.SIGTERM)
             procs.signal_all_groups(signal.SIGTERM)
         if self._featured:
-            stepflow.wake(self)
+            _slow_path().wake(self)
         self._kill_handle = asyncio.get_running_loop().call_later(self.cleanup_sec, self._kill)
         self._check_end()
 
@@ -255,7 +254,7 @@ class Engine:
             self.reporter.run_started(dag, self.run_dir, self._records)
             if dag.timeout_sec:
                 timer = loop.call_later(dag.timeout_sec, self._run_timed_out)
-            if self._featured and not await stepflow.begin(self):
+            if self._featured and not await _slow_path().begin(self):
                 pass  # DAG preconditions unmet or the init handler failed: no step runs
             else:
                 self._fill()
@@ -263,7 +262,7 @@ class Engine:
             if self._stopping:
                 await self._sweep()
             if self._featured:
-                await stepflow.finish(self, self._final_status())
+                await _slow_path().finish(self, self._final_status())
         finally:
             if timer is not None:
                 timer.cancel()
@@ -329,7 +328,7 @@ class Engine:
     def _start(self, i: int) -> None:
         step = self.dag.steps[i]
         if step.extra is not None:
-            return stepflow.start(self, i)
+            return _slow_path().start(self, i)
         run_dir = self.run_dir
         record = self._records[i]
         record.status = StepStatus.RUNNING
@@ -472,7 +471,15 @@ class Engine:
                 if r.status != _SUCCEEDED:
                     return RunStatus.FAILED
             return RunStatus.SUCCEEDED
-        return stepflow.final_status(self)
+        return _slow_path().final_status(self)
+
+
+def _slow_path():
+    """The stepflow module, imported by the first run that has a featured step: a DAG of
+    plain steps never loads it (~10 ms of a one-step run's start-up)."""
+    from . import stepflow
+
+    return stepflow
 
 
 def _flags(dag: Dag):
