@@ -72,8 +72,8 @@ def test_a_start_that_fails_on_a_spawn_thread_fails_its_step_with_the_reason(tmp
     assert steps["fine"]["status"] == "succeeded"
 
 
-def test_a_missing_working_directory_is_made_on_the_spawn_thread(tmp_path):
-    where = tmp_path / "made" / "for" / "it"
+def _run_in_dir(tmp_path: Path, where: Path) -> tuple[int, Path]:
+    """Run a one-step DAG whose step (`pwd`) has `dir: where`; (exit status, home)."""
     dag = write(tmp_path / "dir.yaml", f"""\
         steps:
           - name: here
@@ -81,21 +81,21 @@ def test_a_missing_working_directory_is_made_on_the_spawn_thread(tmp_path):
             command: pwd
         """)
     home = tmp_path / "home"
-    assert dagfast("run", str(dag), home=home).code == 0
+    return dagfast("run", str(dag), home=home).code, home
+
+
+def test_a_missing_working_directory_is_made_on_the_spawn_thread(tmp_path):
+    where = tmp_path / "made" / "for" / "it"
+    code, home = _run_in_dir(tmp_path, where)
+    assert code == 0
     assert dagfast("logs", "dir", "here", home=home).out.strip() == str(where)
 
 
 def test_a_working_directory_that_is_a_file_fails_the_step_and_says_so(tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("")
-    dag = write(tmp_path / "dir.yaml", f"""\
-        steps:
-          - name: here
-            dir: {afile}
-            command: pwd
-        """)
-    home = tmp_path / "home"
-    assert dagfast("run", str(dag), home=home).code == 1
+    code, home = _run_in_dir(tmp_path, afile)
+    assert code == 1
     assert steps_of(home)["here"]["error"] == f"working directory `{afile}`: Not a directory"
 
 
