@@ -194,12 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         # The reader of our output went away (`dagfast status | head`): stop quietly, as
         # a tool killed by SIGPIPE would, and keep the exit from failing on the flush.
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
-        except (OSError, ValueError):
-            pass
+        from .report import to_devnull
+
+        to_devnull(sys.stdout)
         return EXIT_BROKEN_PIPE
     except Exception as exc:  # anything else is a bug, and we say so
         if os.environ.get("DAGFAST_TRACEBACK"):

@@ -87,9 +87,10 @@ class ProcessManager:
         """Give back a slot taken with `hold`."""
         self._held -= 1
 
-    def start(self, token: int, argv, env: dict, cwd: str, stdout: str, stderr: str) -> int:
+    def start(self, token: int, argv, env: dict, cwd: str, stdout, stderr) -> int:
         """Start `argv` (environment: a bytes -> bytes dict) in `cwd` with stdin from
-        /dev/null and stdout/stderr truncated into the given files. The start itself
+        /dev/null and stdout/stderr truncated into the given files (or dup'd from two
+        descriptors, which the pool then owns: see start_piped). The start itself
         happens on a spawn thread: a failure there (a missing working directory is
         made first, as Dagu does; EAGAIN waits for room) comes back through `on_exits`
         as an Outcome. Raises SpawnError for what can be told at once. Returns 0 (no
@@ -111,7 +112,6 @@ class ProcessManager:
         """`start`, but stdout and stderr are the write ends of two new pipes, for a
         step whose output the engine must see before it is written (masked secrets);
         returns (0, stdout's read end, stderr's read end). Raises SpawnError."""
-        path = argv[0] if "/" in argv[0] else _which(argv[0], env)
         fds = []
         try:
             for _ in range(2):
@@ -122,15 +122,13 @@ class ProcessManager:
             raise SpawnError(f"cannot start `{argv[0]}`: {exc.strerror}") from None
         out_r, out_w, err_r, err_w = fds
         try:
-            # From here the pool owns the write ends, and closes them once the child
-            # has its copies (or the start failed).
-            self._pool.submit(token, path, argv, env, cwd, out_w, err_w)
-        except ValueError as exc:
+            # Once queued, the pool owns the write ends, and closes them when the child
+            # has its copies (or its start failed).
+            self.start(token, argv, env, cwd, out_w, err_w)
+        except SpawnError:
             for fd in fds:
                 os.close(fd)
-            raise SpawnError(f"cannot start `{argv[0]}`: {exc}") from None
-        self._env = env
-        self._count += 1
+            raise
         return 0, out_r, err_r
 
     def signal(self, token: int, sig: int) -> None:

@@ -283,6 +283,17 @@ def _arg(word: str) -> str:
     return shlex.quote(word)
 
 
+def to_devnull(stream) -> None:
+    """Point the descriptor under `stream` at /dev/null: its reader went away, and what
+    is still buffered would fail again when the interpreter exits."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, AttributeError, ValueError):
+        pass
+
+
 class Unbreakable:
     """A stream that a reader going away cannot break: after EPIPE (`dagfast run | head`)
     its writes go nowhere, so the run goes on to its end and its record, instead of
@@ -313,13 +324,7 @@ class Unbreakable:
 
     def _break(self) -> None:
         self.broken = True
-        try:
-            # What is still buffered would fail again when the interpreter exits.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, self._stream.fileno())
-            os.close(devnull)
-        except (OSError, AttributeError, ValueError):
-            pass
+        to_devnull(self._stream)
 
     def __getattr__(self, name):
         return getattr(self._stream, name)
