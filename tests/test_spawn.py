@@ -120,9 +120,12 @@ def test_a_full_process_table_makes_steps_wait_not_fail(tmp_path):
     # cannot see every limit (a cgroup's pids.max, other processes of the user). A start
     # refused with EAGAIN waits for room on its spawn thread instead of failing the step.
     # Root ignores RLIMIT_NPROC, so root runs the engine in a pids cgroup of its own.
+    # Each step `exec`s its sleep, so it is one process from start to end: a shell that
+    # forked would need room of its own, and its fork (which the engine cannot wait for)
+    # could fail with "Cannot fork" whatever the engine does.
     home = tmp_path / "home"
     dag = write(tmp_path / "nproc.yaml", "maxActiveSteps: 0\nsteps:\n" + "".join(
-        f"  - name: s{i}\n    command: sleep 0.3\n" for i in range(30)
+        f"  - name: s{i}\n    command: exec sleep 0.3\n" for i in range(30)
     ))
     group = None
     if os.getuid() == 0:
