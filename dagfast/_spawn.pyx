@@ -48,6 +48,7 @@ cdef extern from "spawnpool.h" nogil:
         int token
         int err
         int watch_err
+        int cancel_sig
         int out_fd
         int err_fd
         char *path
@@ -151,6 +152,7 @@ cdef class Pool:
             job.token = token
             job.err = 0
             job.watch_err = 0
+            job.cancel_sig = 0
             job.out_fd = out_fd
             job.err_fd = err_fd
             job.argv = ptrs
@@ -211,7 +213,12 @@ cdef class Pool:
                 job = sp_take_failed(self._p)
                 while job != NULL:
                     nxt = job.next
-                    out.append((job.token, (job.err, bool(job.watch_err), job.path, job.cwd)))
+                    if job.cancel_sig > 0:
+                        # Stopped or timed out before it started: as if killed by that
+                        # signal the moment it began (it never ran).
+                        out.append((job.token, job.cancel_sig & 0x7F))
+                    else:
+                        out.append((job.token, (job.err, bool(job.watch_err), job.path, job.cwd)))
                     free(job)
                     job = nxt
                 continue

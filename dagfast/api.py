@@ -43,6 +43,11 @@ def run(
     if params is not None:
         from .params import ParamsError, parse
 
+        if not isinstance(params, (str, Mapping, list, tuple)):
+            raise UsageError(
+                f"params must be a mapping, a list or a string, not {type(params).__name__}"
+            )
+
         try:
             given = parse(dict(params) if isinstance(params, Mapping) else params)
         except ParamsError as exc:

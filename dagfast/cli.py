@@ -117,7 +117,7 @@ def _add_record_commands(sub) -> None:
 
     hi = add("history", "list the runs of a DAG", "List the runs of a DAG, newest first.")
     hi.add_argument("dag", metavar="DAG", help="a DAG file or name")
-    hi.add_argument("-n", "--limit", type=int, default=20, metavar="N",
+    hi.add_argument("-n", "--limit", type=_count, default=20, metavar="N",
                     help="show the N latest runs (0: all; default 20)")
 
     lo = add("logs", "print a step's output",
@@ -231,6 +231,7 @@ def _run(args) -> int:
 
     if args.max_active_steps is not None and args.max_active_steps < 0:
         raise UsageError("--max-active-steps must be 0 (unlimited) or more")
+    _check_output_flags(args)
     given = None
     words = _param_words(args)
     if words:
@@ -323,6 +324,31 @@ def _param_words(args) -> list[str]:
         if not eq or not name:
             raise UsageError(f"-p takes KEY=VALUE, not `{word}`")
     return list(args.param) + list(args.params)
+
+
+def _count(text: str) -> int:
+    """An argparse type: a whole number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
+def _check_output_flags(args) -> None:
+    """Output flags that cannot work are usage errors before anything runs."""
+    if args.quiet and args.verbose:
+        raise UsageError("--quiet and --verbose cannot be used together")
+    if args.junit:
+        where = os.path.dirname(os.path.abspath(args.junit))
+        if os.path.isdir(args.junit):
+            raise UsageError(f"--junit {args.junit}: is a directory, not a file")
+        if not os.path.isdir(where):
+            raise UsageError(f"--junit {args.junit}: no directory {where}")
+        if not os.access(where, os.W_OK | os.X_OK):
+            raise UsageError(f"--junit {args.junit}: cannot write in {where}")
 
 
 def _reporter(args):

@@ -53,15 +53,19 @@ def status(args, out=sys.stdout) -> int:
         out.write(msgspec.json.format(msgspec.json.encode(doc), indent=2).decode() + "\n")
         return 0
     now = time.time()
-    end = state.finished_at or now
     w = 9
     out.write(f"{'dag:':<{w}}{state.dag_name}" + (f" ({state.dag_path})" if state.dag_path else "") + "\n")
     attempt = f", attempt {state.attempt}" if state.attempt > 1 else ""
     out.write(f"{'run:':<{w}}{state.run_id}{attempt}\n")
     out.write(f"{'status:':<{w}}{_run_label(state)}\n")
     if state.started_at:
-        out.write(f"{'started:':<{w}}{_when(state.started_at)}, "
-                  f"{'took' if state.finished_at else 'running for'} {_dur(end - state.started_at)}\n")
+        if state.finished_at:
+            took = f"took {_dur(state.finished_at - state.started_at)}"
+        elif state.interrupted:  # its clock stopped with its process: never "running for"
+            took = f"interrupted after {_dur(state.last_recorded_at - state.started_at)}"
+        else:
+            took = f"running for {_dur(now - state.started_at)}"
+        out.write(f"{'started:':<{w}}{_when(state.started_at)}, {took}\n")
     if state.error:
         out.write(f"{'error:':<{w}}{state.error}\n")
     if state.rebuilt or state.torn:
@@ -90,9 +94,14 @@ def status(args, out=sys.stdout) -> int:
 
 def _run_label(state: RunState) -> str:
     if state.interrupted:
-        running = [i for i, r in enumerate(state.steps) if r.status == StepStatus.RUNNING]
-        return (f"interrupted: its process (pid {state.pid}) is gone"
-                f"{f', {len(running)} steps were running' if running else ''}; "
+        running = sum(1 for r in state.steps if r.status == StepStatus.RUNNING)
+        if running:
+            were = f", {running} step{' was' if running == 1 else 's were'} running"
+        elif state.status == RunStatus.NOT_STARTED:
+            were = " before its first step"
+        else:
+            were = ""
+        return (f"interrupted: its process (pid {state.pid or '?'}) is gone{were}; "
                 f"`dagfast retry {state.run_id}` finishes it")
     label = RunStatus(state.status).label
     if state.owner_alive and state.status == RunStatus.RUNNING:
@@ -119,8 +128,9 @@ def _status_doc(state: RunState, dag) -> dict:
             "output": r.output,
         })
     took = None
-    if state.started_at and state.finished_at:
-        took = round(state.finished_at - state.started_at, 6)
+    end = state.finished_at or (state.last_recorded_at if state.interrupted else None)
+    if state.started_at and end:
+        took = round(end - state.started_at, 6)  # an interrupted run: up to its last record
     return {
         "dag": state.dag_name, "dag_path": state.dag_path, "run_id": state.run_id,
         "attempt": state.attempt,
@@ -146,12 +156,19 @@ def history(args, out=sys.stdout) -> int:
         raise RunError(f"no runs of `{args.dag}` under `{home()}`")
     rows = []
     for path in reversed(paths[-args.limit:] if args.limit else paths):
-        s = read_run(path)
-        counts: dict[int, int] = {}
+        try:
+            s = read_run(path)
+        except RunError as exc:  # one bad record must not hide the others
+            rows.append((os.path.basename(path), "unreadable", "-", "-", "-", str(exc)))
+            continue
+        counts: dict[str, int] = {}
         for r in s.steps:
-            counts[r.status] = counts.get(r.status, 0) + 1
-        summary = ", ".join(f"{n} {StepStatus(c).label}" for c, n in sorted(counts.items()))
-        took = _dur(s.finished_at - s.started_at) if s.finished_at and s.started_at else "-"
+            label = _step_label(s, r)
+            counts[label] = counts.get(label, 0) + 1
+        order = [x.label for x in StepStatus] + ["interrupted"]
+        summary = ", ".join(f"{counts[x]} {x}" for x in order if x in counts)
+        end = s.finished_at or (s.last_recorded_at if s.interrupted else None)
+        took = _dur(end - s.started_at) if end and s.started_at else "-"
         attempt = str(s.attempt)
         rows.append((s.run_id, s.label, _when(s.started_at) if s.started_at else "-",
                      took, attempt, summary))

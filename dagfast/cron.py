@@ -2,14 +2,16 @@
 
 An expression is five cron fields (`"*/5 * * * *"`), or six whose last is seconds
 (`"* * * * * */2"`: every two seconds), or a croniter nickname (`@hourly`), optionally
-after `CRON_TZ=Zone ` (or `TZ=Zone `); without one, the local time zone applies.
-croniter is imported only here, and this module only by the scheduler.
+after `CRON_TZ=Zone ` (or `TZ=Zone `); without one, the local time zone applies. One that
+never matches (`0 0 30 2 *`) is refused. The list and map forms of `schedule` are walked
+by the loader, which parses each expression alone (so an error names its entry).
+croniter is imported only here, and this module only by the loader and the scheduler.
 """
 
 from __future__ import annotations
 
-import ast
 import os
+import time
 from datetime import datetime, tzinfo
 
 from .errors import DagfastError
@@ -40,12 +42,18 @@ class Cron:
         self.tz = tz
 
     def next(self, after: float) -> float:
-        """The first tick strictly after `after`."""
-        return self._iter(after).get_next(float)
+        """The first tick strictly after `after`; ScheduleError if there is none."""
+        try:
+            return self._iter(after).get_next(float)
+        except (ValueError, OverflowError):  # CroniterBadDateError is a ValueError
+            raise ScheduleError(self.expr, f"no date after {_iso(after)}") from None
 
     def prev(self, before: float) -> float:
-        """The last tick strictly before `before`."""
-        return self._iter(before).get_prev(float)
+        """The last tick strictly before `before`; ScheduleError if there is none."""
+        try:
+            return self._iter(before).get_prev(float)
+        except (ValueError, OverflowError):
+            raise ScheduleError(self.expr, f"no date before {_iso(before)}") from None
 
     def _iter(self, at: float):
         from croniter import croniter
@@ -56,19 +64,12 @@ class Cron:
         return f"Cron({self.expr!r})"
 
 
-def parse(expr: str) -> list[Cron]:
-    """The expressions in one `schedule` entry (a `start:` entry of the map form may
-    hold a list); ScheduleError when one is not valid."""
+def parse(expr: str) -> Cron:
+    """One `schedule` expression, parsed; ScheduleError when it is not one we can run
+    (not 5 or 6 fields nor a nickname, invalid, an unknown zone, or never matching)."""
     from croniter import croniter
 
     text = expr.strip()
-    key, sep, rest = text.partition(":")
-    if sep and key.strip() in ("start", "stop", "restart") and not key.strip().startswith("@"):
-        if key.strip() != "start":
-            raise ScheduleError(expr, f"`schedule.{key.strip()}` is not supported yet")
-        rest = rest.strip()
-        items = ast.literal_eval(rest) if rest.startswith("[") else [rest]
-        return [c for item in items for c in parse(str(item))]
     tz = None
     if text.startswith(("CRON_TZ=", "TZ=")):
         zone, _, text = text.partition("=")[2].partition(" ")
@@ -76,12 +77,28 @@ def parse(expr: str) -> list[Cron]:
         text = text.strip()
     if not croniter.is_valid(text):
         raise ScheduleError(expr, "not a cron expression")
-    return [Cron(expr, text, tz)]
+    n = len(text.split())
+    if n not in (5, 6) and not (n == 1 and text.startswith("@")):
+        # croniter reads a 7th field as a year
+        raise ScheduleError(expr, f"not a cron expression ({n} fields, not 5 or 6)")
+    cron = Cron(expr, text, tz)
+    try:
+        cron.next(time.time())
+    except ScheduleError:  # `0 0 30 2 *` is valid for croniter, yet never comes
+        raise ScheduleError(expr, "never matches a date") from None
+    return cron
 
 
 def parse_all(exprs: tuple[str, ...]) -> list[Cron]:
     """Every expression of a DAG's `schedule`, parsed; the first invalid one raises."""
-    return [c for e in exprs for c in parse(e)]
+    return [parse(e) for e in exprs]
+
+
+def _iso(t: float) -> str:
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t))
+    except (ValueError, OverflowError):
+        return repr(t)
 
 
 def _zone(expr: str, name: str) -> tzinfo:

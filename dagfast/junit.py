@@ -31,7 +31,15 @@ class JUnitReporter(Reporter):
         self.path = os.fspath(path)
 
     def run_finished(self, result) -> None:
-        write_junit(result, self.path)
+        # Checked before the run (cli), so this fails only on a disk that filled or a
+        # directory that went away meanwhile: said in one line, the run's outcome stands.
+        try:
+            write_junit(result, self.path)
+        except OSError as exc:
+            import sys
+
+            why = exc.strerror or str(exc)
+            print(f"dagfast: cannot write the JUnit report {self.path}: {why}", file=sys.stderr)
 
 
 def write_junit(result, path: str) -> None:
@@ -61,9 +69,16 @@ def write_junit(result, path: str) -> None:
     ET.indent(root)
     data = ET.tostring(root, encoding="utf-8", xml_declaration=True)
     tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data + b"\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data + b"\n")
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def _case(ET, classname: str, name: str, record, log: str | None, counts: dict):

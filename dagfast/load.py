@@ -256,20 +256,36 @@ def _load(
             handlers_built, handler_steps, dag_dir, step_scope, params, problems
         )
         handlers = tuple(map(Handler, handler_steps.keys, hsteps))
-    schedule = header.schedule
-    if type(schedule) is str:
-        schedule = (schedule,)
-    elif type(schedule) is dict:
-        schedule = tuple(f"{k}: {v}" for k, v in schedule.items())
-    if schedule:
-        # Checked here so that `validate` catches a bad schedule; only DAGs that have
-        # one import the cron library.
-        from .cron import ScheduleError, parse_all
+    # `schedule`: one expression, a list, or a map whose `start` holds one or a list;
+    # each is parsed alone, so that an error names its entry (`$.schedule.start[1]`).
+    # Checked here so that `validate` catches a bad schedule; only DAGs that have one
+    # import the cron library. The model keeps the expressions, flat.
+    at = dag_spell.get("schedule", "schedule")
+    entries: list[tuple[Path, str]] = []
+    if type(header.schedule) is str:
+        entries.append(((at,), header.schedule))
+    elif type(header.schedule) is list:
+        entries.extend(((at, i), e) for i, e in enumerate(header.schedule))
+    elif type(header.schedule) is dict:
+        for key, value in header.schedule.items():
+            if key in ("stop", "restart"):
+                problems.add((at, key), f"`{at}.{key}` is not supported yet", True)
+            elif key != "start":
+                problems.add((at, key), f"`{_show(key)}` is not a key of `{at}` (start, "
+                             "stop or restart)", True)
+            elif type(value) is str:
+                entries.append(((at, key), value))
+            else:
+                entries.extend(((at, key, i), e) for i, e in enumerate(value))
+    if entries:
+        from .cron import ScheduleError, parse
 
-        try:
-            parse_all(tuple(schedule))
-        except ScheduleError as e:
-            problems.add((dag_spell.get("schedule", "schedule"),), f"{e.why}: `{e.expr}`")
+        for where, expr in entries:
+            try:
+                parse(expr)
+            except ScheduleError as e:
+                problems.add(where, f"{e.why}: `{_show(e.expr)}`")
+    schedule = tuple(expr for _, expr in entries)
     cluster = ("", "", "")
     if header.step_executor or header.dask_scheduler is not None or header.dask_shared_dir is not None:
         cluster = _cluster(header, dag_spell, scope, dag_dir, problems)
@@ -746,8 +762,12 @@ def _dag_shell(
     """The shell words steps use unless they set their own."""
     if header.shell is not None:
         return _shell_words_or_report(header.shell, (spell.get("shell", "shell"),), problems) or ("sh",)
+    # $SHELL when it names a program we can run (not a login shell set to a path that no
+    # longer exists), else sh.
     default = environ.get("SHELL")
-    return (default,) if default else ("sh",)
+    if default and os.path.isabs(default) and os.access(default, os.X_OK) and not os.path.isdir(default):
+        return (default,)
+    return ("sh",)
 
 
 def _shell_words_or_report(value, path: Path, problems: _Problems) -> tuple[str, ...] | None:

@@ -14,7 +14,8 @@ from .journal import frames
 from .model import Dag
 from .status import RunStatus, StepStatus
 from .store import (
-    Begin, Cancel, End, Entry, Finish, Snapshot, Start, StepRecord, dag_dir_name,
+    DAG_VERSION, JOURNAL_VERSION, SNAPSHOT_VERSION, Begin, Cancel, End, Entry, Finish,
+    Snapshot, Start, StepRecord, dag_dir_name,
 )
 
 __all__ = ["RunState", "find_run", "latest_run", "owner_pid", "read_run", "runs_of"]
@@ -22,6 +23,17 @@ __all__ = ["RunState", "find_run", "latest_run", "owner_pid", "read_run", "runs_
 _snapshot = msgspec.json.Decoder(Snapshot)
 _entries = msgspec.msgpack.Decoder(list[Entry])
 _dag = msgspec.json.Decoder(Dag)
+
+
+class _Versioned(msgspec.Struct):
+    """Just the `version` of a JSON record, read before the rest: a newer dagfast may
+    have changed everything else."""
+
+    version: int = 1
+
+
+_version = msgspec.json.Decoder(_Versioned)
+_ENTRY_KINDS = frozenset(t.__struct_config__.tag for t in (Begin, Start, End, Cancel, Finish))
 
 
 @dataclass
@@ -46,8 +58,23 @@ class RunState:
 
     @property
     def interrupted(self) -> bool:
-        """The record says running (or queued), but no process holds the run any more."""
-        return self.status in (RunStatus.RUNNING, RunStatus.QUEUED) and not self.owner_alive
+        """The record says running (or queued), or nothing yet (the owner died before
+        its first journal record), but no process holds the run any more."""
+        if self.owner_alive:
+            return False
+        if self.status == RunStatus.NOT_STARTED:
+            return self.finished_at is None
+        return self.status in (RunStatus.RUNNING, RunStatus.QUEUED)
+
+    @property
+    def last_recorded_at(self) -> float | None:
+        """The latest time the record holds (the run's start, a step's start or end):
+        how far an interrupted run is known to have got."""
+        times = [self.started_at]
+        for r in self.steps:
+            times += (r.started_at, r.finished_at)
+        known = [t for t in times if t is not None]
+        return max(known) if known else None
 
     @property
     def label(self) -> str:
@@ -56,21 +83,40 @@ class RunState:
 
     def dag(self) -> Dag:
         """The DAG as it was loaded for this run."""
+        path = os.path.join(self.path, "dag.json")
         try:
-            with open(os.path.join(self.path, "dag.json"), "rb") as f:
-                return _dag.decode(f.read())
-        except (OSError, msgspec.DecodeError) as exc:
+            with open(path, "rb") as f:
+                data = f.read()
+            _check_version(path, "DAG", _version.decode(data).version, DAG_VERSION)
+            return _dag.decode(data)
+        except (OSError, msgspec.DecodeError, RunError) as exc:
             raise RunError(f"cannot read the DAG of run `{self.run_id}`: {exc}") from None
 
 
 def read_run(path: str) -> RunState:
     """The state of the run in `path`: the snapshot, brought up to date by the journal
-    entries after it (all of them when the snapshot is missing or corrupt)."""
+    entries after it (all of them when the snapshot is missing or corrupt). RunError,
+    naming the run and why, when the record cannot be read."""
+    try:
+        return _read_run(path)
+    except RunError as exc:
+        run_id = os.path.basename(path)
+        raise RunError(f"the record of run `{run_id}` is unreadable: {exc}") from None
+
+
+def _read_run(path: str) -> RunState:
     state = RunState(path=path, run_id=os.path.basename(path))
     data = _read(os.path.join(path, "journal"))
     snap = None
     raw = _read(os.path.join(path, "status.json"))
     if raw:
+        try:
+            version = _version.decode(raw).version
+        except msgspec.DecodeError:
+            version = None  # corrupt: rebuilt from the journal below
+        if version is not None:
+            _check_version(os.path.join(path, "status.json"), "snapshot", version,
+                           SNAPSHOT_VERSION)
         try:
             snap = _snapshot.decode(raw)
         except msgspec.DecodeError:
@@ -88,15 +134,21 @@ def read_run(path: str) -> RunState:
         state = RunState(path=path, run_id=state.run_id, rebuilt=bool(raw))
         payloads, end, torn = frames(data, 0)
         if raw and not data:
-            raise RunError(f"the record of run `{state.run_id}` is unreadable (corrupt "
-                           "status.json, empty journal)")
+            raise RunError("corrupt status.json, empty journal")
     for payload in payloads:
         try:
             entries = _entries.decode(payload)
         except msgspec.DecodeError:
+            # A frame with a good CRC that this version cannot decode was most likely
+            # written by a newer one: say so, rather than read it as torn (a retry
+            # would cut it off).
+            _check_newer_journal(path, payload)
             torn = True
             break
-        _replay(state, entries)
+        try:
+            _replay(state, entries)
+        except (IndexError, TypeError):
+            raise RunError("its journal names a step the run does not have") from None
     state.journal_end = end
     state.torn = torn
     if not state.dag_name:  # rebuilt: the journal does not repeat what dag.json says
@@ -108,6 +160,9 @@ def read_run(path: str) -> RunState:
         except RunError:
             state.dag_name = os.path.basename(os.path.dirname(path))
     state.owner_alive = owner_pid(path) is not None
+    if not state.pid:  # no Begin yet: the lock still says whose run it was
+        text = _read(os.path.join(path, "lock")).strip()
+        state.pid = int(text) if text.isdigit() else 0
     return state
 
 
@@ -133,10 +188,7 @@ def owner_pid(path: str) -> int | None:
 def runs_of(home_dir: str, dag: str) -> list[str]:
     """The run directories of the DAG called `dag`, oldest first."""
     parent = os.path.join(home_dir, "runs", dag_dir_name(dag))
-    try:
-        names = sorted(os.listdir(parent))
-    except FileNotFoundError:
-        return []
+    names = sorted(_listdir(parent))
     return [os.path.join(parent, n) for n in names
             if os.path.exists(os.path.join(parent, n, "dag.json"))]
 
@@ -146,11 +198,7 @@ def find_run(home_dir: str, run_id: str) -> str | None:
     if not run_id or "/" in run_id or run_id.startswith("."):
         return None
     root = os.path.join(home_dir, "runs")
-    try:
-        dags = os.listdir(root)
-    except FileNotFoundError:
-        return None
-    for d in dags:
+    for d in _listdir(root):
         path = os.path.join(root, d, run_id)
         if os.path.exists(os.path.join(path, "dag.json")):
             return path
@@ -163,15 +211,47 @@ def latest_run(home_dir: str, dag: str | None = None) -> str | None:
         runs = runs_of(home_dir, dag)
         return runs[-1] if runs else None
     root = os.path.join(home_dir, "runs")
-    try:
-        dags = os.listdir(root)
-    except FileNotFoundError:
-        return None
-    runs = [r for d in dags for r in runs_of(home_dir, d)]
+    runs = [r for d in _listdir(root) for r in runs_of(home_dir, d)]
     return max(runs, key=os.path.basename) if runs else None
 
 
 # Internals -----------------------------------------------------------------------------
+
+
+def _listdir(path: str) -> list[str]:
+    """The names in `path`; none if it does not exist; RunError if it cannot be read
+    (the home under a regular file, no permission)."""
+    try:
+        return os.listdir(path)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise RunError(f"cannot read `{path}`: {exc.strerror}") from None
+
+
+def _check_version(path: str, what: str, version: int, known: int) -> None:
+    if version > known:
+        raise RunError(f"`{path}` was written by a newer dagfast ({what} version {version}; "
+                       f"this one reads up to {known})")
+
+
+def _check_newer_journal(run_path: str, payload) -> None:
+    """RunError if the undecodable `payload` holds an entry of a newer journal."""
+    try:
+        entries = msgspec.msgpack.decode(payload)
+    except msgspec.DecodeError:
+        return
+    if not isinstance(entries, list):
+        return
+    path = os.path.join(run_path, "journal")
+    for e in entries:
+        if not (isinstance(e, list) and e and isinstance(e[0], int)):
+            continue
+        if e[0] == Begin.__struct_config__.tag and len(e) > 1 and isinstance(e[1], int):
+            _check_version(path, "journal", e[1], JOURNAL_VERSION)
+        elif e[0] not in _ENTRY_KINDS:
+            raise RunError(f"`{path}` was written by a newer dagfast (entry kind {e[0]} is "
+                           f"unknown to this one, which reads journal version {JOURNAL_VERSION})")
 
 
 def _read(path: str) -> bytes:
@@ -217,6 +297,8 @@ def _replay(state: RunState, entries: list) -> None:
             state.finished_at = e.at
             state.error = e.error
         elif kind is Begin:
+            _check_version(os.path.join(state.path, "journal"), "journal", e.version,
+                           JOURNAL_VERSION)
             steps = state.steps = [StepRecord() for _ in range(e.steps)]
             for i, r in e.kept:
                 steps[i] = r

@@ -22,7 +22,7 @@ import signal
 import time
 
 from .errors import RunError
-from .store import dag_dir_name
+from .store import dag_dir_name, make_private_dirs
 
 __all__ = ["RunsFull", "Slot", "Stopped", "occupancy", "run_dir_for", "take"]
 
@@ -246,7 +246,7 @@ class _Mutex:
 
     def __enter__(self) -> _Queue:
         try:
-            os.makedirs(self.q.queue_dir, mode=0o700, exist_ok=True)
+            make_private_dirs(self.q.queue_dir)  # the home too, if this comes first: 0700
             self.fd = _open(os.path.join(self.q.dir, "mutex"))
         except OSError as exc:
             raise RunError(f"cannot use the run slots in `{self.q.dir}`: {exc.strerror}") from None

@@ -7,7 +7,10 @@ before anything else, so a tick is handled once even across restarts or two sche
 ticks missed while no scheduler ran are not run (no catch-up), only logged. A fired tick
 runs `dagfast run --no-queue FILE` in a child process (its own session), unless the DAG
 is at `maxActiveRuns` (1 when absent, as in Dagu) or `skipIfSuccessful` applies: then
-the tick is skipped and logged. The clock and the process launcher are injectable.
+the tick is skipped and logged. The tick file also keeps the pid of the run started for
+the last tick, so that `skipIfSuccessful` can tell the scheduler's own run from a run by
+hand, across restarts too. A schedule that fails (no next date) unschedules its file, and
+is logged; it never stops the others. The clock and the process launcher are injectable.
 """
 
 from __future__ import annotations
@@ -19,12 +22,15 @@ import subprocess
 import sys
 import time
 
-from .store import dag_dir_name, home
+from .cron import ScheduleError
+from .errors import DagfastError
+from .store import dag_dir_name, home, make_private_dirs
 
 __all__ = ["DagFile", "Scheduler", "main"]
 
 SCAN_SEC = 1.0  # how often the directory is looked at again
 MAX_SLEEP_SEC = 0.2  # how long the loop sleeps at most (how soon a signal is seen)
+LAUNCHES_KEPT = 16  # how many of its launches (pids) per file the scheduler remembers
 EXIT_BUSY = 75  # `run --no-queue` found the DAG at maxActiveRuns
 
 
@@ -43,7 +49,8 @@ def main(args) -> int:
 
 class DagFile:
     """One DAG file as the scheduler knows it: its DAG (None if it failed to load), its
-    crons, its next tick, and the runs the scheduler started for it that still run."""
+    crons, its next tick, the runs the scheduler started for it that still run, and the
+    pids of its last runs started (with their ticks)."""
 
     def __init__(self, path: str, stamp: tuple) -> None:
         self.path = path
@@ -53,6 +60,7 @@ class DagFile:
         self.key = ""
         self.next_at: float | None = None
         self.children: list = []
+        self.launched: dict[int, float] = {}  # pid -> the tick its run was started for
 
 
 class Scheduler:
@@ -109,8 +117,19 @@ class Scheduler:
         for f in list(self.files.values()):
             if f.next_at is not None and f.next_at <= now:
                 tick = f.next_at
-                f.next_at = min(c.next(max(tick, now)) for c in f.crons)
-                self.fire(f, tick, now)
+                # A schedule with no next date, or a home we cannot read or write, is
+                # logged; this file waits (for an edit, or its next tick), the others go on.
+                try:
+                    f.next_at = min(c.next(max(tick, now)) for c in f.crons)
+                except ScheduleError as exc:
+                    f.next_at = None
+                    self.log(f"{f.dag.name}: {exc}; no tick after this one until the "
+                             "file changes")
+                try:
+                    self.fire(f, tick, now)
+                except (DagfastError, OSError) as exc:  # ScheduleError, RunError
+                    why = exc.strerror or exc if isinstance(exc, OSError) else exc
+                    self.log(f"{f.dag.name}: tick {_when(tick)} not run: {why}")
             if f.next_at is not None:
                 wake = min(wake, f.next_at)
         return wake
@@ -148,18 +167,21 @@ class Scheduler:
                 continue
             f = DagFile(path, stamp)
             if old is not None:
-                f.children = old.children
+                f.children, f.launched = old.children, old.launched
             self.files[path] = f
             self._load(f, now, "reloaded" if old is not None else "added")
 
     def _load(self, f: DagFile, now: float, how: str) -> None:
-        from .cron import ScheduleError, parse_all
+        from .cron import parse_all
         from .errors import LoadError
         from .load import load
 
         try:
             f.dag = load(f.path)
             f.crons = parse_all(f.dag.schedule)
+            if f.crons:
+                f.next_at = min(c.next(now) for c in f.crons)
+                prev = max(c.prev(now) for c in f.crons)
         except LoadError as exc:
             f.dag = None
             first = exc.problems[0] if exc.problems else exc
@@ -167,11 +189,11 @@ class Scheduler:
             self.log(f"cannot load {_rel(f.path)}: {first}{more}; skipped until it changes")
             return
         except ScheduleError as exc:
-            f.dag = None
+            f.dag, f.next_at = None, None
             self.log(f"cannot load {_rel(f.path)}: {exc}; skipped until it changes")
             return
         except Exception as exc:  # a bug in the loader must not stop the other DAGs
-            f.dag = None
+            f.dag, f.next_at = None, None
             self.log(f"cannot load {_rel(f.path)}: internal error (this is a bug): "
                      f"{type(exc).__name__}: {exc}; skipped until it changes")
             return
@@ -179,11 +201,9 @@ class Scheduler:
             self.log(f"{how} {_rel(f.path)}: no schedule, not run")
             return
         f.key = f"{dag_dir_name(f.dag.name)}-{hashlib.sha1(f.path.encode()).hexdigest()[:8]}"
-        f.next_at = min(c.next(now) for c in f.crons)
         self.log(f"{how} {_rel(f.path)}: `{f.dag.name}`, next run {_when(f.next_at)}")
-        last = self._last_tick(f.key)
+        last = self._last_tick(f.key)[0]
         if last is not None:
-            prev = max(c.prev(now) for c in f.crons)
             if prev > last:
                 self.log(f"{f.dag.name}: ticks since {_when(last)} were missed while no "
                          f"scheduler ran (latest {_when(prev)}); not run")
@@ -193,16 +213,23 @@ class Scheduler:
     def fire(self, f: DagFile, tick: float, now: float) -> None:
         """Handle `f`'s tick at `tick`: claim it, then start a run or log why not."""
         dag = f.dag
-        if not self._claim(f.key, tick):
+        before = self._claim(f.key, tick)
+        if before is None:
             self.log(f"{dag.name}: tick {_when(tick)} skipped: already handled")
             return
+        if before[1]:  # the pid of the run started for the last tick (maybe by another
+            f.launched.setdefault(before[1], before[0])  # scheduler, or before a restart)
         why = self.skip_reason(f, tick)
         if why:
             self.log(f"{dag.name}: tick {_when(tick)} skipped: {why}")
             return
-        os.makedirs(self.logs_dir, mode=0o700, exist_ok=True)
+        make_private_dirs(self.logs_dir)
         child = self.launch(f.path, os.path.join(self.logs_dir, f"{f.key}.log"))
         f.children.append(child)
+        f.launched[child.pid] = tick
+        while len(f.launched) > LAUNCHES_KEPT:
+            del f.launched[next(iter(f.launched))]
+        self._note_launch(f.key, tick, child.pid)
         self.log(f"{dag.name}: tick {_when(tick)}: started (pid {child.pid})")
 
     def skip_reason(self, f: DagFile, tick: float) -> str:
@@ -222,13 +249,39 @@ class Scheduler:
                     f", {waiting} queued" if waiting else "")
         elif latest is not None and latest.owner_alive and latest.finished_at is None:
             return f"its latest run {latest.run_id} is still going (maxActiveRuns 1)"
-        if dag.skip_if_successful and latest is not None:
-            from .status import RunStatus
-
+        if dag.skip_if_successful:
             prev = max(c.prev(tick) for c in f.crons)
-            if latest.status == RunStatus.SUCCEEDED and (latest.started_at or 0) >= prev:
-                return (f"skipIfSuccessful: run {latest.run_id} succeeded since the "
+            other = self._succeeded_since(dag.name, prev, f.launched)
+            if other:
+                return (f"skipIfSuccessful: run {other} succeeded since the "
                         f"previous tick {_when(prev)}")
+        return ""
+
+    def _succeeded_since(self, name: str, since: float, ours: dict[int, float]) -> str:
+        """The id of a run of `name` that started at or after `since` and succeeded, other
+        than the runs this scheduler started for its ticks (`ours`: pid -> tick); ''.
+
+        As Dagu: the run started for the previous tick does not make the next one skip;
+        only another run (by hand, say) does. Runs are read newest first, down to the
+        first one created before `since` (run ids sort by creation time)."""
+        from .errors import RunError
+        from .records import read_run, runs_of
+        from .status import RunStatus
+
+        for path in reversed(runs_of(self.home, name)):
+            created = _id_time(os.path.basename(path))
+            if created is not None and created < since - 0.001:  # ids hold milliseconds
+                break
+            try:
+                run = read_run(path)
+            except RunError:
+                continue
+            started = run.started_at or 0
+            if run.status != RunStatus.SUCCEEDED or started < since:
+                continue
+            if run.pid in ours and started >= ours[run.pid]:
+                continue  # a run this scheduler started for a tick
+            return run.run_id
         return ""
 
     def _latest(self, name: str):
@@ -243,29 +296,49 @@ class Scheduler:
         except RunError:
             return None
 
-    def _claim(self, key: str, tick: float) -> bool:
-        """Record `tick` as handled for `key`; False if it (or a later one) already was."""
+    def _claim(self, key: str, tick: float) -> tuple[float | None, int] | None:
+        """Record `tick` as handled for `key`: what the tick file said before (the last
+        tick handled, and the pid of the run started for it or 0); None if `tick` (or a
+        later one) already was handled."""
         import fcntl
 
-        os.makedirs(self.ticks_dir, mode=0o700, exist_ok=True)
+        make_private_dirs(self.ticks_dir)
         fd = os.open(os.path.join(self.ticks_dir, key), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            text = os.read(fd, 64).decode(errors="replace").strip()
-            if text and float(text) >= tick:
-                return False
+            before = _tick_file(os.read(fd, 64))
+            if before[0] is not None and before[0] >= tick:
+                return None
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{tick!r}\n".encode(), 0)
-            return True
+            return before
         finally:
             os.close(fd)
 
-    def _last_tick(self, key: str) -> float | None:
+    def _note_launch(self, key: str, tick: float, pid: int) -> None:
+        """Add the pid of the run started for `tick` to the tick file (`<tick> <pid>`)."""
+        import fcntl
+
         try:
-            with open(os.path.join(self.ticks_dir, key)) as fh:
-                return float(fh.read().strip() or "nan")
-        except (OSError, ValueError):
-            return None
+            fd = os.open(os.path.join(self.ticks_dir, key), os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            return  # only a hint for skipIfSuccessful; the run is started already
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if _tick_file(os.read(fd, 64))[0] == tick:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{tick!r} {pid}\n".encode(), 0)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def _last_tick(self, key: str) -> tuple[float | None, int]:
+        try:
+            with open(os.path.join(self.ticks_dir, key), "rb") as fh:
+                return _tick_file(fh.read(64))
+        except OSError:
+            return None, 0
 
     # Runs -------------------------------------------------------------------------------
 
@@ -292,21 +365,44 @@ class Scheduler:
                 pass
 
     def _launch(self, path: str, log_path: str):
-        out = open(log_path, "ab")
+        out = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             return subprocess.Popen(
                 [sys.executable, "-m", "dagfast", "run", "--no-queue", "--quiet", path],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 cwd=os.path.dirname(path), start_new_session=True,
+                env=dict(os.environ, DAGFAST_HOME=self.home),  # records where we look
             )
         finally:
-            out.close()
+            os.close(out)
 
 
 def _stderr_log(text: str) -> None:
     """One line a event on stderr, with the time."""
     sys.stderr.write(f"{_when(time.time())} scheduler: {text}\n")
     sys.stderr.flush()
+
+
+def _tick_file(raw: bytes) -> tuple[float | None, int]:
+    """(tick, pid) from a tick file's `<tick>[ <pid>]`; (None, 0) when empty or garbled."""
+    parts = raw.decode(errors="replace").split()
+    try:
+        tick = float(parts[0]) if parts else None
+        pid = int(parts[1]) if len(parts) > 1 else 0
+    except ValueError:
+        return None, 0
+    return tick, pid
+
+
+def _id_time(run_id: str) -> float | None:
+    """When a run id (`20261128T162600123Z-9f3a1c`) was made; None if it is not one."""
+    import calendar
+
+    try:
+        whole = calendar.timegm(time.strptime(run_id[:15], "%Y%m%dT%H%M%S"))
+        return whole + int(run_id[15:18]) / 1000
+    except ValueError:
+        return None
 
 
 def _when(t: float) -> str:

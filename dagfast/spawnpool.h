@@ -11,6 +11,12 @@ the worker registers in the loop's epoll set with the job's token in the event d
 
 Everything shared (the queue, the token table, the list of process groups) is guarded
 by one mutex, and no call made under it blocks.
+
+Process groups and pid reuse: a running step's group is its leader's pid, safe to signal
+until the leader is reaped. A group that outlives its leader (a step's background
+children) is kept in `groups`; its number cannot be given to a new process while any
+member lives, so when a process with that pid exists the group is gone and the number
+reused: such entries are dropped, never signalled.
 */
 #ifndef DAGFAST_SPAWNPOOL_H
 #define DAGFAST_SPAWNPOOL_H
@@ -62,6 +68,7 @@ typedef struct sp_job {
     int token;
     int err;        /* errno of a failed spawn, 0 otherwise */
     int watch_err;  /* 1: the process started but could not be watched (pidfd_open) */
+    int cancel_sig; /* > 0: never started, a stop or timeout (this signal) came first */
     int out_fd;     /* >= 0: stdout/stderr are these descriptors (pipes), which the */
     int err_fd;     /*       worker closes once the child has its copies; else files */
     char *path;     /* the program to exec */
@@ -89,9 +96,10 @@ typedef struct sp_pool {
     int *pidfds;             /* token -> its pidfd while running */
     unsigned char *state;    /* token -> SP_* */
     int *pendsig;            /* token -> a signal asked for while it was pending */
-    /* every process group ever started, for a stop */
+    /* groups whose leader was reaped while members lived, for a stop */
     pid_t *groups;
     int ngroups, capgroups;
+    unsigned reaps;
 } sp_pool;
 
 static int sp_grow_locked(sp_pool *p, int token) {
@@ -137,7 +145,19 @@ static void sp_fail_locked(sp_pool *p, sp_job *job) {
     (void)r;
 }
 
-static int sp_posix_spawn(sp_job *job, pid_t *pid) {
+/* The signal a stop or timeout asked for while the job waited, or -1 for a pool that
+   is closing; 0 when the job should still start. */
+static int sp_cancelled(sp_pool *p, int token) {
+    pthread_mutex_lock(&p->mu);
+    int sig = p->stopping ? -1 : p->pendsig[token];
+    pthread_mutex_unlock(&p->mu);
+    return sig;
+}
+
+/* posix_spawn; with `patient`, a start refused with EAGAIN is retried (with backoff,
+   for up to SP_EAGAIN_PATIENCE_MS) until it succeeds or the job is cancelled
+   (ECANCELED). */
+static int sp_posix_spawn(sp_pool *p, sp_job *job, pid_t *pid, int patient) {
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t at;
     sigset_t none, dfl;
@@ -154,6 +174,11 @@ static int sp_posix_spawn(sp_job *job, pid_t *pid) {
         posix_spawn_file_actions_addopen(&fa, 1, job->out, SP_LOG_FLAGS, 0600);
         posix_spawn_file_actions_addopen(&fa, 2, job->err_path, SP_LOG_FLAGS, 0600);
     }
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
+    /* Nothing else the engine's caller left open (a CI harness's pipe, a make
+       jobserver) reaches the step: a background child holding it could hang the caller. */
+    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+#endif
     posix_spawn_file_actions_addchdir_np(&fa, job->cwd);
     /* Its own process group, no signal blocked, and SIGPIPE and SIGXFSZ back at their
        defaults: Python ignores them, and a step must not inherit that (`yes | head`
@@ -171,7 +196,13 @@ static int sp_posix_spawn(sp_job *job, pid_t *pid) {
     long waited = 0, pause_ms = 1;
     for (;;) {
         rc = posix_spawn(pid, job->path, &fa, &at, job->argv, job->envp);
-        if (rc != EAGAIN || waited >= SP_EAGAIN_PATIENCE_MS) break;
+        if (rc != EAGAIN || !patient || waited >= SP_EAGAIN_PATIENCE_MS) break;
+        int sig = sp_cancelled(p, job->token);
+        if (sig) {
+            job->cancel_sig = sig > 0 ? sig : SIGKILL;
+            rc = ECANCELED;
+            break;
+        }
         /* Out of processes for now: wait for some to end rather than fail the step. */
         struct timespec ts = {pause_ms / 1000, (pause_ms % 1000) * 1000000L};
         nanosleep(&ts, NULL);
@@ -200,12 +231,36 @@ static int sp_mkdir_p(const char *path) {
     return 0;
 }
 
-static void sp_run_job(sp_pool *p, sp_job *job) {
+static void sp_queue_locked(sp_pool *p, sp_job *job) {
+    job->next = NULL;
+    if (p->tail) p->tail->next = job;
+    else p->head = job;
+    p->tail = job;
+    pthread_cond_signal(&p->cv);
+}
+
+/* Start one job. `inline_`: on the loop's thread, which must never wait out a full
+   process table: a start refused with EAGAIN there goes to a worker instead. */
+static void sp_run_job(sp_pool *p, sp_job *job, int inline_) {
     pid_t pid;
-    int rc = sp_posix_spawn(job, &pid);
-    struct stat st;
-    if (rc == ENOENT && stat(job->cwd, &st) < 0 && errno == ENOENT && sp_mkdir_p(job->cwd) == 0)
-        rc = sp_posix_spawn(job, &pid);
+    int rc;
+    int sig = sp_cancelled(p, job->token);
+    if (sig) {
+        /* Stopped (or timed out) while it waited in the queue: it never starts. */
+        job->cancel_sig = sig > 0 ? sig : SIGKILL;
+        rc = ECANCELED;
+    } else {
+        rc = sp_posix_spawn(p, job, &pid, !inline_);
+        struct stat st;
+        if (rc == ENOENT && stat(job->cwd, &st) < 0 && errno == ENOENT && sp_mkdir_p(job->cwd) == 0)
+            rc = sp_posix_spawn(p, job, &pid, !inline_);
+    }
+    if (rc == EAGAIN && inline_) {
+        pthread_mutex_lock(&p->mu);
+        sp_queue_locked(p, job);
+        pthread_mutex_unlock(&p->mu);
+        return;
+    }
     if (job->out_fd >= 0) {
         close(job->out_fd); /* the step holds its own copies */
         close(job->err_fd);
@@ -231,28 +286,33 @@ static void sp_run_job(sp_pool *p, sp_job *job) {
         return;
     }
     int token = job->token;
-    int sig;
     pthread_mutex_lock(&p->mu);
     p->pids[token] = pid;
     p->pidfds[token] = fd;
     p->state[token] = SP_RUNNING;
     sig = p->pendsig[token];
     p->pendsig[token] = 0;
-    if (p->ngroups == p->capgroups) {
-        int cap = p->capgroups ? p->capgroups * 2 : 256;
-        pid_t *g = realloc(p->groups, (size_t)cap * sizeof(pid_t));
-        if (g) {
-            p->groups = g;
-            p->capgroups = cap;
-        }
-    }
-    if (p->ngroups < p->capgroups) p->groups[p->ngroups++] = pid;
     pthread_mutex_unlock(&p->mu);
     if (sig) kill(-pid, sig); /* stopped or timed out before it had started */
     struct epoll_event ev;
     ev.events = EPOLLIN | EPOLLONESHOT;
     ev.data.u64 = ((uint64_t)(uint32_t)token << 32) | (uint32_t)fd;
-    epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev);
+    if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        /* Unwatched, it would never end for the engine (the epoll watch limit, or
+           memory): like a pidfd that could not be opened. */
+        job->err = errno;
+        job->watch_err = 1;
+        kill(-pid, SIGKILL);
+        siginfo_t info;
+        while (waitid((idtype_t)P_PIDFD, (id_t)fd, &info, WEXITED) < 0 && errno == EINTR) {}
+        close(fd);
+        pthread_mutex_lock(&p->mu);
+        p->pids[token] = 0;
+        p->pidfds[token] = -1;
+        sp_fail_locked(p, job);
+        pthread_mutex_unlock(&p->mu);
+        return;
+    }
     free(job);
 }
 
@@ -272,7 +332,7 @@ static void *sp_worker(void *arg) {
         p->head = job->next;
         if (!p->head) p->tail = NULL;
         pthread_mutex_unlock(&p->mu);
-        sp_run_job(p, job);
+        sp_run_job(p, job, 0);
     }
 }
 
@@ -327,11 +387,7 @@ static int sp_submit(sp_pool *p, sp_job *job) {
         pthread_mutex_unlock(&p->mu);
         return -1;
     }
-    job->next = NULL;
-    if (p->tail) p->tail->next = job;
-    else p->head = job;
-    p->tail = job;
-    pthread_cond_signal(&p->cv);
+    sp_queue_locked(p, job);
     pthread_mutex_unlock(&p->mu);
     return 0;
 }
@@ -344,7 +400,7 @@ static int sp_run_inline(sp_pool *p, sp_job *job) {
     int rc = sp_claim_locked(p, job->token);
     pthread_mutex_unlock(&p->mu);
     if (rc < 0) return -1;
-    sp_run_job(p, job);
+    sp_run_job(p, job, 1);
     return 0;
 }
 
@@ -360,13 +416,41 @@ static sp_job *sp_take_failed(sp_pool *p) {
     return failed;
 }
 
-/* A reaped token is idle again. */
+/* Signal (0: only check) the groups that outlived their leaders, dropping those that
+   are gone or whose number now belongs to someone else; how many remain. */
+static int sp_lingering_locked(sp_pool *p, int sig) {
+    int alive = 0;
+    for (int i = 0; i < p->ngroups; i++) {
+        pid_t g = p->groups[i];
+        /* A process whose pid is g: our group is empty and its number reused. */
+        if (kill(g, 0) == 0 || errno == EPERM) continue;
+        /* Gone (ESRCH) or now someone else's (EPERM): dropped either way. */
+        if (kill(-g, sig) == 0) p->groups[alive++] = g;
+    }
+    p->ngroups = alive;
+    return alive;
+}
+
+/* A reaped token is idle again; its group is kept only while members remain. */
 static void sp_ended(sp_pool *p, int token) {
     pthread_mutex_lock(&p->mu);
     if (token < p->cap) {
+        pid_t pid = p->pids[token];
         p->state[token] = SP_IDLE;
         p->pids[token] = 0;
         p->pidfds[token] = -1;
+        if (pid > 0 && kill(-pid, 0) == 0) {
+            if (p->ngroups == p->capgroups) {
+                int cap = p->capgroups ? p->capgroups * 2 : 64;
+                pid_t *g = realloc(p->groups, (size_t)cap * sizeof(pid_t));
+                if (g) {
+                    p->groups = g;
+                    p->capgroups = cap;
+                }
+            }
+            if (p->ngroups < p->capgroups) p->groups[p->ngroups++] = pid;
+        }
+        if ((++p->reaps & 63) == 0 && p->ngroups) sp_lingering_locked(p, 0);
     }
     pthread_mutex_unlock(&p->mu);
 }
@@ -401,31 +485,36 @@ static void sp_signal_running(sp_pool *p, int sig) {
     pthread_mutex_unlock(&p->mu);
 }
 
-/* Signal every group ever started (0: only prune); returns how many still exist. */
+/* Signal (0: only count) the groups of running steps and those that outlived their
+   leaders; returns how many still exist. */
 static int sp_signal_groups(sp_pool *p, int sig) {
     int alive = 0;
     pthread_mutex_lock(&p->mu);
-    for (int i = 0; i < p->ngroups; i++) {
-        pid_t g = p->groups[i];
-        /* Gone (ESRCH) or now someone else's (EPERM): dropped either way. */
-        if (kill(-g, sig) == 0) p->groups[alive++] = g;
+    for (int t = 0; t < p->cap; t++) {
+        if (p->state[t] == SP_RUNNING && kill(-p->pids[t], sig) == 0) alive++;
     }
-    p->ngroups = alive;
+    alive += sp_lingering_locked(p, sig);
     pthread_mutex_unlock(&p->mu);
     return alive;
 }
 
-/* With `out`: copy up to `max` process group ids into it, and return how many were
-   copied. Without: how many there are. */
+/* With `out`: copy up to `max` process group ids (running steps', then those that
+   outlived their leaders) into it, and return how many were copied. Without: how many
+   there are. */
 static int sp_groups(sp_pool *p, pid_t *out, int max) {
     pthread_mutex_lock(&p->mu);
-    int n = p->ngroups;
-    if (out) {
-        if (n > max) n = max;
-        if (n > 0) memcpy(out, p->groups, (size_t)n * sizeof(pid_t));
+    int n = 0;
+    for (int t = 0; t < p->cap; t++) {
+        if (p->state[t] != SP_RUNNING) continue;
+        if (out && n < max) out[n] = p->pids[t];
+        n++;
+    }
+    for (int i = 0; i < p->ngroups; i++) {
+        if (out && n < max) out[n] = p->groups[i];
+        n++;
     }
     pthread_mutex_unlock(&p->mu);
-    return n;
+    return out && n > max ? max : n;
 }
 
 /* Stop the workers (jobs still queued are dropped) and free the pool. */

@@ -7,7 +7,8 @@ secrets:
     runs/<dag name>/<run id>/
         lock             flock'ed by the process running the run, for its whole life;
                          holds that process's pid
-        dag.json         the DAG as loaded (model.Dag, msgspec JSON)
+        dag.json         the DAG as loaded (model.Dag, msgspec JSON, with a `version`
+                         key, DAG_VERSION, that model.Dag itself ignores)
         journal          append-only: frames (see `journal`) of msgpack entries, one
                          batch per event-loop turn; every attempt appends to it
         status.json      the latest snapshot (Snapshot, JSON), replaced atomically
@@ -25,6 +26,7 @@ The journal is the truth; a snapshot is a cache of it up to `journal_offset`.
 import fcntl
 import os
 import re
+import shutil
 import time
 
 import msgspec
@@ -34,12 +36,15 @@ from .journal import frame
 from .model import Dag
 
 __all__ = [
-    "Begin", "Cancel", "End", "Entry", "Finish", "JOURNAL_VERSION", "Recorder", "RunDir",
-    "SNAPSHOT_VERSION", "Snapshot", "Start", "StepRecord", "home", "new_run_id",
+    "Begin", "Cancel", "DAG_VERSION", "End", "Entry", "Finish", "JOURNAL_VERSION", "Recorder",
+    "RunDir", "SNAPSHOT_VERSION", "Snapshot", "Start", "StepRecord", "home", "new_run_id",
 ]
 
+# What each record file's `version` says; a reader refuses a version newer than its own
+# (records.read_run) rather than misread it.
 SNAPSHOT_VERSION = 2  # 1: no attempt, error, journal_offset
 JOURNAL_VERSION = 1
+DAG_VERSION = 1  # dag.json; a file without the key is version 1
 
 
 class StepRecord(msgspec.Struct, array_like=True):
@@ -220,12 +225,15 @@ class RunDir:
         try:
             run._lock()
             os.mkdir(run.steps_dir, 0o700)
-            data = _json.encode(dag)
+            data = b'{"version":%d,' % DAG_VERSION + _json.encode(dag)[1:]
             run.write_atomic("dag.json", mask(data) if mask is not None else data)
             run._open_journal(truncate_at=None)
             run._make_reserve(len(dag.steps))
         except BaseException:
-            run.close()
+            # Nothing ran: leave no half-made run behind (an empty directory would
+            # read as a run that never started, one per failed attempt).
+            run._release()
+            shutil.rmtree(path, ignore_errors=True)
             raise
         return run
 
@@ -257,7 +265,21 @@ class RunDir:
             raise RunError(f"cannot prepare `{self.path}` for a retry: {exc.strerror}") from None
 
     def close(self) -> None:
-        """Release the run: close the journal, drop the reserve, unlock."""
+        """Release the run: close the journal, drop the reserve, unlock.
+
+        A run released before anything was recorded (its executor could not open) says
+        that it ended `not_started`: with no record at all, it would read as a run whose
+        process was killed before its first one (`interrupted`)."""
+        if self.journal_fd >= 0 and self.journal_offset == 0 and self.failure is None:
+            if not os.path.exists(os.path.join(self.path, "status.json")):
+                self.free_reserve()
+                try:
+                    self.append(frame(_msgpack.encode([(5, 0, time.time(), 0, "")])), True)
+                except RunError:
+                    pass  # then it reads `interrupted`: true enough
+        self._release()
+
+    def _release(self) -> None:
         if self.journal_fd >= 0:
             os.close(self.journal_fd)
             self.journal_fd = -1
@@ -297,7 +319,8 @@ class RunDir:
 
     def write_atomic(self, name: str, data: bytes, durable: bool = False) -> None:
         """Write `name` in the run directory so that readers see old or new, never half;
-        with `durable`, the data reaches the disk before the rename."""
+        with `durable`, the data reaches the disk before the rename, and the rename
+        before we return (the directory is fsynced)."""
         final = os.path.join(self.path, name)
         tmp = final + ".tmp"
         try:
@@ -307,6 +330,12 @@ class RunDir:
             finally:
                 os.close(fd)
             os.replace(tmp, final)
+            if durable:
+                dfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
         except OSError as exc:
             try:
                 os.unlink(tmp)
@@ -453,14 +482,23 @@ class Recorder:
         # A run that could not start says why (a secret that cannot be read).
         self.error = error or getattr(result, "error", "")
         rd = self.run_dir
+        # The space set aside is for exactly this: the last step may have filled the
+        # disk. (After a failure the journal was cut back to its last whole frame and
+        # the reserve freed already.)
+        rd.free_reserve()
         try:
-            # After a failure the journal was cut back to its last whole frame and the
-            # reserve freed: the end of the run can usually still be written.
             end = (5, int(result.status), result.finished_at, int(result.signal or 0), self.error)
             pending = self._pending if rd.failure is None else []
             pending.append(end)
             self._pending = []
-            rd.append(frame(_msgpack.encode(pending)), durable=True)
+            try:
+                rd.append(frame(_msgpack.encode(pending)), durable=True)
+            except RunError as exc:
+                # The snapshot may still fit: it then says how the run ended, and why
+                # its journal does not.
+                if rd.failure is None:
+                    rd.failure = exc
+                self.error = self.error or f"the end of the journal is missing: {exc}"
             self._snapshot(int(result.status), result.finished_at, durable=True)
         except RunError as exc:
             if rd.failure is None:

@@ -46,6 +46,14 @@ def test_bad_file_raises_load_error(tmp_path):
     assert not (tmp_path / "home").exists()
 
 
+def test_params_of_the_wrong_type_are_a_usage_error(tmp_path):
+    dag = tmp_path / "ok.yaml"
+    dag.write_text("steps:\n  - command: 'true'\n")
+    with pytest.raises(dagfast.UsageError, match="params must be a mapping, a list or a string"):
+        dagfast.run(dag, params=5, home_dir=str(tmp_path / "home"))
+    assert not (tmp_path / "home").exists()
+
+
 def test_negative_override_is_a_usage_error(tmp_path):
     dag = tmp_path / "ok.yaml"
     dag.write_text("steps:\n  - command: 'true'\n")

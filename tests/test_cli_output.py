@@ -162,7 +162,8 @@ def test_json_prints_one_event_a_line(tmp_path, failing):
 
 
 def test_junit_report_is_valid_and_names_failures(tmp_path, failing):
-    xmlschema = pytest.importorskip("xmlschema")
+    import xmlschema
+
     report = tmp_path / "junit.xml"
     failing.write_text(failing.read_text() + "  - name: odd\n    command: printf 'a\\001b' >&2\n")
     res = dagfast("run", "--junit", str(report), str(failing), home=tmp_path / "h",
@@ -180,6 +181,56 @@ def test_junit_report_is_valid_and_names_failures(tmp_path, failing):
     assert cases["never"].find("skipped").get("message") == "upstream failed"
     assert cases["other"].find("system-out").text == "from other"
     assert cases["odd"].find("system-err").text == "a\ufffdb"
+
+
+@pytest.mark.parametrize("where, says", [
+    ("missing/report.xml", "no directory"),
+    (".", "is a directory"),
+])
+def test_a_junit_file_that_cannot_be_written_is_a_usage_error_before_the_run(
+    tmp_path, failing, where, says
+):
+    home = tmp_path / "h"
+    res = dagfast("run", "--junit", str(tmp_path / where), str(failing), home=home,
+                  env=plain_env())
+    assert res.code == 2, res.out + res.err
+    assert res.err.count("\n") == 1 and says in res.err and "--junit" in res.err, res.err
+    assert not home.exists()  # nothing ran, nothing was recorded
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["failing.yaml"]
+
+
+def test_a_junit_report_that_fails_at_the_end_is_said_and_leaves_no_temporary_file(tmp_path):
+    # Checked before the run, the report can still fail when written (a full disk, or
+    # here a directory put where the file goes): one line, no `.tmp` left behind.
+    import pickle
+
+    import dagfast as api
+
+    dag_file = write(tmp_path / "one.yaml", "steps:\n  - command: 'true'\n")
+    result = api.run(dag_file, home_dir=str(tmp_path / "h"))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.xml").mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys, pickle; from dagfast.junit import JUnitReporter; "
+         "JUnitReporter(sys.argv[1]).run_finished(pickle.load(sys.stdin.buffer))",
+         str(out / "report.xml")],
+        input=pickle.dumps(result), capture_output=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    err = proc.stderr.decode()
+    assert err.startswith(f"dagfast: cannot write the JUnit report {out / 'report.xml'}: "), err
+    assert err.count("\n") == 1
+    assert sorted(p.name for p in out.iterdir()) == ["report.xml"]  # no report.xml.tmp
+
+
+def test_quiet_and_verbose_together_and_a_negative_history_limit_are_usage_errors(tmp_path, failing):
+    home = tmp_path / "h"
+    res = dagfast("run", "-q", "-v", str(failing), home=home, env=plain_env())
+    assert res.code == 2 and "--quiet and --verbose" in res.err, res.err
+    assert not home.exists()
+    res = dagfast("history", "-n", "-3", str(failing), home=home, env=plain_env())
+    assert res.code == 2 and "must be 0 or more" in res.err, res.err
 
 
 def test_github_actions_failures_become_error_annotations(tmp_path, failing):
@@ -220,7 +271,8 @@ def test_every_command_has_help_with_examples_and_exit_statuses():
     for name in COMMANDS:
         text = sub.choices[name].format_help()
         assert "exit statuses: 0 succeeded" in text, name
-        assert f"\nexamples:\n  dagfast {name}" in text or f"dagfast {name} " in text, name
+        examples = text.partition("\nexamples:\n")[2]
+        assert examples.startswith(f"  dagfast {name}"), (name, text)
 
 
 def test_completion_script_knows_the_commands():

@@ -246,3 +246,82 @@ def test_help_documents_the_exit_statuses():
     for command in ("status", "history", "logs", "retry", "stop", "dry"):
         res = dagfast(command, "--help")
         assert res.code == 0 and "exit statuses" in res.out, command
+
+
+def test_one_unreadable_record_is_one_row_of_history(failed_run, tmp_path):
+    dag, home, first = failed_run
+    (tmp_path / "fixed").touch()
+    assert dagfast("run", "--quiet", str(dag), home=home).code == 0
+    latest = max((home / "runs" / "fix").iterdir())
+    (latest / "journal").write_bytes(b"")
+    (latest / "status.json").write_text("garbage")
+    res = dagfast("history", str(dag), home=home)
+    assert res.code == 0, res.err
+    lines = res.out.splitlines()
+    assert len(lines) == 3
+    assert lines[1].split()[:2] == [latest.name, "unreadable"]
+    assert lines[1].endswith(f"the record of run `{latest.name}` is unreadable: "
+                             "corrupt status.json, empty journal")
+    assert lines[2].split()[:2] == [first.name, "failed"]
+    # `status` of the DAG reads its latest run: one line that says which and why.
+    for target in ([str(dag)], ["fix"], [latest.name], []):
+        res = dagfast("status", *target, home=home)
+        assert res.code == 1 and res.out == ""
+        assert res.err == (f"dagfast: the record of run `{latest.name}` is unreadable: "
+                           "corrupt status.json, empty journal\n")
+    assert dagfast("status", first.name, home=home).code == 0
+
+
+def test_an_interrupted_run_stays_at_its_last_record(tmp_path):
+    #   a -> b      the engine died just after b started
+    from dagfast.journal import frames
+    from dagfast.records import read_run
+
+    home = tmp_path / "home"
+    dag = write(tmp_path / "ab.yaml", """\
+        steps:
+          - name: a
+            command: sleep 0.1
+          - name: b
+            command: 'true'
+            depends: a
+        """)
+    assert dagfast("run", "--quiet", str(dag), home=home).code == 0
+    run = only_run(home)
+    # Frames: [begin], [start a], [end a, start b], [end b], [finish]: keep three.
+    whole = (run / "journal").read_bytes()
+    end = sum(8 + len(p) for p in frames(whole)[0][:3])
+    (run / "journal").write_bytes(whole[:end])
+    (run / "status.json").unlink()
+    state = read_run(str(run))
+    assert state.interrupted and state.last_recorded_at == state.steps[1].started_at
+    took = state.steps[1].started_at - state.started_at
+    assert took >= 0.1
+
+    res = dagfast("status", run.name, home=home)
+    assert res.code == 0, res.err
+    lines = res.out.splitlines()
+    assert lines[2] == (f"status:  interrupted: its process (pid {state.pid}) is gone, 1 step "
+                        f"was running; `dagfast retry {run.name}` finishes it")
+    assert lines[3].endswith(f", interrupted after {took:.2f}s") and "running" not in lines[3]
+    assert lines[7].split() == ["b", "interrupted", "-", "-"]
+    doc = json.loads(dagfast("status", "--json", run.name, home=home).out)
+    assert doc["status"] == "interrupted" and doc["duration"] == round(took, 6)
+    assert doc["finished_at"] is None
+
+    res = dagfast("history", str(dag), home=home)
+    row = res.out.splitlines()[1]
+    assert row.split()[1] == "interrupted" and f" {took:.2f}s " in row
+    assert row.endswith("  1 succeeded, 1 interrupted") and "running" not in row
+
+
+def test_read_commands_on_a_home_under_a_file_are_one_line_errors(tmp_path, failed_run):
+    dag, _, run = failed_run
+    (tmp_path / "afile").write_text("")
+    home = tmp_path / "afile" / "home"
+    for args in (["status"], ["status", "fix"], ["status", run.name], ["history", str(dag)],
+                 ["logs", run.name], ["retry", run.name], ["stop", run.name]):
+        res = dagfast(*args, home=home)
+        assert res.code == 1, (args, res.err)
+        assert res.err.count("\n") == 1 and "Not a directory" in res.err, (args, res.err)
+        assert "internal error" not in res.err and "Traceback" not in res.err

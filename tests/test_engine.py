@@ -111,6 +111,20 @@ def test_shell_features_and_working_directory(tmp_path):
     assert (tmp_path / "out.txt").read_text() == "2 files in sub\n"
 
 
+def test_commands_run_through_shell_or_sh_when_shell_is_not_a_program(tmp_path):
+    # $SHELL -c when $SHELL is a program (bash here: `$BASH_VERSION` is set), else sh.
+    bash = "/bin/bash"
+    assert os.access(bash, os.X_OK), "this test needs bash"
+    dag = write(tmp_path / "which.yaml", """\
+        steps:
+          - command: echo "[${BASH_VERSION:+bash}]" >> shells.txt
+        """)
+    for shell in (bash, str(tmp_path / "no-such-shell"), "bash", ""):
+        res = dagfast("run", str(dag), home=tmp_path / "home", env={"SHELL": shell})
+        assert res.code == 0, (shell, res.out + res.err)
+    assert (tmp_path / "shells.txt").read_text().split() == ["[bash]", "[]", "[]", "[]"]
+
+
 def test_default_working_directory_is_the_dag_files(tmp_path):
     dag = write(tmp_path / "wd.yaml", """\
         steps:

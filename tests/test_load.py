@@ -596,14 +596,16 @@ def test_a_hundred_thousand_step_chain_loads():
 # argv for each command form
 
 
-def test_one_line_command_uses_the_login_shell_with_errexit():
+def test_one_line_command_uses_the_login_shell_with_errexit(tmp_path):
     assert argv("steps: [echo hi]\n") == ("/bin/bash", "-e", "-c", "echo hi")
     assert argv("steps: [echo hi]\n", {"PATH": "/bin"}) == ("sh", "-e", "-c", "echo hi")
-    assert argv("steps: [echo hi]\n", {"SHELL": "/usr/bin/fish"}) == (
-        "/usr/bin/fish",
-        "-c",
-        "echo hi",
-    )
+    fish = tmp_path / "fish"  # not sh-like: no -e
+    fish.write_text("#!/bin/sh\n")
+    fish.chmod(0o755)
+    assert argv("steps: [echo hi]\n", {"SHELL": str(fish)}) == (str(fish), "-c", "echo hi")
+    # A $SHELL that is not a program we can run falls back to sh.
+    for shell in (str(tmp_path / "gone"), "fish", str(tmp_path)):
+        assert argv("steps: [echo hi]\n", {"SHELL": shell}) == ("sh", "-e", "-c", "echo hi")
 
 
 def test_a_dag_shell_still_gets_errexit_a_step_shell_does_not():

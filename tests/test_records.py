@@ -3,6 +3,7 @@ disk, many runs at once. Real processes, real files."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -210,31 +211,133 @@ def test_retry_of_a_running_run_is_refused(tmp_path):
 # Disks -------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def tmpfs(mnt: Path, options: str):
+    """A tmpfs mounted at `mnt` with `options` for the block. These tests need root (to
+    mount): without it they fail, saying so, rather than skip what they check."""
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mnt)],
+                         capture_output=True, text=True)
+    if res.returncode:
+        pytest.fail(f"cannot mount a tmpfs at {mnt} (these disk tests need root): "
+                    f"{res.stderr.strip()}", pytrace=False)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 1 MiB tmpfs (needs root)."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                      capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs (needs root)")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=True)
+    """A 1 MiB tmpfs."""
+    with tmpfs(tmp_path / "mnt", "size=1m") as mnt:
+        yield mnt
+
+
+def fill(path: Path) -> None:
+    """Write `path` until the disk is full."""
+    with open(path, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
 
 
 def test_full_home_is_a_clear_error_before_any_step(tmp_path, small_disk):
-    with open(small_disk / "filler", "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
+    fill(small_disk / "filler")
     dag = write(tmp_path / "d.yaml", "steps:\n  - command: touch ran\n")
     res = cli("run", str(dag), home=small_disk / "home")
     assert res.code == 1
     assert "No space left on device" in res.err and "Traceback" not in res.err
     assert not (tmp_path / "ran").exists()
+
+
+def test_a_start_that_fails_on_a_full_home_leaves_no_run_directory(tmp_path, small_disk):
+    fill(small_disk / "filler")
+    dag = write(tmp_path / "d.yaml", "steps:\n  - command: touch ran\n")
+    home = small_disk / "home"
+    for _ in range(3):
+        res = cli("run", str(dag), home=home)
+        assert res.code == 1 and "No space left on device" in res.err, res.err
+    assert runs(home) == []
+    res = cli("status", home=home)
+    assert res.code == 1 and "no run recorded" in res.err
+
+
+def test_a_disk_filled_by_the_last_step_still_gets_the_true_end_of_the_run(tmp_path):
+    # The last step fills the disk: the space set aside is freed for the final record,
+    # which says how the run ended, as the exit status does. (Had a snapshot come due
+    # while the disk was full, the run stops and says why: true as well.)
+    dag = write(tmp_path / "fill.yaml", """\
+        steps:
+          - name: fill
+            command: head -c 3000000 /dev/zero || true
+        """)
+    with tmpfs(tmp_path / "mnt", "size=2m") as mnt:
+        home = mnt / "home"
+        res = cli("run", "--quiet", str(dag), home=home)
+        (run,) = runs(home)
+        assert (run / "status.json").exists(), res.err
+        state = read_run(str(run))
+        assert not state.torn and not state.interrupted and state.finished_at
+        snap = json.loads((run / "status.json").read_text())
+        assert snap["status"] == state.status and snap["finished_at"] == state.finished_at
+        if res.code == 0:
+            assert state.status == 4 and state.error == "" and res.err == ""
+        else:
+            assert res.code == 1 and "the run was stopped" in res.err
+            assert state.status == 3 and "No space left on device" in state.error
+        assert not (run / "reserve").exists()
+
+
+def test_the_final_record_uses_the_space_set_aside(tmp_path, small_disk):
+    # Driven by hand (no event loop: every hook writes at once), so that the disk is
+    # full exactly when the run ends.
+    from types import SimpleNamespace
+
+    from dagfast.load import load
+    from dagfast.store import Recorder, RunDir, StepRecord
+
+    dag = load(str(write(tmp_path / "d.yaml", "steps:\n  - name: a\n    command: 'true'\n")))
+    rd = RunDir.create(dag, str(small_disk / "home"))
+    failures = []
+    rec = Recorder(rd, on_failure=failures.append)
+    records = [StepRecord()]
+    rec.run_started(dag, rd, records)
+    t0 = time.time()
+    records[0] = StepRecord(status=1, started_at=t0)
+    rec.step_started(0)
+    records[0] = StepRecord(4, 0, t0, t0 + 1)
+    rec.step_finished(0, records[0])
+    fill(small_disk / "filler")
+    rec.run_finished(SimpleNamespace(status=4, started_at=t0, finished_at=t0 + 1, signal=0,
+                                     error=""))
+    assert failures == [] and rd.failure is None
+    snap = json.loads((Path(rd.path) / "status.json").read_text())
+    assert snap["status"] == 4 and snap["finished_at"] == t0 + 1 and snap["error"] == ""
+    assert read_run(rd.path).status == 4
+
+
+def test_the_final_snapshot_is_durable_rename_and_all(tmp_path, monkeypatch):
+    # fsync the file, rename it, then fsync the directory: the rename is on disk too.
+    from dagfast.load import load
+    from dagfast.store import RunDir, Snapshot
+
+    dag = load(str(write(tmp_path / "d.yaml", "steps:\n  - command: 'true'\n")))
+    rd = RunDir.create(dag, str(tmp_path / "home"))
+    calls = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (
+        calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (
+        calls.append(("replace", str(b))), real_replace(a, b))[1])
+    rd.write_snapshot(Snapshot(2, rd.run_id, "d", "", 4, 1.0, 2.0, os.getpid(), []),
+                      durable=True)
+    monkeypatch.undo()
+    rd.close()
+    final = os.path.join(rd.path, "status.json")
+    assert calls == [("fsync", final + ".tmp"), ("replace", final), ("fsync", rd.path)]
 
 
 def test_disk_filling_during_a_run_stops_it_and_says_why(tmp_path, small_disk):
@@ -257,19 +360,12 @@ def test_disk_filling_during_a_run_stops_it_and_says_why(tmp_path, small_disk):
 
 
 def test_read_only_home_is_a_clear_error(tmp_path):
-    mnt = tmp_path / "ro"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mnt)],
-                      capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs (needs root)")
-    try:
+    with tmpfs(tmp_path / "ro", "ro,size=1m") as mnt:
         dag = write(tmp_path / "d.yaml", "steps:\n  - command: touch ran\n")
         res = cli("run", str(dag), home=mnt / "home")
         assert res.code == 1
         assert "cannot create the run directory" in res.err and "Read-only" in res.err
         assert not (tmp_path / "ran").exists()
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=True)
 
 
 # Many at once ----------------------------------------------------------------------------
@@ -318,3 +414,101 @@ def test_retry_keeps_the_outputs_of_steps_that_succeeded(tmp_path):
     assert again.code == 0, again.out + again.err
     assert (tmp_path / "got.txt").read_text() == "got value-42\n"
     assert len((tmp_path / "made.txt").read_text().split()) == 1  # `make` ran once
+
+
+# Versions and early deaths ---------------------------------------------------------------
+
+
+def test_a_record_from_a_newer_dagfast_is_refused_not_misread(tmp_path):
+    home = tmp_path / "home"
+    dag = write(tmp_path / "d.yaml", "steps:\n  - name: a\n    command: 'true'\n")
+    assert cli("run", str(dag), home=home).code == 0
+    (run,) = runs(home)
+    assert json.loads((run / "dag.json").read_text())["version"] == 1
+    original = {n: (run / n).read_bytes() for n in ("status.json", "journal", "dag.json")}
+
+    def refused(name: str, what: str, version: int, reads: int = 1) -> None:
+        # The lock aside (a retry takes it first), nothing is changed.
+        before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "lock"}
+        for args in (["status", run.name], ["status", "--json", run.name], ["retry", run.name]):
+            res = cli(*args, home=home)
+            assert res.code == 1 and res.out == "", (args, res.out)
+            assert res.err == (
+                f"dagfast: the record of run `{run.name}` is unreadable: `{run / name}` was "
+                f"written by a newer dagfast ({what} version {version}; this one reads up to "
+                f"{reads})\n"), (args, res.err)
+        assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "lock"} == before
+
+    snap = json.loads(original["status.json"])
+    (run / "status.json").write_text(json.dumps(dict(snap, version=3, steps="new shape")))
+    refused("status.json", "snapshot", 3, reads=2)
+    (run / "status.json").unlink()  # the journal alone: its Begin says version 2
+    payloads = frames(original["journal"])[0]
+    begin = msgspec.msgpack.decode(payloads[0])
+    begin[0][1] = 2
+    rest = original["journal"][8 + len(payloads[0]):]
+    (run / "journal").write_bytes(frame(msgspec.msgpack.encode(begin)) + rest)
+    refused("journal", "journal", 2)
+    # ... or a newer Begin this version cannot even decode
+    begin[0][2:] = [{"new": "shape"}]
+    (run / "journal").write_bytes(frame(msgspec.msgpack.encode(begin)) + rest)
+    refused("journal", "journal", 2)
+    # ... or an entry kind this version does not know, after a Begin it does
+    (run / "journal").write_bytes(original["journal"] + frame(msgspec.msgpack.encode([[9, 0]])))
+    res = cli("retry", run.name, home=home)
+    assert res.code == 1 and "written by a newer dagfast (entry kind 9" in res.err
+    assert frames((run / "journal").read_bytes())[1] > len(original["journal"])  # not cut
+    (run / "journal").write_bytes(original["journal"])
+    (run / "status.json").write_bytes(original["status.json"])
+
+    doc = json.loads(original["dag.json"])
+    (run / "dag.json").write_text(json.dumps(dict(doc, version=2)))
+    res = cli("status", run.name, home=home)
+    assert res.code == 1 and res.err == (
+        f"dagfast: cannot read the DAG of run `{run.name}`: `{run / 'dag.json'}` was written "
+        "by a newer dagfast (DAG version 2; this one reads up to 1)\n")
+    (run / "dag.json").write_bytes(original["dag.json"])
+    assert cli("status", run.name, home=home).code == 0
+
+
+def test_a_run_killed_before_its_first_record_reads_interrupted(tmp_path):
+    # The engine died after making the run directory, before the journal's first frame:
+    # nobody holds the run and nothing says it ended.
+    home = tmp_path / "home"
+    dag = write(tmp_path / "d.yaml", """\
+        steps:
+          - name: a
+            command: echo a >> ran.txt
+          - name: b
+            command: echo b >> ran.txt
+            depends: a
+        """)
+    assert cli("run", "--quiet", str(dag), home=home).code == 0
+    (run,) = runs(home)
+    (run / "journal").write_bytes(b"")
+    (run / "status.json").unlink()
+    (tmp_path / "ran.txt").unlink()
+    pid = int((run / "lock").read_text())
+    state = read_run(str(run))
+    assert state.interrupted and state.label == "interrupted" and state.pid == pid
+    res = cli("status", run.name, home=home)
+    assert res.code == 0, res.err
+    assert res.out.splitlines()[2] == (
+        f"status:  interrupted: its process (pid {pid}) is gone before its first step; "
+        f"`dagfast retry {run.name}` finishes it")
+    assert json.loads(cli("status", "--json", run.name, home=home).out)["interrupted"] is True
+    res = cli("stop", run.name, home=home)
+    assert res.code == 1 and "is not running (it is interrupted)" in res.err
+    res = cli("retry", run.name, home=home)
+    assert res.code == 0, res.out + res.err
+    assert (tmp_path / "ran.txt").read_text().split() == ["a", "b"]
+    assert read_run(str(run)).status == 4
+    # A run its owner let go of before its first record (an executor that could not
+    # open) is not_started, not interrupted.
+    from dagfast.load import load
+    from dagfast.store import RunDir
+
+    rd = RunDir.create(load(str(dag)), str(home))
+    rd.close()
+    state = read_run(rd.path)
+    assert (state.label, state.interrupted, len(state.steps)) == ("not_started", False, 2)

@@ -185,3 +185,42 @@ def test_api_run_takes_a_slot_and_can_refuse_to_queue(tmp_path):
     finally:
         slot.release()
     assert run(str(dag), home_dir=home).status == 4
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o000])
+def test_the_slots_and_the_scheduler_files_are_private_whatever_the_umask(tmp_path, umask):
+    # The first run of a new home takes a slot before it has a record: the slots (and
+    # the home) must come out 0700 all the same; so must the scheduler's ticks and logs.
+    from dagfast.scheduler import Scheduler
+
+    dag = one_at_a_time(tmp_path, "true")
+    home = tmp_path / "new" / "home"
+    env = dict(os.environ, DAGFAST_HOME=str(home))
+    res = subprocess.run(["sh", "-c", f'umask {umask:03o} && exec "$0" -m dagfast run "$1"',
+                          sys.executable, str(dag)], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert (home / "slots" / "one" / "0.lock").exists()
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    write(dags / "s.yaml", """\
+        name: s
+        schedule: "* * * * * *"
+        maxActiveRuns: 1
+        steps:
+          - command: "true"
+        """)
+    sched = Scheduler(str(dags), str(tmp_path / "new" / "home2"), log=lambda line: None)
+    old = os.umask(umask)
+    try:
+        t = float(int(time.time())) - 10
+        sched.turn(t)
+        sched.turn(t + 1)  # the real launcher: a `dagfast run` child, with this umask
+    finally:
+        os.umask(old)
+    (child,) = sched.running()
+    assert child.wait(timeout=60) == 0
+    home2 = tmp_path / "new" / "home2"
+    assert [p.name for p in (home2 / "scheduler" / "logs").iterdir()][0].startswith("s-")
+    assert (home2 / "runs" / "s").is_dir() and (home2 / "slots" / "s").is_dir()
+    for p in [tmp_path / "new", *(tmp_path / "new").rglob("*")]:
+        assert p.stat().st_mode & 0o077 == 0, (p, oct(p.stat().st_mode))

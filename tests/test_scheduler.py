@@ -88,15 +88,27 @@ def h(tmp_path):
 
 
 def test_cron_six_fields_end_in_seconds_and_time_zones_apply():
-    assert [parse("* * * * * */2")[0].next(T0 + k) for k in (0, 1)] == [T0 + 2, T0 + 2]
-    assert parse("*/5 * * * *")[0].next(T0) == T0 + 300
-    tokyo = parse("CRON_TZ=Asia/Tokyo 0 9 * * *")[0]
+    assert [parse("* * * * * */2").next(T0 + k) for k in (0, 1)] == [T0 + 2, T0 + 2]
+    assert parse("*/5 * * * *").next(T0) == T0 + 300
+    tokyo = parse("CRON_TZ=Asia/Tokyo 0 9 * * *")
     assert time.strftime("%H:%M", time.gmtime(tokyo.next(T0))) == "00:00"  # 09:00 JST
-    assert parse("start: 0 8 * * *")[0].fields == "0 8 * * *"
+    assert parse("@hourly").next(T0) == T0 + 3600
     with pytest.raises(ScheduleError, match="not a cron expression: `61 \\* \\* \\* \\*`"):
         parse("61 * * * *")
     with pytest.raises(ScheduleError, match="unknown time zone `Nowhere/City`"):
         parse("CRON_TZ=Nowhere/City * * * * *")
+
+
+@pytest.mark.parametrize("expr, why", [
+    ("* * * * * * *", "not a cron expression (7 fields, not 5 or 6)"),  # croniter: a year
+    ("0 0 30 2 *", "never matches a date"),  # valid for croniter, yet no date
+    ("CRON_TZ=UTC 0 0 31 4 *", "never matches a date"),
+    ("start: 0 8 * * *", "not a cron expression"),  # the map form is YAML, not a string
+])
+def test_cron_refuses_seven_fields_and_expressions_that_never_match(expr, why):
+    with pytest.raises(ScheduleError) as err:
+        parse(expr)
+    assert str(err.value) == f"{why}: `{expr}` - at `$.schedule`"
 
 
 def test_ticks_fire_once_each_and_a_late_turn_does_not_replay_a_backlog(h):
@@ -147,6 +159,50 @@ def test_skip_if_successful_skips_a_tick_after_a_success_since_the_previous_tick
     assert h.started() == [] and h.log("skipIfSuccessful: run")
     h.sched.turn(t + 2)  # previous tick t + 1 > the hand run: runs
     assert h.started() == ["a"]
+
+
+def test_skip_if_successful_ignores_the_schedulers_own_runs_but_not_a_hand_run(h, tmp_path):
+    # Real runs, recorded: the clock lags the real time, so each run starts after its
+    # tick, as it does for real (and a run for the previous tick always started since it).
+    from dagfast.api import run
+    from dagfast.records import read_run, runs_of
+
+    path = h.write("a.yaml", every_second("a", "skipIfSuccessful: true"))
+    sched = Scheduler(str(h.dir), h.home, log=h.lines.append)  # the real launcher
+    f = str(path)
+
+    def tick(t):
+        sched.turn(t)
+        for child in sched.running():
+            assert child.wait(timeout=60) == 0
+
+    def succeeded():
+        return [read_run(p).status for p in runs_of(h.home, "a")].count(4)
+
+    t = float(int(time.time())) - 30
+    sched.turn(t)
+    for k in (1, 2, 3, 4):  # every tick runs: its own previous run does not count
+        tick(t + k)
+        assert succeeded() == k, h.lines
+    assert not h.log("skipped")
+    pids = [int(x.split("(pid ")[1].rstrip(")")) for x in h.log("started (pid")]
+    assert sorted(read_run(p).pid for p in runs_of(h.home, "a")) == sorted(pids)
+    hand = run(f, home_dir=h.home)  # by hand, after the tick t + 4
+    assert hand.status == 4
+    tick(t + 5)  # a run other than its own succeeded since the previous tick: skipped
+    assert succeeded() == 5 and h.log(f"skipIfSuccessful: run {hand.run_id} succeeded")
+    # The tick file keeps the pid of the run started last, so that a restarted scheduler
+    # does not take that run for one by hand either.
+    later = float(int(hand.started_at)) + 2  # its previous tick is past the hand run
+    wait_for(lambda: time.time() >= later, "the clock to reach the next tick")
+    sched = Scheduler(str(h.dir), h.home, log=h.lines.append)
+    sched.turn(later - 0.5)
+    tick(later)
+    assert succeeded() == 6
+    sched = Scheduler(str(h.dir), h.home, log=h.lines.append)  # a restart
+    sched.turn(later + 0.5)
+    tick(later + 1)
+    assert succeeded() == 7 and len(h.log("skipped")) == 1, h.lines
 
 
 def test_new_edited_deleted_and_broken_files_are_picked_up_without_a_restart(h):
@@ -256,6 +312,33 @@ def wait_for(cond, what: str, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
+def test_a_schedule_that_stops_matching_unschedules_its_file_and_the_others_go_on(h):
+    import calendar
+
+    h.write("a.yaml", every_second("a"))
+    h.write("feb30.yaml", every_second("feb30").replace("* * * * * *", "0 0 30 2 *"))
+    h.write("dec.yaml", every_second("dec").replace("* * * * * *", "CRON_TZ=UTC 0 0 1 12 *"))
+    t = float(calendar.timegm((9999, 11, 30, 23, 59, 58)))
+    h.sched.turn(t)  # dec's next tick is 9999-12-01 (t + 2); the one after has no date
+    assert [x for x in h.log("cannot load feb30.yaml: ") if "never matches a date" in x]
+    dec = h.sched.files[str(h.dir / "dec.yaml")]
+    for k in range(1, 5):
+        h.sched.turn(t + k)
+        for r in h.runs:
+            r.end()
+    assert h.log("dec: no date after ") and h.log("no tick after this one until the file")
+    assert dec.next_at is None and h.started().count("dec") == 1
+    assert h.started().count("a") >= 3  # a kept ticking; nothing raised
+
+
+def test_a_home_it_cannot_write_is_logged_at_each_tick_and_stops_nothing(h):
+    Path(h.home).write_text("a file, not a directory\n")
+    h.write("a.yaml", every_second("a"))
+    for k in range(3):
+        h.sched.turn(T0 + k)
+    assert h.started() == [] and len(h.log("not run: Not a directory")) == 2
+
+
 def test_validate_rejects_a_bad_schedule_with_its_place(tmp_path):
     from spectools import dagfast as cli
 
@@ -265,3 +348,42 @@ def test_validate_rejects_a_bad_schedule_with_its_place(tmp_path):
     assert res.code == 2
     assert res.err.strip() == (
         f"{bad}:1:11: not a cron expression: `61 * * * *` - at `$.schedule`")
+
+
+def test_each_schedule_entry_is_checked_at_its_own_place(tmp_path):
+    from spectools import dagfast as cli
+
+    files = {
+        "list.yaml": 'schedule:\n  - "*/5 * * * *"\n  - "bogus"\n',
+        "map.yaml": ('schedule:\n  start:\n    - "0 8 * * *"\n    - "0 0 30 2 *"\n'
+                     '  stop: "0 18 * * *"\n  until: x\n'),
+        "seven.yaml": 'schedule:\n  start: "* * * * * * *"\n',
+        "feb30.yaml": 'schedule: "0 0 30 2 *"\n',
+        "brackets.yaml": 'schedule: "start: [1, 2"\n',
+    }
+    errors = {}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text + 'steps:\n  - command: "true"\n')
+        res = cli("validate", str(tmp_path / name))
+        assert res.code == 2 and "Traceback" not in res.err, res.err
+        errors[name] = res.err.replace(f"{tmp_path}/", "").splitlines()
+    assert errors == {
+        "list.yaml": ["list.yaml:3:5: not a cron expression: `bogus` - at `$.schedule[1]`"],
+        "map.yaml": [
+            "map.yaml:4:7: never matches a date: `0 0 30 2 *` - at `$.schedule.start[1]`",
+            "map.yaml:5:3: `schedule.stop` is not supported yet - at `$.schedule.stop`",
+            "map.yaml:6:3: `until` is not a key of `schedule` (start, stop or restart) "
+            "- at `$.schedule.until`",
+        ],
+        "seven.yaml": ["seven.yaml:2:10: not a cron expression (7 fields, not 5 or 6): "
+                       "`* * * * * * *` - at `$.schedule.start`"],
+        "feb30.yaml": ["feb30.yaml:1:11: never matches a date: `0 0 30 2 *` - at `$.schedule`"],
+        "brackets.yaml": ["brackets.yaml:1:11: not a cron expression: `start: [1, 2` "
+                          "- at `$.schedule`"],
+    }
+    from dagfast.load import load
+
+    good = tmp_path / "good.yaml"
+    good.write_text('schedule:\n  start: ["0 8 * * *", "CRON_TZ=UTC 0 9 * * 1-5"]\n'
+                    'steps:\n  - command: "true"\n')
+    assert load(good).schedule == ("0 8 * * *", "CRON_TZ=UTC 0 9 * * 1-5")

@@ -3,12 +3,15 @@ spawn thread (`dagfast._spawn`) is told. Real runs through the CLI."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 from spectools import dagfast
@@ -115,18 +118,11 @@ def _pids_cgroup(tmp_path: Path) -> Path | None:
     return None
 
 
-def test_a_full_process_table_makes_steps_wait_not_fail(tmp_path):
-    # The engine caps how many steps run at once by RLIMIT_NPROC when it starts, but
-    # cannot see every limit (a cgroup's pids.max, other processes of the user). A start
-    # refused with EAGAIN waits for room on its spawn thread instead of failing the step.
-    # Root ignores RLIMIT_NPROC, so root runs the engine in a pids cgroup of its own.
-    # Each step `exec`s its sleep, so it is one process from start to end: a shell that
-    # forked would need room of its own, and its fork (which the engine cannot wait for)
-    # could fail with "Cannot fork" whatever the engine does.
-    home = tmp_path / "home"
-    dag = write(tmp_path / "nproc.yaml", "maxActiveSteps: 0\nsteps:\n" + "".join(
-        f"  - name: s{i}\n    command: exec sleep 0.3\n" for i in range(30)
-    ))
+@contextlib.contextmanager
+def _squeezed_engine(tmp_path: Path, dag: Path):
+    """A `dagfast run dag` command line whose process table has room for about a dozen
+    processes: as root in a pids cgroup of its own (root ignores RLIMIT_NPROC), else
+    under RLIMIT_NPROC. Yields (argv, cgroup or None); the cgroup is removed after."""
     group = None
     if os.getuid() == 0:
         group = _pids_cgroup(tmp_path)
@@ -145,17 +141,157 @@ def test_a_full_process_table_makes_steps_wait_not_fail(tmp_path):
         "runpy.run_module('dagfast', run_name='__main__')"
     )
     try:
-        proc = subprocess.run(
-            [sys.executable, "-c", script, str(dag)],
-            env=dict(os.environ, DAGFAST_HOME=str(home)), cwd=tmp_path,
-            capture_output=True, text=True, timeout=120,
-        )
-        if group is not None:
-            refused = int((group / "pids.events").read_text().split()[1])
-            assert refused > 0  # starts were refused, so waiting was needed
+        yield [sys.executable, "-c", script, str(dag)], group
     finally:
         if group is not None:
             group.rmdir()
+
+
+def _refusals(group: Path | None) -> int:
+    return int((group / "pids.events").read_text().split()[1]) if group is not None else 1
+
+
+def test_a_full_process_table_makes_steps_wait_not_fail(tmp_path):
+    # The engine caps how many steps run at once by RLIMIT_NPROC when it starts, but
+    # cannot see every limit (a cgroup's pids.max, other processes of the user). A start
+    # refused with EAGAIN waits for room on its spawn thread instead of failing the step.
+    # Each step `exec`s its sleep, so it is one process from start to end: a shell that
+    # forked would need room of its own, and its fork (which the engine cannot wait for)
+    # could fail with "Cannot fork" whatever the engine does.
+    home = tmp_path / "home"
+    dag = write(tmp_path / "nproc.yaml", "maxActiveSteps: 0\nsteps:\n" + "".join(
+        f"  - name: s{i}\n    command: exec sleep 0.3\n" for i in range(30)
+    ))
+    with _squeezed_engine(tmp_path, dag) as (argv, group):
+        proc = subprocess.run(
+            argv, env=dict(os.environ, DAGFAST_HOME=str(home)), cwd=tmp_path,
+            capture_output=True, text=True, timeout=120,
+        )
+        assert _refusals(group) > 0  # starts were refused, so waiting was needed
     assert proc.returncode == 0, proc.stdout + proc.stderr
     statuses = {s["status"] for s in steps_of(home).values()}
     assert statuses == {"succeeded"}
+
+
+def test_a_stop_ends_starts_that_wait_for_room_and_they_never_run(tmp_path):
+    # Steps waiting for room in a full process table give up when the run is stopped
+    # (they do not wait out their minute), and never start afterwards.
+    home = tmp_path / "home"
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    dag = write(tmp_path / "nproc.yaml", "maxActiveSteps: 0\nsteps:\n" + "".join(
+        f"  - name: s{i}\n    command: exec sleep 60\n" for i in range(30)
+    ))
+    with _squeezed_engine(tmp_path, dag) as (argv, group):
+        proc = subprocess.Popen(
+            argv, env=dict(os.environ, DAGFAST_HOME=str(home)), cwd=tmp_path,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while _refusals(group) == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _refusals(group) > 0, "no start was ever refused"
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGINT)
+            out, _ = proc.communicate(timeout=40)  # far less than the 60 s of patience
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 130, out
+    steps = steps_of(home).values()
+    assert {s["status"] for s in steps} <= {"aborted", "failed", "not_started"}, steps
+    assert sum(1 for s in steps if s["status"] == "not_started") < 30
+
+
+def test_descriptors_the_caller_left_open_do_not_reach_steps(tmp_path):
+    # A CI harness's pipe (or a make jobserver) open in the caller must not reach a step:
+    # a step's background child holding it would keep the caller waiting.
+    home = tmp_path / "home"
+    r, w = os.pipe()
+    dag = write(tmp_path / "fds.yaml", f"""\
+        steps:
+          - name: look
+            command: if test -e /proc/self/fd/{w}; then echo leaked; else echo clean; fi
+        """)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "dagfast", "run", str(dag)], pass_fds=(w,),
+            env=dict(os.environ, DAGFAST_HOME=str(home)), capture_output=True, text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(r)
+        os.close(w)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert dagfast("logs", "fds", "look", home=home).out == "clean\n"
+
+
+_GROUPS = r"""
+import asyncio, os, signal, subprocess, sys, time
+import uvloop
+from dagfast.procs import ProcessManager
+
+loop = uvloop.new_event_loop()
+asyncio.set_event_loop(loop)
+ends = []
+pm = ProcessManager(loop, 16, lambda e: ends.extend(e))
+env = {k.encode(): v.encode() for k, v in os.environ.items()}
+scratch = sys.argv[1]
+
+
+def step(token, command):
+    pm.start(token, ["/bin/sh", "-c", command], env, scratch,
+             f"{scratch}/o{token}", f"{scratch}/e{token}")
+
+    async def ended():
+        while not any(t == token for t, _ in ends):
+            await asyncio.sleep(0.01)
+    loop.run_until_complete(ended())
+
+
+# A step whose process group ends with it is forgotten when it is reaped.
+step(0, "exit 0")
+assert pm._pool.groups() == [], pm._pool.groups()
+# A step that leaves a background child: its group is kept while the child lives...
+step(1, "sleep 30 & echo $! > " + scratch + "/child")
+(lingering,) = pm._pool.groups()
+child = int(open(scratch + "/child").read())
+assert os.getpgid(child) == lingering
+assert pm.live_groups() == 1
+# ...and once the child is gone and a stranger is given the group's number (ns_last_pid,
+# in this pid namespace of our own), a stop must not touch the stranger.
+os.kill(child, signal.SIGKILL)
+while os.path.exists(f"/proc/{child}") and open(f"/proc/{child}/stat").read().split()[2] != "Z":
+    time.sleep(0.01)
+os.waitpid(child, 0) if os.getppid() == 0 else None
+with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+    f.write(str(lingering - 1))
+stranger = subprocess.Popen(["sleep", "30"], start_new_session=True)
+assert stranger.pid == lingering, (stranger.pid, lingering)
+pm.signal_all_groups(signal.SIGTERM)
+time.sleep(0.2)
+assert stranger.poll() is None, "a stop signalled a process group that was not ours"
+assert pm.live_groups() == 0
+stranger.kill()
+print("ok")
+"""
+
+
+def test_a_stop_never_signals_a_process_group_number_that_was_reused(tmp_path):
+    # The pool remembers a group after its leader is reaped only while members live, and
+    # never signals a group whose number a new process now has. The reuse is forced in
+    # a pid namespace of the test's own (as root directly, else in a user namespace).
+    unshare = shutil.which("unshare")
+    assert unshare, "this test needs util-linux's unshare"
+    ns = ["--pid", "--fork", "--mount-proc"]
+    if os.getuid() != 0:
+        ns = ["--user", "--map-root-user"] + ns
+    script = tmp_path / "groups.py"
+    script.write_text(_GROUPS)
+    proc = subprocess.run(
+        [unshare, *ns, sys.executable, str(script), str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr
