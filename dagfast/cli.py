@@ -154,7 +154,7 @@ def _add_record_commands(sub) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `dagfast` console script; returns the exit status."""
     try:
-        args = _parser().parse_args(argv)
+        args = _parse(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 for --help
         return int(exc.code or 0)
     try:
@@ -207,6 +207,25 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_BUG
+
+
+def _parse(argv: list[str] | None):
+    """The command line as argparse reads it, except that `run`'s parameters may follow
+    options given after the DAG (`run DAG -q -- A=8`, `run DAG -q A=8`), as the synopsis
+    says: argparse alone takes the DAG and its (empty) parameters together, then
+    rejects the rest."""
+    parser = _parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras and args.command == "run":
+        cut = extras.index("--") if "--" in extras else len(extras)
+        before = extras[:cut]
+        options = [w for w in before if w.startswith("-") and w != "-"]
+        if not options:
+            args.params = list(args.params) + before + extras[cut + 1 :]
+            extras = options
+    if extras:
+        parser.error("unrecognized arguments: " + " ".join(extras))
+    return args
 
 
 def _exit_status(exc: DagfastError) -> int:

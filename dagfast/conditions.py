@@ -8,7 +8,9 @@ that must match the whole value); one without is a command whose exit 0 means me
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
 
 from .model import Condition
 
@@ -26,12 +28,21 @@ async def _sh(script: str, env: dict, cwd: str) -> tuple[int, str]:
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
-    out, _ = await proc.communicate()
+    try:
+        out, _ = await proc.communicate()
+    except asyncio.CancelledError:
+        # The run was stopped or timed out: the check's whole session goes with it.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        await proc.wait()
+        raise
     return proc.returncode, out.decode("utf-8", "replace")
 
 
 async def is_met(cond: Condition, env: dict, cwd: str) -> bool:
-    """Whether `cond` holds (after `negate`)."""
+    """Whether `cond` holds (after `negate`). Cancelled, it kills the shell's session."""
     if cond.expected is None:
         code, _ = await _sh(cond.condition, env, cwd)
         met = code == 0

@@ -8,6 +8,7 @@ is told what happened. Everything runs on one uvloop event loop, single-threaded
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import os
 from array import array
@@ -137,6 +138,9 @@ class Engine:
         if previous is not None:
             self._keep_succeeded(previous, rerun)
         self._stopping = 0  # the signal that stopped the run, 0 while it runs
+        # False until stepflow.begin() has let the steps run: an init handler's exit
+        # must not start them while begin() still decides.
+        self._steps_allowed = False
         self._kill_handle = None
         self._done: asyncio.Future | None = None
         self._procs: ProcessManager | None = None
@@ -163,6 +167,9 @@ class Engine:
         procs = self._procs
         if procs is None:
             return
+        note = getattr(procs, "note_descendants", None)
+        if note is not None:
+            note()  # before any group is signalled and any parent dies
         own = self._own_stop_signals() if self._featured else None
         if own:
             # signalOnStop: those steps get their own signal, so they are signalled one
@@ -257,6 +264,7 @@ class Engine:
             if self._featured and not await _slow_path().begin(self):
                 pass  # DAG preconditions unmet or the init handler failed: no step runs
             else:
+                self._steps_allowed = True
                 self._fill()
                 await self._done
             if self._stopping:
@@ -336,7 +344,12 @@ class Engine:
         env = self._base_env.copy()
         env[b"DAG_RUN_STEP_NAME"] = step.name.encode()
         for k, v in step.env:
-            env[k.encode()] = v.encode()
+            if "\ue002" in v:  # an output no upstream step gives: the DAG's value or ""
+                from .outputs import fill_refs
+
+                env[k.encode()] = fill_refs(v, env).encode("utf-8", "surrogateescape")
+            else:
+                env[k.encode()] = v.encode()
         argv = step.argv
         try:
             if step.script is not None:
@@ -380,8 +393,14 @@ class Engine:
                 self._ended(i, _SUCCEEDED, 0, "")
             else:
                 code, error = describe(wait_status)
+                if code == 127 and error.endswith(_E2BIG):
+                    step = self.dag.steps[i]
+                    env = dict(self._base_env)
+                    env.update((k.encode(), v.encode()) for k, v in step.env)
+                    error = too_long(error, env, step.argv, self.dag)
                 self._ended(i, _ABORTED if stopping else _FAILED, code, error)
-        self._fill()
+        if self._steps_allowed:
+            self._fill()
 
     def _ended(
         self, i: int, status: StepStatus, code: int | None, error: str, outcome: int = -1
@@ -472,6 +491,28 @@ class Engine:
                     return RunStatus.FAILED
             return RunStatus.SUCCEEDED
         return _slow_path().final_status(self)
+
+
+_E2BIG = os.strerror(errno.E2BIG)
+MAX_ARG_STRLEN = 128 * 1024  # Linux: the most one argument or `NAME=value` may hold
+
+
+def too_long(error: str, env: dict, argv, dag: Dag) -> str:
+    """A start that failed with E2BIG, said in the user's terms: which value is too big
+    (an output over 128 KiB is the usual one)."""
+    big = max(env.items(), key=lambda kv: len(kv[0]) + len(kv[1]), default=None)
+    outputs = {s.extra.output for s in dag.steps if s.extra is not None and s.extra.output}
+    if big is not None and len(big[0]) + len(big[1]) + 1 >= MAX_ARG_STRLEN:
+        name = os.fsdecode(big[0])
+        kind = "output" if name in outputs else "variable"
+        return (
+            f"{error}: an environment value or the command is over 128 KiB "
+            f"({kind} `{name}` holds {len(big[1])} bytes)"
+        )
+    longest = max((len(os.fsencode(a)) for a in argv), default=0)
+    if longest >= MAX_ARG_STRLEN:
+        return f"{error}: the command is over 128 KiB ({longest} bytes)"
+    return f"{error}: the environment and the command together are over the system's limit"
 
 
 def _slow_path():

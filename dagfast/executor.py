@@ -19,7 +19,9 @@ factory as `executor(loop, limit, on_exits)` and uses the object it returns:
     live_groups()         truthy while any of those processes is alive
     close()               stop watching (synchronous, in the engine's `finally`)
 
-and two optional coroutines, for an executor that needs the running loop:
+an optional `note_descendants()`, called as a stop begins (before any signal), for an
+executor that finds the processes that left a step's group by their parents, and two
+optional coroutines, for an executor that needs the running loop:
 `open(dag)` before the run's first step (it may return a notice for the user), and
 `aclose()` after `close()`. Ends come back as `on_exits([(token, end), ...])` on the
 loop, where `end` is a wait status as `os.waitpid` gives it, or an `Outcome` when the

@@ -7,7 +7,9 @@
     \\$  \\`                  a literal `$` or backtick
 
 Commands are not run here: the caller passes `run`, which receives the text between
-the backticks as written (the shell it starts expands any `$VAR` inside).
+the backticks as written (the shell it starts expands any `$VAR` inside). A caller that
+knows JSON lookups (`${NAME.key[0]}`, an output read at run time) passes `paths`,
+which gives their text (None: not a lookup it knows, an error as without it).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Callable, Mapping
 __all__ = ["ExpandError", "expand", "has_references"]
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_JSON_PATH = re.compile(r"(?:\.[A-Za-z0-9_-]+|\[\d+\])+")
 _MAX_NESTING = 16
 
 
@@ -30,15 +33,20 @@ def has_references(text: str) -> bool:
     return "$" in text or "`" in text
 
 
-def expand(text: str, names: Mapping[str, str], run: Callable[[str], str] | None = None) -> str:
+def expand(
+    text: str,
+    names: Mapping[str, str],
+    run: Callable[[str], str] | None = None,
+    paths: Callable[[str, str], str | None] | None = None,
+) -> str:
     """`text` with its references replaced from `names`; backticks call `run(command)`
-    (left as written when `run` is None)."""
+    (left as written when `run` is None); `${NAME.key[0]}` is `paths(NAME, ".key[0]")`."""
     if not has_references(text):
         return text
-    return _expand(text, names, run, 0)
+    return _expand(text, names, run, 0, paths)
 
 
-def _expand(text: str, names: Mapping[str, str], run, depth: int) -> str:
+def _expand(text: str, names: Mapping[str, str], run, depth: int, paths=None) -> str:
     if depth > _MAX_NESTING:
         raise ExpandError(f"`${{...}}` nested more than {_MAX_NESTING} levels deep")
     out: list[str] = []
@@ -49,7 +57,7 @@ def _expand(text: str, names: Mapping[str, str], run, depth: int) -> str:
             out.append(text[i + 1])
             i += 2
         elif c == "$":
-            i = _dollar(text, i, names, run, depth, out)
+            i = _dollar(text, i, names, run, depth, out, paths)
         elif c == "`":
             end = text.find("`", i + 1)
             if end < 0:  # an unpaired backtick is just a character (as in Dagu)
@@ -78,7 +86,7 @@ def _next_special(text: str, i: int) -> int:
     return best if best > i else i + 1
 
 
-def _dollar(text: str, i: int, names, run, depth: int, out: list[str]) -> int:
+def _dollar(text: str, i: int, names, run, depth: int, out: list[str], paths=None) -> int:
     """Expand the reference starting at text[i] == "$"; return the index after it."""
     m = _NAME.match(text, i + 1)
     if m:
@@ -99,9 +107,11 @@ def _dollar(text: str, i: int, names, run, depth: int, out: list[str]) -> int:
     if rest == "":
         out.append(value or "")
     elif rest.startswith(":-"):
-        out.append(value if value else _expand(rest[2:], names, run, depth + 1))
+        out.append(value if value else _expand(rest[2:], names, run, depth + 1, paths))
     elif rest.startswith("-"):
-        out.append(value if value is not None else _expand(rest[1:], names, run, depth + 1))
+        out.append(value if value is not None else _expand(rest[1:], names, run, depth + 1, paths))
+    elif paths is not None and _JSON_PATH.fullmatch(rest) and (got := paths(name, rest)):
+        out.append(got)
     else:
         raise ExpandError(
             f"`{_clip(text[i : end + 1])}` is not supported (only `${{NAME:-default}}` forms)"

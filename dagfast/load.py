@@ -30,7 +30,7 @@ from .model import Dag, Handler, Params, Secret, Step, StepExtra, secret_ref
 from .params import ParamsError
 from .params import override as override_params
 from .params import parse as parse_params
-from .stepopts import build_extra, conditions, featured
+from .stepopts import build_extra, check_condition_types, conditions, featured
 from .shellcmd import Shell, sets_errexit, shell_words, text_argv
 from .spec import (
     ALIASES, DAG_TYPES, INT_FIELDS, NESTED, STEP_EXECUTORS, SUPPORTED, DagSpec, SecretSpec,
@@ -94,7 +94,28 @@ def load_sub(
 ) -> Dag:
     """Load a DAG that a `call`/`run` step runs: a DAG file or a bare list of steps,
     whose `depends` on the caller's finished steps (`done`) are already satisfied."""
-    return _load_file(path, environ, params, _Sub(work_dir, done))
+    try:
+        return _load_file(path, environ, params, _Sub(work_dir, done))
+    except LoadError as e:
+        _bare_list_paths(e, path)
+        raise
+
+
+def _bare_list_paths(error: LoadError, path) -> None:
+    """A bare list of steps is loaded as `{"steps": [...]}`; its problems' paths say
+    `$[0]`, as its text does, not `$.steps[0]` (`yamlsrc.locate` already maps lines)."""
+    if not any(p.path and p.path.startswith("$.steps") for p in error.problems):
+        return
+    try:
+        with open(path, "rb") as f:
+            data = f.read(yamlsrc.MAX_BYTES + 1)
+    except OSError:
+        return
+    if not yamlsrc.is_list(data):
+        return
+    for p in error.problems:
+        if p.path == "$.steps" or (p.path and p.path.startswith("$.steps[")):
+            p.path = "$" + p.path[len("$.steps"):]
 
 
 def _load_file(path, environ, params, sub) -> Dag:
@@ -217,6 +238,10 @@ def _load(
     )
     handler_steps = _handler_steps(header, dag_spell, problems)
     secret_specs = _secrets(header, dag_spell, problems) if header.secrets else ()
+    if header.preconditions is not None:
+        check_condition_types(
+            header.preconditions, lambda key, *rest: (dag_spell.get(key, key),) + rest, problems
+        )
     handlers_built = None
     if handler_steps is not None:
         handlers_built = _build_steps(handler_steps, False, shell, problems)
@@ -324,8 +349,9 @@ def _finish_steps(
     built: _Built, steps: _Steps, dag_dir: str, scope, params: Params, problems: _Problems
 ) -> tuple[Step, ...]:
     """The model's Steps: env and directories evaluated, extras built, `$1`... bound."""
+    outputs = _output_names(steps.specs) if any(built.env_entries) else frozenset()
     step_envs = [
-        _evaluate(entries, scope, dag_dir, problems) if entries else ()
+        _evaluate(entries, scope, dag_dir, problems, outputs) if entries else ()
         for entries in built.env_entries
     ]
     dirs = _step_dirs(built, steps, dag_dir, scope, step_envs, problems)
@@ -655,7 +681,18 @@ def _normalize(mapping: dict, kind: str, path: Path, problems: _Problems):
         else:
             spell[canon] = key
             if canon in supported:
-                if canon in NESTED and type(value) is dict:
+                if canon in NESTED and type(value) is list:
+                    # `preconditions: [{condition, expected}, ...]`
+                    items = []
+                    for i, item in enumerate(value):
+                        if type(item) is dict:
+                            item, _, item_left_out = _normalize(
+                                item, NESTED[canon], path + (key, i), problems
+                            )
+                            left_out = left_out or item_left_out
+                        items.append(item)
+                    value = items
+                elif canon in NESTED and type(value) is dict:
                     # Nested keys have snake_case spellings too (`continue_on: {exit_code}`).
                     value, _, nested_left_out = _normalize(
                         value, NESTED[canon], path + (key,), problems
@@ -1058,22 +1095,51 @@ def _env_entries(env: Any, path: Path, problems: _Problems) -> list[tuple[str, s
 
 
 def _evaluate(
-    entries: list[tuple[str, str, Path]], base: Mapping[str, str], cwd: str, problems: _Problems
+    entries: list[tuple[str, str, Path]],
+    base: Mapping[str, str],
+    cwd: str,
+    problems: _Problems,
+    outputs: frozenset[str] = frozenset(),
 ) -> tuple[tuple[str, str], ...]:
-    """Expand each value in order over `base` plus the entries before it."""
+    """Expand each value in order over `base` plus the entries before it.
+
+    A step's references to `outputs` (`${A}`, `$A`, `${A.key[0]}`, A not set by an
+    entry before) are kept, as `outputs.output_ref`s that the engine fills in when the
+    step starts, from the outputs it sees over `base` (as it fills in secrets)."""
     own: dict[str, str] = {}
     scope = ChainMap(own, base)
+    names, paths = scope, None
+    if outputs:
+        from .outputs import output_ref
+
+        names = ChainMap(own, {n: output_ref(n) for n in outputs}, base)
+
+        def paths(name: str, path: str) -> str | None:
+            return output_ref(name, path) if name in outputs and name not in own else None
+
     out = []
     for name, value, where in entries:
         if has_references(value):
             try:
-                value = expand(value, scope, _runner(cwd, scope))
+                value = expand(value, names, _runner(cwd, scope), paths)
             except ExpandError as e:
                 problems.add(where, str(e))
                 value = ""
         out.append((name, value))
         own[name] = value
     return tuple(out)
+
+
+def _output_names(specs) -> frozenset[str]:
+    """The names the steps' `output:` keys give (checked by stepopts.build_extra)."""
+    found = set()
+    for s in specs:
+        out = s.output
+        if out is not None and type(out) is not str:
+            out = out.name
+        if type(out) is str:
+            found.add(out.lstrip("$"))
+    return frozenset(found)
 
 
 def _runner(cwd: str, scope: Mapping[str, str]) -> Callable[[str], str]:

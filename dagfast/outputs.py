@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["OutputTooLarge", "capture", "expand_refs", "lookup"]
+__all__ = ["OutputTooLarge", "capture", "expand_refs", "fill_refs", "lookup", "output_ref"]
 
 _PATH = re.compile(r"\.([A-Za-z0-9_-]+)|\[(\d+)\]")
+_REF = re.compile("\ue002([A-Za-z_][A-Za-z0-9_]*)([^\ue003]*)\ue003")
 
 
 class OutputTooLarge(Exception):
@@ -70,3 +71,26 @@ def expand_refs(text: str, values: dict[str, str]) -> str:
         return "" if found is None else found
 
     return pattern.sub(sub, text)
+
+
+def output_ref(name: str, path: str = "") -> str:
+    """How a step's `env` value refers to output `name` (and a JSON `path` in it) until
+    the step starts: between two private-use characters, which no DAG file holds (as
+    `model.secret_ref`, with another pair)."""
+    return f"\ue002{name}{path}\ue003"
+
+
+def fill_refs(value: str, env: dict[bytes, bytes]) -> str:
+    """A step `env` value with its `output_ref`s replaced from the step's environment so
+    far (the outputs it sees over the DAG's env and params): "" for an unset name or a
+    path that is absent."""
+
+    def sub(m: re.Match) -> str:
+        raw = env.get(m.group(1).encode())
+        text = "" if raw is None else raw.decode("utf-8", "surrogateescape")
+        if m.group(2):
+            found = lookup(text, m.group(2))
+            return "" if found is None else found
+        return text
+
+    return _REF.sub(sub, value)

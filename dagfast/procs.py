@@ -61,6 +61,7 @@ class ProcessManager:
         self._count = 0  # started (queued or running) and not yet reported ended
         self._held = 0  # slots held by steps that are between processes (see hold)
         self._env: dict = {}  # the last step's environment: its DAG_RUN_ID finds escapees
+        self._descendants: set[tuple[int, int]] = set()  # see note_descendants
         loop.add_reader(self._epoll.fileno(), self._on_readable)
 
     # Queries -------------------------------------------------------------------------
@@ -148,14 +149,22 @@ class ProcessManager:
 
     def signal_escaped(self, sig: int, step: str | None = None) -> int:
         """Send `sig` to the processes outside our groups whose environment says they
-        belong to this run (and to `step`, if given); return how many there were."""
+        belong to this run (and to `step`, if given), and, for the whole run, to those
+        noted by `note_descendants`; return how many there were."""
         run_id = self._env.get(b"DAG_RUN_ID")
         if run_id is None:
             return 0
         tags = [b"DAG_RUN_ID=" + run_id]
         if step is not None:
             tags.append(b"DAG_RUN_STEP_NAME=" + step.encode())
-        return _signal_tagged(tags, sig, self._pool.groups())
+        known = self._descendants if step is None else frozenset()
+        return _signal_tagged(tags, sig, self._pool.groups(), known)
+
+    def note_descendants(self) -> None:
+        """Remember the processes outside our groups whose parents lead back to one of
+        them. Called as a stop begins, before any group is signalled: once a parent is
+        gone, its children are re-parented and the chain to the step is lost."""
+        self._descendants |= _descendants(self._pool.groups())
 
     def live_groups(self) -> int:
         """How many started process groups still have members (prunes the dead ones),
@@ -240,34 +249,91 @@ def _user_processes() -> int:
     return count
 
 
-def _signal_tagged(tags: list[bytes], sig: int, groups: list[int]) -> int:
-    """Send `sig` to each of the user's processes whose environment holds every one of
-    `tags` (`NAME=value`) and whose group is not in `groups`; how many were found.
-
-    A step's process that calls `setsid` leaves the group a stop signals, and once its
-    parent is gone nothing links it to the run but the environment it inherited. Read
-    from /proc only when a run stops or a step times out. A pidfd pins the process
-    between reading its environment and signalling it, so a reused pid is never hit.
-    """
-    me, uid, found = os.getpid(), os.getuid(), 0
-    skip = set(groups)
+def _proc_table() -> dict[int, tuple[int, int, int]]:
+    """pid -> (parent pid, process group, start time) of every process but ours."""
+    me = os.getpid()
     try:
         pids = [int(d) for d in os.listdir("/proc") if d.isdigit()]
     except OSError:
-        return 0
+        return {}
+    table = {}
     for pid in pids:
-        if pid == me:
+        if pid != me:
+            stat = _stat(pid)
+            if stat is not None:
+                table[pid] = stat
+    return table
+
+
+def _stat(pid: int) -> tuple[int, int, int] | None:
+    """(parent pid, process group, start time) of `pid` from /proc, or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        rest = data[data.rindex(b")") + 2:].split()
+        return int(rest[1]), int(rest[2]), int(rest[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _descendants(groups: list[int]) -> set[tuple[int, int]]:
+    """(pid, start time) of the processes outside `groups` whose chain of parents
+    reaches a member of one of them: a step's children that left its group."""
+    skip = set(groups)
+    if not skip:
+        return set()
+    table = _proc_table()
+    ours: set[int] = set()
+    strangers: set[int] = set()
+    for pid in table:
+        chain, p, hit = [], pid, False
+        while p in table and p not in strangers:
+            if p in ours or table[p][1] in skip:
+                hit = True
+                break
+            chain.append(p)
+            p = table[p][0]
+            if len(chain) > len(table):  # a cycle: /proc changed under us
+                break
+        (ours if hit else strangers).update(chain)
+    return {(pid, table[pid][2]) for pid in ours if table[pid][1] not in skip}
+
+
+def _signal_tagged(
+    tags: list[bytes], sig: int, groups: list[int], known: set[tuple[int, int]] = frozenset()
+) -> int:
+    """Send `sig` to each of the user's processes outside `groups` that belong to the
+    run: those in `known` (pid, start time), and those whose environment holds every one
+    of `tags` (`NAME=value`); how many were found.
+
+    A step's process that calls `setsid` leaves the group a stop signals. While its
+    parent lives, the chain of parents still leads to the step (`_descendants`, noted as
+    a stop begins); once that parent is gone nothing links it to the run but the
+    environment it inherited. Read from /proc only when a run stops or a step times out.
+    A pidfd pins each process, and its start time is checked again, so a reused pid is
+    never hit.
+    """
+    uid, found = os.getuid(), 0
+    skip = set(groups)
+    for pid, (_, pgrp, started) in _proc_table().items():
+        if pgrp in skip:
             continue
         try:
-            if os.stat(f"/proc/{pid}").st_uid != uid or os.getpgid(pid) in skip:
+            if os.stat(f"/proc/{pid}").st_uid != uid:
                 continue
             fd = os.pidfd_open(pid)
         except OSError:
             continue
         try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                env = b"\0" + f.read() + b"\0"
-            if all(b"\0" + t + b"\0" in env for t in tags):
+            again = _stat(pid)
+            if again is None or again[2] != started:
+                continue  # it ended, and the pid may be someone else's now
+            hit = (pid, started) in known
+            if not hit:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    env = b"\0" + f.read() + b"\0"
+                hit = all(b"\0" + t + b"\0" in env for t in tags)
+            if hit:
                 found += 1
                 if sig:
                     signal.pidfd_send_signal(fd, sig)

@@ -236,6 +236,8 @@ KEYS: dict[str, tuple[str, ...]] = {
     "parallel": _fields(ParallelSpec),
     "handlerOn": _fields(HandlersSpec),
     "secret": _fields(SecretSpec),
+    "output": _fields(OutputSpec),
+    "condition": _fields(ConditionSpec),
 }
 
 SUPPORTED: dict[str, frozenset[str]] = {
@@ -247,6 +249,8 @@ SUPPORTED: dict[str, frozenset[str]] = {
     "parallel": frozenset(KEYS["parallel"]),
     "handlerOn": frozenset(KEYS["handlerOn"]),
     "secret": frozenset(KEYS["secret"]),
+    "output": frozenset(KEYS["output"]),
+    "condition": frozenset(KEYS["condition"]),
 }
 
 NESTED: dict[str, str] = {
@@ -255,8 +259,11 @@ NESTED: dict[str, str] = {
     "repeatPolicy": "repeatPolicy",
     "parallel": "parallel",
     "handlerOn": "handlerOn",
+    "output": "output",
+    "preconditions": "condition",
 }
-"""Keys whose mapping value has keys of its own to normalise: key -> its kind."""
+"""Keys whose mapping value (or, for `preconditions`, each mapping in its list) has keys
+of its own to normalise: key -> its kind."""
 
 _EXTRA_ALIASES: dict[str, dict[str, str]] = {
     "dag": {"precondition": "preconditions"},

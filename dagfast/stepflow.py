@@ -10,14 +10,17 @@ same `Engine._on_exits` batch, to the future this module waits on.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import re
 import signal
 import time
 
+import msgspec
+
 from .conditions import is_met
 from .model import Step, StepExtra
-from .outputs import OutputTooLarge, capture, expand_refs
+from .outputs import OutputTooLarge, capture, expand_refs, fill_refs
 from .executor import describe
 from .procs import SpawnError
 from .status import RunStatus, StepStatus
@@ -29,6 +32,7 @@ _SUCCEEDED = StepStatus.SUCCEEDED
 _FAILED = StepStatus.FAILED
 _ABORTED = StepStatus.ABORTED
 TIMEOUT_EXIT = 124
+_E2BIG = os.strerror(errno.E2BIG)
 
 
 def start(engine, i: int) -> None:
@@ -68,9 +72,21 @@ async def _step_outcome(engine, i: int):
     ex = step.extra or _PLAIN  # a plain step of a run with secrets
     env = _step_env(engine, step, ex.sees)
     cwd = step.dir or dag.dir
-    for cond in ex.preconditions:
-        if not await is_met(cond, _str_env(env), cwd):
-            return StepStatus.SKIPPED, None, "precondition not met", -1
+    if ex.preconditions:
+        values = _seen_values(engine, ex)
+        text_env = _str_env(env)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        for cond in ex.preconditions:
+            left = max(0.0, ex.timeout_sec - (loop.time() - t0)) if ex.timeout_sec else None
+            met = await _holds(engine, _with_refs(cond, values), text_env, cwd, left)
+            if met is None:  # interrupted, its processes killed
+                if engine._stopping:
+                    return _ABORTED, None, "the run was stopped", -1
+                why = f"step timed out after {ex.timeout_sec:g}s (in its preconditions)"
+                return _FAILED, TIMEOUT_EXIT, why, -1
+            if not met:
+                return StepStatus.SKIPPED, None, "precondition not met", -1
     if ex.delay_sec:
         await sleep(engine, ex.delay_sec)
     if engine._stopping:
@@ -105,8 +121,8 @@ async def _execute(engine, token: int, step: Step, env: dict, cwd: str):
     """Run the step's process, with its retry and repeat policies."""
     ex = step.extra
     argv, script = step.argv, step.script
+    values = _seen_values(engine, ex) if ex is not None else {}
     if ex is not None and ex.expand:
-        values = {engine.dag.steps[p].extra.output: engine.outputs.get(p, "") for p in ex.sees}
         argv = tuple(expand_refs(a, values) for a in argv)
         script = expand_refs(script, values) if script is not None else None
     retry = ex.retry if ex is not None else None
@@ -131,7 +147,8 @@ async def _execute(engine, token: int, step: Step, env: dict, cwd: str):
             break
         if repeat.limit and runs >= repeat.limit:
             break
-        if not await _again(repeat, code, env, cwd):
+        again = await _again(engine, repeat, code, env, cwd, values)
+        if not again:  # False, or None: the run was stopped while a condition ran
             break
         await sleep(engine, _interval(repeat.interval, repeat.backoff, repeat.max_interval, runs - 1))
         if engine._stopping:
@@ -144,15 +161,38 @@ async def _execute(engine, token: int, step: Step, env: dict, cwd: str):
     return status, code, error
 
 
-async def _again(repeat, code: int, env: dict, cwd: str) -> bool:
-    """Whether a repeatPolicy runs the step once more after an execution ending `code`."""
+async def _again(engine, repeat, code: int, env: dict, cwd: str, values=None) -> bool | None:
+    """Whether a repeatPolicy runs the step once more after an execution ending `code`
+    (None: the run was stopped while its condition ran)."""
     if repeat.condition is not None:
-        holds = await is_met(repeat.condition, _str_env(env), cwd)
+        cond = _with_refs(repeat.condition, values or {})
+        holds = await _holds(engine, cond, _str_env(env), cwd)
+        if holds is None:
+            return None
     elif repeat.exit_codes:
         holds = code in repeat.exit_codes
     else:
         holds = code == 0
     return holds if repeat.mode == "while" else not holds
+
+
+def _seen_values(engine, ex) -> dict[str, str]:
+    """The outputs step `ex` sees, by name (for `${NAME.key[0]}` lookups)."""
+    steps = engine.dag.steps
+    outputs = engine.outputs
+    return {steps[p].extra.output: outputs.get(p, "") for p in ex.sees}
+
+
+def _with_refs(cond, values: dict[str, str]):
+    """`cond` with its `${NAME.path}` lookups of outputs read (the shell does the rest)."""
+    if not values:
+        return cond
+    expected = cond.expected
+    return msgspec.structs.replace(
+        cond,
+        condition=expand_refs(cond.condition, values),
+        expected=expand_refs(expected, values) if expected is not None else None,
+    )
 
 
 def _interval(base: float, backoff: float, cap: float, k: int) -> float:
@@ -205,16 +245,48 @@ async def _process(engine, token: int, step: Step, argv, script, env: dict, cwd:
     if timed_out:
         return TIMEOUT_EXIT, "", True
     code, error = describe(wait_status)
+    if code == 127 and error.endswith(_E2BIG):
+        from .engine import too_long
+
+        error = too_long(error, env, argv, engine.dag)
     return code, error, False
+
+
+def _wake_event(engine) -> asyncio.Event:
+    event = getattr(engine, "_wake_event", None)
+    if event is None:
+        event = engine._wake_event = asyncio.Event()
+    return event
+
+
+async def _holds(engine, cond, env: dict, cwd: str, timeout: float | None = None):
+    """`is_met`, interrupted when the run is stopped (DAG timeoutSec, `dagfast stop`,
+    a signal) or `timeout` passes: None then, and the condition's processes are killed."""
+    if engine._stopping:
+        return None
+    event = _wake_event(engine)
+    check = asyncio.ensure_future(is_met(cond, env, cwd))
+    stopped = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait((check, stopped), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not check.done():
+            check.cancel()
+            try:
+                await check  # is_met kills the shell's session as it is cancelled
+            except asyncio.CancelledError:
+                pass
+    if check.cancelled():
+        return None
+    return check.result()
 
 
 async def sleep(engine, seconds: float) -> None:
     """Sleep, but wake at once when the run is stopped."""
     if seconds <= 0 or engine._stopping:
         return
-    event = getattr(engine, "_wake_event", None)
-    if event is None:
-        event = engine._wake_event = asyncio.Event()
+    event = _wake_event(engine)
     try:
         await asyncio.wait_for(event.wait(), seconds)
     except TimeoutError:
@@ -242,14 +314,16 @@ def _step_env(engine, step: Step, sees=(), extra: dict | None = None) -> dict:
     if extra:
         for k, v in extra.items():
             env[k.encode()] = v.encode()
-    if engine.dag.secrets:
-        from .secrets import fill
+    secret = engine.dag.secrets
+    for k, v in step.env:
+        if "\ue002" in v:  # references to outputs are filled in (see load._evaluate)
+            v = fill_refs(v, env)
+        if secret and "\ue000" in v:  # and so are references to secrets (load.py)
+            from .secrets import fill
 
-        for k, v in step.env:  # references to secrets are filled in (see load.py)
-            env[k.encode()] = fill(v, engine._base_env) if "\ue000" in v else v.encode()
-    else:
-        for k, v in step.env:
-            env[k.encode()] = v.encode()
+            env[k.encode()] = fill(v, engine._base_env)
+        else:
+            env[k.encode()] = v.encode("utf-8", "surrogateescape")
     env[b"DAG_RUN_STEP_NAME"] = step.name.encode()
     return env
 
@@ -312,7 +386,10 @@ async def begin(engine) -> bool:
     if dag.preconditions:
         env = _str_env(engine._base_env)
         for cond in dag.preconditions:
-            if not await is_met(cond, env, dag.dir):
+            met = await _holds(engine, cond, env, dag.dir)
+            if met is None:
+                return False  # stopped or timed out while it ran
+            if not met:
                 engine._precondition_unmet = True
                 return False
     for h in dag.handlers:

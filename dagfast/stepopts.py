@@ -12,6 +12,7 @@ import signal
 from collections.abc import Callable, Mapping
 from operator import attrgetter
 
+from . import yamlsrc
 from .expand import ExpandError, expand, has_references
 from .model import Condition, ContinueOn, Fanout, Repeat, Retry, StepExtra
 from .params import ParamsError, parse
@@ -36,6 +37,15 @@ _UNITS = {
     "": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15,
     "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40, "pi": 2**50,
 }
+
+# What a `call`/`run` step does not do (it runs no process of its own): each is an
+# error beside it, never ignored. Attribute, key.
+_NOT_WITH_CALL = (
+    ("command", "command"), ("script", "script"), ("shell", "shell"),
+    ("working_dir", "workingDir"), ("retry_policy", "retryPolicy"),
+    ("repeat_policy", "repeatPolicy"), ("timeout_sec", "timeoutSec"),
+    ("signal_on_stop", "signalOnStop"), ("resources", "resources"),
+)  # fmt: skip
 
 Where = Callable[..., tuple]
 
@@ -97,7 +107,12 @@ def _backoff(value, where: tuple, problems) -> float:
 def _signal(name: str, where: tuple, problems) -> int:
     text = name.strip().upper()
     if text.isdigit():
-        return int(text)
+        number = int(text)
+        if number and number in signal.valid_signals():
+            return number
+        problems.add(where, f"`{name}` is not a signal on this system (give a name such as "
+                            "`SIGTERM`, or its number)")
+        return 0
     if not text.startswith("SIG"):
         text = "SIG" + text
     try:
@@ -105,6 +120,46 @@ def _signal(name: str, where: tuple, problems) -> int:
     except KeyError:
         problems.add(where, f"`{name}` is not a signal name (such as `SIGINT`)")
         return 0
+
+
+def _typed(value, at: tuple, expected: str, problems) -> None:
+    """Report `value` when the file wrote it as a plain YAML number or boolean where
+    text is expected (`stdout: 5`); the tree keeps the text, so the source decides."""
+    if type(value) is not str or yamlsrc.typed_text(value) is None:
+        return
+    data = getattr(problems, "data", None)
+    kind = yamlsrc.plain_type(data, at) if data is not None else None
+    if kind is not None:
+        problems.add(at, f"Expected {expected}, got the {kind} `{value}` (quote it to mean "
+                         "the text)")
+
+
+def check_condition_types(pre, where: Where, problems) -> None:
+    """`preconditions` (a DAG's or a step's) written as a number or a boolean."""
+    if type(pre) is list:
+        for k, c in enumerate(pre):
+            _typed(c, where("preconditions", k), "`str | object`", problems)
+    else:
+        _typed(pre, where("preconditions"), "`str | object | array`", problems)
+
+
+def _check_types(s: StepSpec, where: Where, problems) -> None:
+    """Fields whose text must not have been written as a number or a boolean."""
+    check_condition_types(s.preconditions, where, problems)
+    for key in ("stdout", "stderr"):
+        _typed(getattr(s, key), where(key), "`str` (a file name)", problems)
+    if type(s.continue_on) is ContinueOnSpec:
+        out = s.continue_on.output
+        if type(out) is list:
+            for k, x in enumerate(out):
+                _typed(x, where("continueOn", "output", k), "`str`", problems)
+        else:
+            _typed(out, where("continueOn", "output"), "`str | array`", problems)
+    p = s.parallel
+    if type(p) is ParallelSpec:
+        _typed(p.items, where("parallel", "items"), "`str | array`", problems)
+    else:
+        _typed(p, where("parallel"), "`str | array | object`", problems)
 
 
 def build_extra(
@@ -173,6 +228,14 @@ def build_extra(
         if call is not None:
             problems.add(where("run"), "give `run` or `call`, not both")
         call = s.run
+    if call is not None:
+        by = where("call" if s.run is None else "run")[-1]
+        for attr, key in _NOT_WITH_CALL:
+            if getattr(s, attr) is not None:
+                at = where(key)
+                problems.add(at, f"`{at[-1]}` cannot be used with `{by}`: the step runs the "
+                                 "sub-DAG, no process of its own", True)
+    _check_types(s, where, problems)
     fanout = None
     if s.parallel is not None:
         p = s.parallel

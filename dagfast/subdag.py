@@ -16,6 +16,7 @@ import msgspec
 from .errors import LoadError
 from .expand import ExpandError, expand
 from .model import Params, Step
+from .outputs import expand_refs
 from .params import override
 from .status import RunStatus, StepStatus
 from .store import RunDir
@@ -36,12 +37,15 @@ async def run(engine, i: int, step: Step, env: dict):
     scope = {os.fsdecode(k): os.fsdecode(v) for k, v in env.items()}
     dag = engine.dag
     base = os.path.dirname(dag.path) if dag.path else dag.dir
+    # `${NAME.key[0]}` reads an output's JSON wherever `${NAME}` works.
+    steps = dag.steps
+    refs = {steps[p].extra.output: engine.outputs.get(p, "") for p in ex.sees}
     try:
-        path = os.path.join(base, os.path.expanduser(expand(ex.call, scope)))
+        path = os.path.join(base, os.path.expanduser(expand(expand_refs(ex.call, refs), scope)))
     except ExpandError as e:
         return _fail(engine, i, f"`call`: {e}")
     if ex.parallel is None:
-        params = _params(ex.params, scope)
+        params = _params(ex.params, scope, refs)
         result = await _one(engine, i, 0, path, params)
         if isinstance(result, str):
             return _fail(engine, i, result)
@@ -52,9 +56,14 @@ async def run(engine, i: int, step: Step, env: dict):
             return status, 1, f"sub-DAG `{result.dag.name}` {RunStatus(result.status).label}{why}"
         return status, (0 if result.status in _OK else None), ""
     try:
-        items = _items(ex.parallel, scope)
+        items = _items(ex.parallel, scope, refs)
     except ValueError as e:
         return _fail(engine, i, f"`parallel`: {e}")
+    if not items:
+        # As Dagu: a fan-out over nothing is a mistake (an empty or misspelt variable).
+        expr = ex.parallel.expr
+        shown = f" (`{expr}` expanded to nothing)" if expr is not None else ""
+        return _fail(engine, i, f"parallel: no items to run the sub-DAG with{shown}")
     gate = asyncio.Semaphore(max(1, ex.parallel.max_concurrent))
 
     async def each(k: int, item):
@@ -62,7 +71,7 @@ async def run(engine, i: int, step: Step, env: dict):
             if engine._stopping:
                 return "the run was stopped"
             local = dict(scope, ITEM=item if type(item) is str else msgspec.json.encode(item).decode())
-            params = _params(ex.params, local)
+            params = _params(ex.params, local, refs)
             if type(item) is dict:
                 params = override(params, tuple(item.items()))
             else:
@@ -136,23 +145,23 @@ def _recursion(engine, path: str) -> str:
     return ""
 
 
-def _params(params: Params, scope: dict) -> Params:
+def _params(params: Params, scope: dict, refs: dict) -> Params:
     out = []
     for name, value in params:
         try:
-            value = expand(value, scope)
+            value = expand(expand_refs(value, refs), scope)
         except ExpandError:
             pass
         out.append((name, value))
     return tuple(out)
 
 
-def _items(fanout, scope: dict) -> list:
+def _items(fanout, scope: dict, refs: dict) -> list:
     """The items to fan out over: as written, or a variable holding a JSON array or
     lines (or words) of text."""
     if fanout.expr is None:
         return list(fanout.items)
-    text = expand(fanout.expr, scope).strip()
+    text = expand(expand_refs(fanout.expr, refs), scope).strip()
     if text.startswith("["):
         value = msgspec.json.decode(text)
         if type(value) is not list:

@@ -32,7 +32,10 @@ from yaml.events import (
 
 from .errors import LoadError, Problem
 
-__all__ = ["MAX_BYTES", "MAX_DEPTH", "MAX_VALUES", "Path", "locate", "parse", "render"]
+__all__ = [
+    "MAX_BYTES", "MAX_DEPTH", "MAX_VALUES", "Path", "is_list", "locate", "parse", "plain_type",
+    "render", "typed_text",
+]  # fmt: skip
 
 MAX_BYTES = 32 * 1024 * 1024
 """Larger files are refused before parsing."""
@@ -53,6 +56,16 @@ _MAP_TAGS = frozenset(("!", _YAML_TAG + "map"))
 _SEQ_TAGS = frozenset(("!", _YAML_TAG + "seq"))
 _MERGE_TAGS = frozenset((None, _YAML_TAG + "merge"))
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Plain scalars that YAML (1.1 and 1.2, as Dagu's parser) reads as a number or a boolean.
+_TYPED = (
+    ("number", re.compile(
+        r"[-+]?(?:[0-9][0-9_]*|0x[0-9a-fA-F_]+|0o[0-7_]+"
+        r"|(?:[0-9][0-9_]*\.[0-9_]*|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+"
+        r"|\.(?:inf|Inf|INF))|\.(?:nan|NaN|NAN)"
+    )),
+    ("boolean", re.compile(r"true|True|TRUE|false|False|FALSE|yes|Yes|YES|no|No|NO"
+                           r"|on|On|ON|off|Off|OFF")),
+)  # fmt: skip
 
 
 class _Merge:
@@ -354,8 +367,8 @@ class _Frame:
 
 
 def _walk(data: bytes, want: set[Path] | None):
-    """Yield (path, key_mark, value_mark) for every node, or ("dup", key, mark, first
-    line) for the first repeated key, walking the first document with marks."""
+    """Yield (path, key_mark, value_mark, event) for every node in `want`, or ("dup",
+    key, mark, first line) for the first repeated key, walking the first document."""
     parser = CParser(data)
     stack: list[_Frame] = []
     scalar_anchors: dict[str, str] = {}
@@ -402,7 +415,7 @@ def _walk(data: bytes, want: set[Path] | None):
         if cls is ScalarEvent and ev.anchor is not None:
             scalar_anchors[ev.anchor] = ev.value
         if want is not None and path in want:
-            yield (path, key_mark, mark)
+            yield (path, key_mark, mark, ev)
         if cls is MappingStartEvent or cls is SequenceStartEvent:
             stack.append(_Frame(path, cls is MappingStartEvent))
 
@@ -425,15 +438,19 @@ Span = tuple[int, int, int, int]
 
 def locate(data: bytes, paths: Iterable[Path]) -> dict[Path, Span]:
     """Where each path is in the source; a path that is not there literally (it came
-    through an alias or a merge) gets the span of its nearest ancestor that is."""
+    through an alias or a merge) gets the span of its nearest ancestor that is.
+    In a bare list of steps, `("steps", i, ...)` is the list's item i (see `parse`)."""
     want: set[Path] = set()
     paths = list(paths)
+    bare = _bare_list(data, paths)
+    if bare:
+        paths = [_in_bare(p) for p in paths]
     for p in paths:
         for i in range(len(p) + 1):
             want.add(p[:i])
     found: dict[Path, Span] = {}
     try:
-        for path, key_mark, mark in _walk(data, want):
+        for path, key_mark, mark, _ in _walk(data, want):
             found.setdefault(
                 path, (key_mark.line + 1, key_mark.column + 1, mark.line + 1, mark.column + 1)
             )
@@ -442,10 +459,53 @@ def locate(data: bytes, paths: Iterable[Path]) -> dict[Path, Span]:
     except yaml.YAMLError:  # pragma: no cover - the same text parsed a moment ago
         pass
     out: dict[Path, Span] = {}
-    for p in paths:
+    for p, given in zip(paths, bare or paths):
         for i in range(len(p), -1, -1):
             span = found.get(p[:i])
             if span is not None:
-                out[p] = span if i == len(p) else (span[2], span[3], span[2], span[3])
+                out[given] = span if i == len(p) else (span[2], span[3], span[2], span[3])
                 break
     return out
+
+
+def plain_type(data: bytes, path: Path) -> str | None:
+    """"number" or "boolean" when the node at `path` is a plain (unquoted) scalar that
+    YAML reads as one (`5`, `1.5`, `true`), else None. The tree keeps every scalar's
+    text, so only the source tells `stdout: 5` from `stdout: "5"`."""
+    if _bare_list(data, [path]):
+        path = _in_bare(path)
+    try:
+        for _, _, _, ev in _walk(data, {path}):
+            if ev.__class__ is ScalarEvent and ev.style == "" and ev.tag is None:
+                return typed_text(ev.value)
+            return None
+    except yaml.YAMLError:  # pragma: no cover - the same text parsed a moment ago
+        pass
+    return None
+
+
+def typed_text(text: str) -> str | None:
+    """"number" or "boolean" when `text`, written unquoted, is one in YAML, else None."""
+    for kind, pattern in _TYPED:
+        if pattern.fullmatch(text):
+            return kind
+    return None
+
+
+def is_list(data: bytes) -> bool:
+    """Whether the first document is a list (a bare list of steps, for `parse`)."""
+    try:
+        return _first_node(data).__class__ is SequenceStartEvent
+    except yaml.YAMLError:
+        return False
+
+
+def _bare_list(data: bytes, paths: list[Path]) -> list[Path] | None:
+    """`paths` when they name steps of a bare list of steps, else None."""
+    if any(p[:1] == ("steps",) for p in paths) and is_list(data):
+        return paths
+    return None
+
+
+def _in_bare(path: Path) -> Path:
+    return path[1:] if path[:1] == ("steps",) else path

@@ -149,3 +149,10 @@ def run_under_ulimit_n(dag: Path, limit: int, env: dict[str, str]) -> subprocess
          sys.executable, str(dag)],
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
+
+
+def run_dag(dag: Path, *params: str, env: dict | None = None, stubs: Stubs | None = None) -> Result:
+    """`dagfast run DAG [-- PARAMS]`, recorded in a home beside the DAG file."""
+    full = dict(stubs.env() if stubs else {}, **(env or {}))
+    args = ["run", str(dag)] + (["--", *params] if params else [])
+    return dagfast(*args, env=full, home=dag.parent / "home")

@@ -31,9 +31,10 @@ def write(path: Path, text: str) -> Path:
 
 
 def plain_env(**extra: str) -> dict[str, str]:
-    """The caller's environment less what changes the output (CI, NO_COLOR, ...)."""
+    """The caller's environment less what changes the output (CI, NO_COLOR, ...) and
+    where runs are recorded (each test passes its own home)."""
     env = {k: v for k, v in os.environ.items()
-           if k not in ("CI", "NO_COLOR", "GITHUB_ACTIONS", "TERM")}
+           if k not in ("CI", "NO_COLOR", "GITHUB_ACTIONS", "TERM", "DAGFAST_HOME")}
     env["TERM"] = "xterm-256color"
     env.update(extra)
     return env

@@ -309,3 +309,184 @@ def test_nothing_the_file_says_runs_unless_its_structure_is_valid(tmp_path):
     assert not (tmp_path / "ran").exists()
     load_text(good, base_dir=tmp_path, environ=os.environ)
     assert (tmp_path / "ran").exists()  # the same backticks do run in a valid file
+
+
+# -- Keys that would be ignored, values of the wrong kind ------------------------------
+
+
+def test_a_call_step_that_also_has_a_command_is_refused_before_anything_runs(tmp_path):
+    write(tmp_path / "one.yaml", "steps:\n  - touch SUB_RAN\n")
+    dag = write(tmp_path / "dag.yaml", """\
+        steps:
+          - name: first
+            command: touch FIRST_RAN
+          - name: x
+            call: one.yaml
+            command: touch CMD_RAN
+            dir: /tmp
+            retryPolicy: {limit: 2}
+          - name: y
+            run: one.yaml
+            script: touch SCRIPT_RAN
+            shell: bash
+            timeoutSec: 5
+        """)
+    res = dagfast("run", str(dag), home=tmp_path / "home", cwd=tmp_path)
+    assert res.code == 2, res
+    why = "cannot be used with `{}`: the step runs the sub-DAG, no process of its own"
+    assert res.err.splitlines() == [
+        f"{dag}:6:5: `command` {why.format('call')} - at `$.steps[1].command`",
+        f"{dag}:7:5: `dir` {why.format('call')} - at `$.steps[1].dir`",
+        f"{dag}:8:5: `retryPolicy` {why.format('call')} - at `$.steps[1].retryPolicy`",
+        f"{dag}:11:5: `script` {why.format('run')} - at `$.steps[2].script`",
+        f"{dag}:12:5: `shell` {why.format('run')} - at `$.steps[2].shell`",
+        f"{dag}:13:5: `timeoutSec` {why.format('run')} - at `$.steps[2].timeoutSec`",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dag.yaml", "one.yaml"]
+
+
+def test_signal_on_stop_must_be_a_signal_of_this_system(tmp_path):
+    dag = write(tmp_path / "dag.yaml", """\
+        steps:
+          - {name: a, command: "true", signalOnStop: 99}
+          - {name: b, command: "true", signalOnStop: "0"}
+          - {name: c, command: "true", signalOnStop: "15"}
+          - {name: d, command: "true", signalOnStop: TERM}
+        """)
+    res = dagfast("validate", str(dag), home=tmp_path / "home")
+    assert res.code == 2
+    why = "is not a signal on this system (give a name such as `SIGTERM`, or its number)"
+    assert res.err.splitlines() == [
+        f"{dag}:2:46: `99` {why} - at `$.steps[0].signalOnStop`",
+        f"{dag}:3:46: `0` {why} - at `$.steps[1].signalOnStop`",
+    ]
+    (_, _, c, d) = load(write(dag, "steps:\n  - {command: x, signalOnStop: '15'}\n"
+                                   "  - {command: x, signalOnStop: TERM}\n"
+                                   "  - {command: x, signalOnStop: 2}\n"
+                                   "  - {command: x, signalOnStop: sigint}\n")).steps
+    assert (c.extra.signal_on_stop, d.extra.signal_on_stop) == (2, 2)
+
+
+def test_text_fields_written_as_numbers_or_booleans_are_refused(tmp_path):
+    dag = write(tmp_path / "dag.yaml", """\
+        steps:
+          - name: a
+            command: "true"
+            preconditions: 5
+            stdout: 5
+            continueOn: {output: 5}
+          - name: b
+            call: one.yaml
+            parallel: {items: 5}
+            preconditions: [true, {condition: "5", expected: 5}]
+          - name: c
+            call: one.yaml
+            parallel: 1.5
+            stderr: off
+            continueOn: {output: ["x", 7]}
+        """)
+    res = dagfast("run", str(dag), home=tmp_path / "home", cwd=tmp_path)
+    assert res.code == 2, res
+    q = "(quote it to mean the text)"
+    assert res.err.splitlines() == [
+        f"{dag}:4:20: Expected `str | object | array`, got the number `5` {q} - at `$.steps[0].preconditions`",
+        f"{dag}:5:13: Expected `str` (a file name), got the number `5` {q} - at `$.steps[0].stdout`",
+        f"{dag}:6:26: Expected `str | array`, got the number `5` {q} - at `$.steps[0].continueOn.output`",
+        f"{dag}:9:23: Expected `str | array`, got the number `5` {q} - at `$.steps[1].parallel.items`",
+        f"{dag}:10:21: Expected `str | object`, got the boolean `true` {q} - at `$.steps[1].preconditions[0]`",
+        f"{dag}:13:15: Expected `str | array | object`, got the number `1.5` {q} - at `$.steps[2].parallel`",
+        f"{dag}:14:13: Expected `str` (a file name), got the boolean `off` {q} - at `$.steps[2].stderr`",
+        f"{dag}:15:32: Expected `str`, got the number `7` {q} - at `$.steps[2].continueOn.output[1]`",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dag.yaml"]
+    # Quoted, the same values are text, as written.
+    quoted = write(tmp_path / "dag.yaml", """\
+        steps:
+          - name: a
+            command: "true"
+            preconditions: "true"
+            stdout: "5"
+            continueOn: {output: "5"}
+        """)
+    (a,) = load(quoted).steps
+    assert (a.extra.stdout, a.extra.continue_on.output) == (str(tmp_path / "5"), ("5",))
+
+
+def test_a_bare_list_sub_dag_reports_its_own_lines_and_paths(tmp_path):
+    # The spec's dynamic fan-out writes such a file: a list of steps, no `steps:` key.
+    write(tmp_path / "gen.yaml", """\
+        - name: g1
+          comand: echo
+        - name: g2
+          command: echo
+          depends: nope
+        """)
+    dag = write(tmp_path / "dag.yaml", "steps:\n  - name: fan\n    call: gen.yaml\n")
+    home = tmp_path / "home"
+    res = dagfast("run", str(dag), home=home)
+    assert res.code == 1, res
+    (err,) = [p.read_text() for p in home.rglob("*.err")]
+    gen = tmp_path / "gen.yaml"
+    assert err == (
+        f"cannot load the sub-DAG: {gen}:2:3: unknown key `comand` (did you mean `command`?)"
+        f" - at `$[0].comand`; {gen}:5:12: depends on unknown step `nope` - at `$[1].depends`\n"
+    )
+
+
+# -- Command lines the synopsis allows: options before or after the DAG, then params ---
+
+PARAMS_DAG = 'params: "A=1 B=2"\nsteps:\n  - echo "A=$A B=$B" > params.out\n'
+
+
+@pytest.mark.parametrize(
+    "words, got",
+    [
+        (["DAG", "--", "A=8"], "A=8 B=2"),
+        (["DAG", "-q", "--", "A=8"], "A=8 B=2"),
+        (["DAG", "-p", "A=9", "--", "A=8"], "A=8 B=2"),
+        (["DAG", "-p", "B=9", "--quiet", "--", "A=8"], "A=8 B=9"),
+        (["-q", "DAG", "--", "A=8"], "A=8 B=2"),
+        (["-q", "DAG", "A=8"], "A=8 B=2"),
+        (["DAG", "-q", "A=8"], "A=8 B=2"),
+        (["DAG", "A=8", "-q", "B=7"], "A=8 B=7"),
+        (["--max-active-steps", "2", "DAG", "--no-queue", "-p", "A=5", "--", "B=6"], "A=5 B=6"),
+    ],
+)
+def test_run_takes_params_after_options_on_either_side_of_the_dag(tmp_path, words, got):
+    dag = write(tmp_path / "p.yaml", PARAMS_DAG)
+    args = [str(dag) if w == "DAG" else w for w in words]
+    res = dagfast("run", *args, home=tmp_path / "home", cwd=tmp_path)
+    assert res.code == 0, res
+    assert (tmp_path / "params.out").read_text() == got + "\n"
+
+
+def test_run_still_refuses_an_unknown_option_before_the_params(tmp_path):
+    dag = write(tmp_path / "p.yaml", PARAMS_DAG)
+    res = dagfast("run", str(dag), "-q", "--bogus", "--", "A=8", home=tmp_path / "home")
+    assert res.code == 2
+    assert res.err.splitlines()[-1] == "dagfast: error: unrecognized arguments: --bogus -- A=8"
+    assert not list(tmp_path.glob("*.out"))
+
+
+def test_unknown_keys_inside_conditions_and_outputs_are_located_with_a_suggestion(tmp_path):
+    dag = write(tmp_path / "dag.yaml", """\
+        preconditions: 5
+        steps:
+          - name: a
+            command: echo hi
+            preconditions:
+              - condition: "x"
+                expectd: "x"
+            output:
+              name: A
+              omitt: true
+        """)
+    res = dagfast("validate", str(dag), home=tmp_path / "home")
+    assert res.code == 2, res
+    assert res.err.splitlines() == [
+        f"{dag}:1:16: Expected `str | object | array`, got the number `5` (quote it to mean "
+        "the text) - at `$.preconditions`",
+        f"{dag}:7:9: unknown key `expectd` (did you mean `expected`?) - at "
+        "`$.steps[0].preconditions[0].expectd`",
+        f"{dag}:10:7: unknown key `omitt` (did you mean `omit`?) - at `$.steps[0].output.omitt`",
+    ]

@@ -127,6 +127,8 @@ def test_a_step_that_ignores_sigterm_is_killed_after_the_clean_up_time(tmp_path)
 
 
 ESCAPE = "setsid sh -c 'echo $$ >> escaped.pids; exec sleep 300' &"
+# Leaves the group and sheds the environment (no DAG_RUN_ID to find it by).
+BARE_ESCAPE = "setsid env -i sh -c 'echo $$ >> escaped.pids; exec sleep 300' &"
 
 
 def test_grandchildren_that_setsid_out_of_the_group_do_not_survive_a_stop(tmp_path):
@@ -137,10 +139,12 @@ def test_grandchildren_that_setsid_out_of_the_group_do_not_survive_a_stop(tmp_pa
           - name: featured
             retryPolicy: {{limit: 1}}
             command: {ESCAPE} {ESCAPE} sleep 300
+          - name: bare
+            command: {BARE_ESCAPE} sleep 300
         """)
     proc = spawn_run(dag, tmp_path / "home")
     pids = tmp_path / "escaped.pids"
-    wait_for(lambda: pids.exists() and len(pids.read_text().split()) == 3)
+    wait_for(lambda: pids.exists() and len(pids.read_text().split()) == 4)
     escaped = [int(p) for p in pids.read_text().split()]
     assert all(alive(p) for p in escaped)
     proc.send_signal(signal.SIGINT)

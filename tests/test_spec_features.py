@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import textwrap
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from spectools import EXAMPLES, Stubs, dagfast, max_overlap
+from spectools import EXAMPLES, Stubs, dagfast, max_overlap, run_dag as run
 
 
 def example(tmp_path: Path, slug: str) -> Path:
@@ -29,12 +30,6 @@ def example(tmp_path: Path, slug: str) -> Path:
 def write(path: Path, text: str) -> Path:
     path.write_text(textwrap.dedent(text))
     return path
-
-
-def run(dag: Path, *params: str, env: dict | None = None, stubs: Stubs | None = None):
-    full = dict(stubs.env() if stubs else {}, **(env or {}))
-    args = ["run", str(dag)] + (["--", *params] if params else [])
-    return dagfast(*args, env=full, home=dag.parent / "home")
 
 
 def summary(out: str) -> str:
@@ -326,17 +321,32 @@ def test_output_capture_does_not_wait_for_background_children(tmp_path):
     dag = write(tmp_path / "bg.yaml", """\
         steps:
           - name: a
-            command: (sleep 30 &) ; echo value
+            command: (sleep 30 & echo $! > bg.pid) ; echo value
             output: V
           - name: b
             command: echo "$V" > v.txt
             depends: a
         """)
-    t0 = time.monotonic()
-    assert run(dag).code == 0
-    assert (tmp_path / "v.txt").read_text() == "value\n"
-    assert time.monotonic() - t0 < 25  # not the background child's 30 s
-    subprocess.run(["pkill", "-f", "^sleep 30$"], check=False)
+    try:
+        assert run(dag).code == 0
+        assert (tmp_path / "v.txt").read_text() == "value\n"
+        # The run is over while the child that holds the log open still sleeps.
+        assert _is_our_sleep(int((tmp_path / "bg.pid").read_text()))
+    finally:
+        pid_file = tmp_path / "bg.pid"
+        pid = int(pid_file.read_text()) if pid_file.exists() else 0
+        if pid and _is_our_sleep(pid):  # only the child this test started
+            os.kill(pid, signal.SIGKILL)
+
+
+def _is_our_sleep(pid: int) -> bool:
+    """Whether `pid` is still the live `sleep 30` (not a zombie, not a reused pid)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return cmdline == b"sleep\x0030\x00" and state != "Z"
 
 
 # ---------------------------------------------------------------------------------------
@@ -609,26 +619,41 @@ def test_handlers_see_status_and_outputs(tmp_path):
 
 
 def test_cancel_handler_runs_when_the_run_is_stopped(tmp_path):
+    # Both steps trap SIGINT and SIGTERM and write down which one came: `own` must get
+    # its signalOnStop (SIGINT), `plain` the default SIGTERM.
     dag = write(tmp_path / "s.yaml", """\
         maxCleanUpTimeSec: 1
         handlerOn:
           cancel:
             command: echo "cancel $DAG_RUN_STATUS" > cancel.txt
         steps:
-          - name: stubborn
-            command: trap '' TERM; touch started; sleep 60
+          - name: own
             signalOnStop: SIGINT
+            command: |
+              trap 'echo INT > own.sig; exit 0' INT
+              trap 'echo TERM > own.sig; exit 0' TERM
+              echo $$ > own.pid
+              while :; do sleep 0.1; done
+          - name: plain
+            command: |
+              trap 'echo INT > plain.sig; exit 0' INT
+              trap 'echo TERM > plain.sig; exit 0' TERM
+              echo $$ > plain.pid
+              while :; do sleep 0.1; done
         """)
     env = dict(os.environ, DAGFAST_HOME=str(tmp_path / "home"))
     proc = subprocess.Popen(["python", "-m", "dagfast", "run", str(dag)], env=env,
                             stdout=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 20
-    while not (tmp_path / "started").exists():
+    while not all((tmp_path / f"{n}.pid").exists() and (tmp_path / f"{n}.pid").read_text()
+                  for n in ("own", "plain")):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     proc.terminate()
     out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 143
+    assert (tmp_path / "own.sig").read_text() == "INT\n"
+    assert (tmp_path / "plain.sig").read_text() == "TERM\n"
     assert (tmp_path / "cancel.txt").read_text() == "cancel aborted\n"
 
 
