@@ -6,8 +6,12 @@
  * `posix_spawn("/bin/sh", {"sh", "-c", cmd})`, reaped with waitpid(-1), so any engine
  * that also starts `sh -c` per step can at best match it (ratio 1.00 in the table).
  *
- * Usage: spawn -j J JOBFILE
+ * Usage: spawn -j J [-l LOGDIR] JOBFILE
  *        spawn -m REPORT -- ARGV...
+ *
+ * With -l, each step's stdout and stderr go to LOGDIR/<id>.out and LOGDIR/<id>.err,
+ * opened by the child before exec as dagfast opens its per-step logs: the limit for
+ * an engine that keeps every step's output (compare.py's `c-logs`).
  *
  * JOBFILE: the first line holds N; then one line per step, ids 0..N-1 in order:
  *     <dep ids separated by spaces, possibly none> TAB <command to end of line>
@@ -25,6 +29,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -171,20 +176,22 @@ static int measure(const char *report, char **argv)
 int main(int argc, char **argv)
 {
     int jobs = 0;
-    const char *report = NULL;
+    const char *report = NULL, *logdir = NULL;
     int opt;
-    while ((opt = getopt(argc, argv, "+j:m:")) != -1) {
+    while ((opt = getopt(argc, argv, "+j:m:l:")) != -1) {
         if (opt == 'j')
             jobs = atoi(optarg);
         else if (opt == 'm')
             report = optarg;
+        else if (opt == 'l')
+            logdir = optarg;
         else
             return 2;
     }
     if (report && optind < argc)
         return measure(report, argv + optind);
     if (jobs < 1 || optind != argc - 1) {
-        fprintf(stderr, "usage: spawn -j JOBS JOBFILE\n       spawn -m REPORT -- ARGV...\n");
+        fprintf(stderr, "usage: spawn -j JOBS [-l LOGDIR] JOBFILE\n       spawn -m REPORT -- ARGV...\n");
         return 2;
     }
 
@@ -211,7 +218,19 @@ int main(int argc, char **argv)
             int step = ready[head++];
             char *child_argv[] = {"sh", "-c", g.cmd[step], NULL};
             pid_t pid;
-            int err = posix_spawn(&pid, "/bin/sh", NULL, NULL, child_argv, environ);
+            posix_spawn_file_actions_t fa, *fap = NULL;
+            if (logdir) {
+                char out[4096], err_path[4096];
+                snprintf(out, sizeof out, "%s/%d.out", logdir, step);
+                snprintf(err_path, sizeof err_path, "%s/%d.err", logdir, step);
+                posix_spawn_file_actions_init(&fa);
+                posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+                posix_spawn_file_actions_addopen(&fa, 2, err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+                fap = &fa;
+            }
+            int err = posix_spawn(&pid, "/bin/sh", fap, NULL, child_argv, environ);
+            if (fap)
+                posix_spawn_file_actions_destroy(fap);
             if (err) {
                 fprintf(stderr, "spawn: step %d: posix_spawn: %s\n", step, strerror(err));
                 failed = 1;

@@ -48,22 +48,37 @@ def retry(args, out=sys.stdout) -> int:
             out.write(f"dagfast: every step of run {state.run_id} succeeded: nothing to retry\n")
             run_dir.close()
             return 0
-        run_dir.begin_attempt(state.attempt + 1, kept, state.journal_end, rerun)
+        slot = None
+        if dag.max_active_runs:
+            # A retry is a run too: it waits for a slot like any other, before its new
+            # attempt is recorded (until then the record still tells the last attempt,
+            # and a SIGINT or SIGTERM while it waits leaves that record as it was).
+            from . import runslots
+
+            def queued() -> None:
+                out.write(f"dagfast: run {state.run_id}: waiting for a run slot "
+                          f"(maxActiveRuns {dag.max_active_runs})\n")
+                out.flush()
+
+            try:
+                slot = runslots.take_or_stop(
+                    dag.name, dag.max_active_runs, home_dir, on_queued=queued
+                )
+            except runslots.Stopped as exc:
+                run_dir.close()
+                return 128 + exc.signal
+        try:
+            run_dir.begin_attempt(state.attempt + 1, kept, state.journal_end, rerun)
+        except BaseException:
+            if slot is not None:
+                slot.release()
+            raise
     except BaseException:
         run_dir.close()
         raise
     from .engine import Engine
     from .report import choose
 
-    slot = None
-    if dag.max_active_runs:  # a retry is a run too: it waits for a slot like any other
-        from . import runslots
-
-        try:
-            slot = runslots.take(dag.name, dag.max_active_runs, home_dir)
-        except BaseException:
-            run_dir.close()
-            raise
     out.write(f"dagfast: attempt {state.attempt + 1} of run {state.run_id}: "
               f"{len(rerun)} of {len(dag.steps)} steps to run again\n")
     try:

@@ -269,6 +269,11 @@ class Engine:
                 await self._done
             if self._stopping:
                 await self._sweep()
+                if self._kill_handle is not None:
+                    # The steps are gone: the handlers that run next are not the stop's
+                    # to kill (the timer would otherwise fire in the middle of one).
+                    self._kill_handle.cancel()
+                    self._kill_handle = None
             if self._featured:
                 await _slow_path().finish(self, self._final_status())
         finally:

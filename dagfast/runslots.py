@@ -24,7 +24,7 @@ import time
 from .errors import RunError
 from .store import dag_dir_name, make_private_dirs
 
-__all__ = ["RunsFull", "Slot", "Stopped", "occupancy", "run_dir_for", "take"]
+__all__ = ["RunsFull", "Slot", "Stopped", "occupancy", "run_dir_for", "take", "take_or_stop"]
 
 POLL_SEC = 0.05  # how often a waiter looks for a free slot
 
@@ -115,6 +115,32 @@ def occupancy(name: str, limit: int, home_dir: str) -> tuple[int, int]:
     return held, waiting
 
 
+def take_or_stop(name: str, limit: int, home_dir: str, *, queue: bool = True,
+                 on_queued=None, on_stopped=None) -> Slot:
+    """`take`, where SIGINT or SIGTERM while waiting raise Stopped (after
+    `on_stopped(Stopped)`), whatever handlers the caller had."""
+
+    def stop(sig, frame):
+        raise Stopped(sig)
+
+    try:
+        old = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread (api.run from a thread): no handler
+        old = None
+    try:
+        return take(name, limit, home_dir, queue=queue, on_queued=on_queued)
+    except (Stopped, KeyboardInterrupt) as exc:
+        stopped = exc if isinstance(exc, Stopped) else Stopped(signal.SIGINT)
+        if on_stopped is not None:
+            on_stopped(stopped)
+        if stopped is exc:
+            raise
+        raise stopped from None
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+
 def run_dir_for(dag, home_dir: str, *, queue: bool = True):
     """Take a slot for a run of `dag` and make its run directory: `(slot, run_dir)`.
 
@@ -128,25 +154,13 @@ def run_dir_for(dag, home_dir: str, *, queue: bool = True):
         made.append(RunDir.create(dag, home_dir))
         _write_status(made[0], dag, 5, None, "")  # RunStatus.QUEUED
 
-    def stop(sig, frame):
-        raise Stopped(sig)
-
-    try:
-        old = signal.signal(signal.SIGTERM, stop)
-    except ValueError:  # not the main thread (api.run from a thread): no handler
-        old = None
-    try:
-        slot = take(dag.name, dag.max_active_runs, home_dir, queue=queue, on_queued=queued)
-    except (Stopped, KeyboardInterrupt) as exc:
+    def stopped(exc: Stopped) -> None:
         if made:
-            _write_status(made[0], dag, 3, time.time(), str(Stopped(getattr(exc, "signal", 2))))
+            _write_status(made[0], dag, 3, time.time(), str(exc))
             made[0].close()
-        if isinstance(exc, KeyboardInterrupt):
-            raise Stopped(signal.SIGINT) from None
-        raise
-    finally:
-        if old is not None:
-            signal.signal(signal.SIGTERM, old)
+
+    slot = take_or_stop(dag.name, dag.max_active_runs, home_dir, queue=queue,
+                        on_queued=queued, on_stopped=stopped)
     try:
         run_dir = made[0] if made else RunDir.create(dag, home_dir)
     except BaseException:

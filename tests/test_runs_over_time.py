@@ -123,6 +123,43 @@ def test_a_queued_run_shows_as_queued_and_no_queue_exits_75(tmp_path):
                 p.communicate(timeout=30)
 
 
+def test_a_retry_waits_for_a_slot_and_a_sigterm_meanwhile_leaves_the_record_as_it_was(tmp_path):
+    failing = write(tmp_path / "one.yaml", """\
+        name: one
+        maxActiveRuns: 1
+        params: N=0
+        steps:
+          - command: test "$N" = 1 && sleep 30 || test -e ok
+        """)
+    env = full_env(tmp_path)
+    home = tmp_path / "home"
+    assert dagfast("run", str(failing), home=home).code == 1  # N=0 and no `ok`: failed
+    failed_id = dagfast("status", "one", "--json", home=home).out.split('"run_id": "')[1][:26]
+    holder = start(failing, env=env, params="N=1")  # holds the slot for 30 s
+    retry = None
+    try:
+        wait_for(lambda: runslots.occupancy("one", 1, str(home)) == (1, 0), what="the holder")
+        (tmp_path / "ok").touch()
+        retry = subprocess.Popen([sys.executable, "-m", "dagfast", "retry", failed_id], env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: runslots.occupancy("one", 1, str(home)) == (1, 1), what="the retry")
+        retry.send_signal(signal.SIGTERM)
+        out, err = retry.communicate(timeout=30)
+        assert retry.returncode == 143, (out, err)
+        assert "waiting for a run slot (maxActiveRuns 1)" in out
+        st = dagfast("status", failed_id, "--json", home=home).out
+        assert '"status": "failed"' in st and '"attempt": 1' in st, st
+    finally:
+        for p in (holder, retry):
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                p.communicate(timeout=30)
+    # With the slot free, the same retry runs its attempt and succeeds.
+    assert finish(holder) == 143
+    assert dagfast("retry", failed_id, home=home).code == 0
+    assert '"attempt": 2' in dagfast("status", failed_id, "--json", home=home).out
+
+
 def test_a_crashed_holder_releases_its_slot(tmp_path):
     dag = one_at_a_time(tmp_path, "echo $$ > step.$N.pid; sleep 60")
     env = full_env(tmp_path)

@@ -170,6 +170,40 @@ def test_sigterm_interrupts_a_running_precondition(tmp_path):
     assert "running" not in status.out, status.out
 
 
+def test_the_abort_handler_outlives_the_clean_up_period_of_the_stop(tmp_path):
+    # The steps die at once on SIGTERM; the handler then runs past the end of the clean-up
+    # period (1 s), whose SIGKILL is for the steps, never for the handler that follows.
+    dag = write(tmp_path / "h.yaml", """\
+        maxCleanUpTimeSec: 1
+        steps:
+          - name: a
+            command: touch started; exec sleep 30
+        handlerOn:
+          abort:
+            command: sleep 2.5; echo ran > handler.txt
+        """)
+    env = dict(os.environ, DAGFAST_HOME=str(tmp_path / "home"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dagfast", "run", "-q", str(dag)], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "started").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, out + err
+    assert (tmp_path / "handler.txt").read_text() == "ran\n"
+    status = dagfast("status", str(dag), home=tmp_path / "home").out
+    assert "status:  aborted" in status, status
+
+
 # ---------------------------------------------------------------------------------------
 # `${NAME.key[0]}` wherever `${NAME}` works
 
