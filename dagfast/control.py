@@ -7,10 +7,12 @@ import signal
 import sys
 import time
 
+import msgspec
+
 from .errors import RunError
 from .records import find_run, owner_pid, read_run
 from .status import RunStatus, StepStatus
-from .store import RunDir, home
+from .store import OUTPUT_LOST, RunDir, home
 
 __all__ = ["leftovers", "retry", "stop"]
 
@@ -28,6 +30,13 @@ def retry(args, out=sys.stdout) -> int:
     try:
         state = read_run(path)
         dag = state.dag()
+        # A step whose output the record could not keep (the disk filled) runs again:
+        # its dependents need the value.
+        state.steps = [
+            msgspec.structs.replace(r, status=StepStatus.NOT_STARTED)
+            if r.status == StepStatus.SUCCEEDED and r.error == OUTPUT_LOST else r
+            for r in state.steps
+        ]
         if len(state.steps) != len(dag.steps):
             raise RunError(f"the record of run `{state.run_id}` does not match its DAG")
         from .executor import choose as choose_executor

@@ -10,8 +10,12 @@ worker runs it (`Client.run`). Imported only when a run asks for Dask.
 A lost worker is an error, never a silent second run: a LocalCluster started here has
 `distributed.scheduler.allowed-failures` 0, so the task fails with KilledWorker and the
 step fails (or is retried by its retryPolicy) with an error naming the worker. A
-remote scheduler keeps its own setting; when it would run a task again, the run is
-told so (a notice), and the README says how to start the scheduler.
+remote scheduler keeps its own setting; when it would run a task again (or cannot
+say), every step is guarded (daskworker.run_step's `guard`): a second start of its
+task runs nothing and ends the step as one whose worker was lost.
+
+distributed's own log lines are silenced in this process while a run is connected:
+the run reports what they say as step errors.
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ class DaskExecutors:
         self.client = None
         self.cluster = None
         self.workers: dict[str, dict[str, float]] = {}  # address -> resources offered
+        self.guard = False  # the scheduler may start a task again: guard each start
+        self._log_levels: dict[str, int] = {}  # distributed's loggers, as they were
         self._users = 0
         self._numbers = itertools.count(1)
 
@@ -91,6 +97,9 @@ class DaskExecutors:
             await client.close()
         if cluster is not None:
             await cluster.close()
+        levels, self._log_levels = self._log_levels, {}
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
 
     def next_key(self, env: dict, token: int) -> str:
         """A key no other task has: the run's id, the step, and a counter."""
@@ -111,7 +120,18 @@ class DaskExecutors:
         return (f"no Dask worker offers the resources this step needs ({asked}); "
                 f"the workers offer: {'; '.join(best)}")
 
+    def _silence_logs(self) -> None:
+        """No raw `distributed` log line reaches the user's terminal during the run
+        (a child logger with its own level would pass its lines to the handlers)."""
+        names = ["distributed"] + [n for n in logging.root.manager.loggerDict
+                                   if n.startswith("distributed.")]
+        for name in names:
+            logger = logging.getLogger(name)
+            self._log_levels.setdefault(name, logger.level)
+            logger.setLevel(logging.CRITICAL + 1)
+
     async def _connect(self, dag, limit: int) -> str:
+        self._silence_logs()
         if self.address is None:
             # Room for every step dagfast lets run at once (it enforces maxActiveSteps
             # itself); threads only wait on processes, and start when first needed.
@@ -143,13 +163,8 @@ class DaskExecutors:
         try:
             allowed = await self.client.run_on_scheduler(_allowed_failures)
         except Exception:  # a scheduler that refuses to run functions: cannot tell
-            return ""
-        if allowed:
-            return (
-                f"the Dask scheduler at {self.address} runs a task again when its worker "
-                f"is lost (allowed-failures {allowed}): a step may then run twice; start it "
-                "with DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=0"
-            )
+            allowed = None
+        self.guard = allowed != 0
         return ""
 
 
@@ -238,9 +253,10 @@ class DaskExecutor:
                 raise SpawnError(why)
         files = _shipped(argv, stdout)
         key = session.next_key(env, token)
+        guard = {"guard": True} if session.guard else {}
         future = client.submit(
             daskworker.run_step, self._ns, argv, env, cwd, files, session.shared_dir,
-            key=key, pure=False, resources=resources or None,
+            key=key, pure=False, resources=resources or None, **guard,
         )
         self._running[token] = (key, future)
         self._env = env
@@ -361,35 +377,55 @@ class DaskExecutor:
                 end = sig  # stopped before it started: as if killed by that signal
                 note = ""
             else:
-                end = Outcome(None, f"the Dask scheduler dropped the step ({_reason(exc)})")
+                end = Outcome(None, f"the Dask scheduler dropped the step ({_reason(exc)}); "
+                                    "a worker that loses its scheduler kills its steps")
                 note = f"dagfast: {end.error}\n"
-            _write(out_path, b"")
-            _write(err_path, note.encode())
+            self._logs(key, out_path, err_path, note.encode())
         except distributed.KilledWorker as exc:
             worker = getattr(exc.last_worker, "address", exc.last_worker)
             end = Outcome(None, f"its Dask worker {worker} was lost")
-            _write(out_path, b"", keep=True)
-            _write(err_path, f"dagfast: the Dask worker {worker} running this step was "
-                             "lost; the step's processes there were killed\n".encode(),
-                   keep=True)
+            self._logs(key, out_path, err_path, f"dagfast: the Dask worker {worker} running "
+                       "this step was lost; the step's processes there were killed\n".encode(),
+                       keep=True)
         except Exception as exc:  # the task itself failed on the worker
             end = Outcome(None, f"the Dask task failed: {type(exc).__name__}: {exc}")
-            _write(out_path, b"")
-            _write(err_path, f"dagfast: {end.error}\n".encode())
+            self._logs(key, out_path, err_path, f"dagfast: {end.error}\n".encode())
         else:
             if out is None:  # written to the shared directory
-                shared = self._session.shared_dir
-                _move(os.path.join(shared, f"{key}.out"), out_path)
-                _move(os.path.join(shared, f"{key}.err"), err_path)
+                self._logs(key, out_path, err_path, b"", keep=status is None)
             else:
-                _write(out_path, out)
-                _write(err_path, err)
-            end = Outcome(127, error) if error else status
+                _write(out_path, out, keep=status is None)
+                _write(err_path, err, keep=status is None)
+            if status is None:  # a second start of the task (guard): its worker was lost
+                end = Outcome(None, error)
+                _write(err_path, f"dagfast: {error}\n".encode(), keep=True)
+            else:
+                end = Outcome(127, error) if error else status
         finally:
             future.release()
         self._cancelled.pop(token, None)
         if self._running.pop(token, None) is not None:
             self._on_exits([(token, end)])
+        if self._session.guard and self._session.client is not None:
+            try:  # the scheduler forgets the started marker
+                await self._session.client.scheduler.event_clear(
+                    name=daskworker.started_marker(key))
+            except Exception:  # a scheduler gone: it forgot the marker with the rest
+                pass
+
+    def _logs(self, key: str, out_path: str, err_path: str, note: bytes,
+              keep: bool = False) -> None:
+        """The logs of a task that did not end normally into the run record: what a
+        shared directory holds of them (moved out of it), then `note` on stderr."""
+        shared = self._session.shared_dir
+        if shared:
+            _move(os.path.join(shared, f"{key}.out"), out_path, keep)
+            _move(os.path.join(shared, f"{key}.err"), err_path, keep)
+        else:
+            _write(out_path, b"", keep=keep)
+            _write(err_path, b"", keep=keep)
+        if note:
+            _write(err_path, note, keep=True)
 
 
 def _allowed_failures(dask_scheduler) -> int:
@@ -429,12 +465,18 @@ def _write(path: str, data: bytes, keep: bool = False) -> None:
         os.close(fd)
 
 
-def _move(src: str, dst: str) -> None:
-    """A log from the shared directory into the run record."""
+def _move(src: str, dst: str, keep: bool = False) -> None:
+    """A log from the shared directory into the run record (`keep`: after what the
+    record's file holds)."""
     try:
-        os.replace(src, dst)
+        if keep:
+            with open(src, "rb") as f:
+                _write(dst, f.read(), keep=True)
+            os.unlink(src)
+        else:
+            os.replace(src, dst)
     except FileNotFoundError:
-        _write(dst, b"")
+        _write(dst, b"", keep=keep)
     except OSError:  # another filesystem
         shutil.copyfile(src, dst)
         os.chmod(dst, 0o600)

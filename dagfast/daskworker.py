@@ -12,7 +12,14 @@ into files. A registry maps each running step's Dask key to its group, so that a
 sent by key reaches the step on whichever worker runs it; a future's `cancel()` alone
 would leave a running process alone. A watchdog process per worker kills every process
 the worker's steps started (found by a tag in their environment) when the worker
-exits, however it exits: SIGKILL, a crash, or the cluster closing.
+exits, however it exits: SIGKILL, a crash, or the cluster closing; a reaper thread
+kills the running steps' groups as soon as the worker starts closing (its scheduler
+lost, say), since a closing worker may take long to exit.
+
+A scheduler that runs a task again when its worker is lost (allowed-failures > 0)
+would run a step twice: with `guard`, each run marks its key started (a Dask Event on
+the scheduler) before its process starts, and a second start of the same key runs
+nothing and reports the worker lost.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import time
 
 from .procs import _signal_tagged  # the one /proc scan for processes that left a group
 
-__all__ = ["LOG_CAP", "TAG", "dask_setup", "forget", "run_step", "signal_escaped",
+__all__ = ["LOG_CAP", "LOST", "TAG", "dask_setup", "started_marker", "forget", "run_step", "signal_escaped",
            "signal_groups", "signal_steps"]
 
 LOG_CAP = 64 << 20
@@ -43,27 +50,49 @@ _running: dict[str, int] = {}  # Dask key -> process group of the step running i
 _groups: dict[str, list[int]] = {}  # executor id -> every group started for it here
 _doomed: dict[str, tuple[int, float]] = {}  # keys signalled before they started here
 _watchdog: subprocess.Popen | None = None
+_worker = None  # the Dask worker of this process, for the reaper thread
+_reaper: threading.Thread | None = None
 _tag = b""
 _scratch = ""  # this worker's directory of step scratch directories (the watchdog's too)
 _DOOMED_KEEP_SEC = 600.0
+_REAP_EVERY_SEC = 0.2
+
+LOST = ("its Dask worker was lost; the Dask scheduler started the step again on {worker}, "
+        "where dagfast ran nothing (a step never runs twice)")
+"""The error of a second start of a key (`guard`): {worker} is where it came."""
+
+
+def started_marker(key: str) -> str:
+    """The name of the Dask Event that says task `key` has started (`guard`)."""
+    return f"dagfast-started-{key}"
 
 
 def run_step(ns: str, argv, env: dict, cwd: str, files, shared_dir: str | None,
-             cap: int = LOG_CAP):
+             cap: int = LOG_CAP, guard: bool = False):
     """Run one step to its end (a Dask task): (wait status, stdout, stderr, error).
 
     The logs are bytes (at most `cap` each), or None when they were written to
     `shared_dir` as `<key>.out`/`.err`; `error` is "" unless the process could not
-    start, when it says why (as procs.SpawnError does locally)."""
-    from distributed import get_worker
+    start, when it says why (as procs.SpawnError does locally). The wait status is
+    None when `guard` found the key started before: the run's worker was lost."""
+    from distributed import Event, get_worker
 
-    key = str(get_worker().get_current_task())
+    worker = get_worker()
+    key = str(worker.get_current_task())
     with _lock:
         doomed = _doomed.pop(key, None)
     if doomed is not None:  # stopped on its way here: it never starts
         return doomed[0], b"", b"", ""
+    if guard:
+        # No other start of this key runs now: the scheduler starts a task again only
+        # once it has given up the worker of the first start, which set this first.
+        marker = Event(started_marker(key))
+        if marker.is_set():
+            logs = None if shared_dir else b""
+            return None, logs, logs, LOST.format(worker=worker.address)
+        marker.set()
     env = dict(env)
-    env[TAG] = _ensure_watchdog()
+    env[TAG] = _ensure_watchdog(worker)
     scratch = tempfile.mkdtemp(prefix="step-", dir=_scratch)
     try:
         argv = list(argv)
@@ -98,14 +127,21 @@ def _run(key: str, ns: str, argv, env: dict, cwd: str, out_path: str, err_path: 
     except OSError as exc:
         return 127 << 8, f"working directory `{cwd}`: {exc.strerror}"
     try:
-        with open(out_path, "wb", opener=_private) as out, open(err_path, "wb", opener=_private) as err:
+        out = open(out_path, "wb", opener=_private)
+    except OSError as exc:  # the shared directory is missing on this worker, say
+        return 127 << 8, f"cannot write the step's logs `{exc.filename}`: {exc.strerror}"
+    try:
+        err = open(err_path, "wb", opener=_private)
+    except OSError as exc:
+        out.close()
+        return 127 << 8, f"cannot write the step's logs `{exc.filename}`: {exc.strerror}"
+    try:
+        with out, err:
             proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=cwd,
                 start_new_session=True,
             )
     except OSError as exc:
-        for path in (out_path, err_path):
-            open(path, "ab", opener=_private).close()
         return 127 << 8, f"cannot start `{argv[0]}`: {exc.strerror}"
     with _lock:
         _running[key] = proc.pid
@@ -208,10 +244,14 @@ shutil.rmtree(sys.argv[2], ignore_errors=True)
 """
 
 
-def _ensure_watchdog() -> bytes:
-    """This worker's tag value, starting its watchdog on first use."""
-    global _watchdog, _tag, _scratch
+def _ensure_watchdog(worker) -> bytes:
+    """This worker's tag value, starting its watchdog (and reaper) on first use."""
+    global _watchdog, _tag, _scratch, _worker, _reaper
     with _lock:
+        _worker = worker
+        if _reaper is None:
+            _reaper = threading.Thread(target=_reap, name="dagfast-reaper", daemon=True)
+            _reaper.start()
         if _watchdog is None or _watchdog.poll() is not None:
             _tag = f"{os.getpid()}-{os.urandom(4).hex()}".encode()
             _scratch = tempfile.mkdtemp(prefix="dagfast-worker-")
@@ -223,6 +263,27 @@ def _ensure_watchdog() -> bytes:
                 start_new_session=True,
             )
         return _tag
+
+
+def _reap() -> None:
+    """The reaper thread: once the worker is closing (its scheduler lost, the cluster
+    closing), SIGKILL the groups of the steps still running and what left them: the
+    worker's close may wait long for their threads, and no one hears of their ends."""
+    from distributed.core import Status
+
+    ending = (Status.closing, Status.closed, Status.failed)
+    while True:
+        time.sleep(_REAP_EVERY_SEC)
+        worker = _worker
+        if worker is None or worker.status not in ending:
+            continue
+        with _lock:
+            groups = list(_running.values())
+            tag = TAG + b"=" + _tag
+        for pgid in groups:
+            _killpg(pgid, signal.SIGKILL)
+        if groups:
+            _signal_tagged([tag], signal.SIGKILL, groups)
 
 
 # Helpers ----------------------------------------------------------------------------------

@@ -103,12 +103,31 @@ def choose(
         ) from None
     from .daskexec import DaskExecutors
 
-    address = scheduler or environ.get("DAGFAST_DASK_SCHEDULER") or dag.dask_scheduler or None
+    address, source = _setting(scheduler, "--scheduler", "DAGFAST_DASK_SCHEDULER",
+                               "daskScheduler", environ, dag.dask_scheduler)
     if address:
         try:
             get_address_host_port(address)
+            if "://" not in address:
+                raise ValueError("no scheme")
         except ValueError as exc:
-            raise UsageError(f"`{address}` is not a Dask scheduler address ({exc}); "
+            raise UsageError(f"{source} `{address}` is not a Dask scheduler address ({exc}); "
                              "expected one such as tcp://10.0.0.5:8786") from None
-    shared = shared_dir or environ.get("DAGFAST_DASK_SHARED_DIR") or dag.dask_shared_dir or None
-    return DaskExecutors(address, os.path.abspath(shared) if shared else None)
+    shared, source = _setting(shared_dir, "--shared-dir", "DAGFAST_DASK_SHARED_DIR",
+                              "daskSharedDir", environ, dag.dask_shared_dir)
+    if shared:
+        shared = os.path.abspath(shared)
+        # The DAG's own key was checked when it was loaded (with its place in the file).
+        if not os.path.isdir(shared):
+            why = "not a directory" if os.path.exists(shared) else "no such directory"
+            raise UsageError(f"{source} {shared}: {why}")
+    return DaskExecutors(address, shared)
+
+
+def _setting(given, flag: str, variable: str, key: str, environ, dag_value) -> tuple:
+    """(value, where it came from) of a Dask setting: the flag, the environment, the DAG."""
+    if given:
+        return given, flag
+    if environ.get(variable):
+        return environ[variable], variable
+    return dag_value or None, key

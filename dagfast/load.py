@@ -4,8 +4,9 @@ First the YAML becomes plain values (`yamlsrc`). Second msgspec converts them to
 spec Structs in one call; only when that fails are the keys checked mapping by
 mapping and the fields converted one by one, so that every problem is reported.
 Third the steps are checked and resolved (names, ids, depends, cycles, commands,
-directories). Nothing runs until all of that passed: only then are the `env` values
-evaluated (backticks run commands) and `maxActiveSteps` expanded.
+directories, the extra keys as written), and the schedule parsed. Nothing runs until
+all of that passed: only then are the `env` values evaluated (backticks run commands)
+and `maxActiveSteps` expanded; what is checked after that needed those values.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from .model import Dag, Handler, Params, Secret, Step, StepExtra, secret_ref
 from .params import ParamsError
 from .params import override as override_params
 from .params import parse as parse_params
-from .stepopts import build_extra, check_condition_types, conditions, featured
+from .stepopts import build_extra, check_condition_types, check_extra, conditions, featured
 from .shellcmd import Shell, sets_errexit, shell_words, text_argv
 from .spec import (
     ALIASES, DAG_TYPES, INT_FIELDS, NESTED, STEP_EXECUTORS, SUPPORTED, DagSpec, SecretSpec,
@@ -203,6 +204,7 @@ class _Steps:
         self.specs: list[StepSpec] = []
         self.spell: list[dict[str, str] | None] | None = None
         self.incomplete: set[int] = set()  # steps whose problems are already reported
+        self.featured: list[int] = []  # steps with extra keys (`stepopts.featured`)
 
     def path(self, i: int, *rest: str | int) -> Path:
         head = self.keys[i] if self.keys is not None else i
@@ -245,6 +247,11 @@ def _load(
     handlers_built = None
     if handler_steps is not None:
         handlers_built = _build_steps(handler_steps, False, shell, problems)
+        _check_extras(handler_steps, problems)
+    _check_extras(steps, problems)
+    schedule = _schedule(header, dag_spell, problems) if header.schedule is not None else ()
+    if header.dask_scheduler is not None or header.dask_shared_dir is not None:
+        _check_cluster(header, dag_spell, problems)
     if _MAY_HOLD_NUL.search(data):
         _check_nul(tree, problems)
     problems.raise_if_any()
@@ -259,6 +266,7 @@ def _load(
     if header.dotenv is not None:
         where = (dag_spell.get("dotenv", "dotenv"),)
         dag_entries = _dotenv(header.dotenv, dag_dir, where, problems) + dag_entries
+        problems.raise_if_any()  # a dotenv file that cannot be used: no backtick runs
     dag_env = _evaluate(dag_entries, environ, dag_dir, problems)
     scope = ChainMap(dict(dag_env), dict(environ))
     params = _params(header, dag_spell, given_params, scope, dag_dir, problems)
@@ -281,11 +289,45 @@ def _load(
             handlers_built, handler_steps, dag_dir, step_scope, params, problems
         )
         handlers = tuple(map(Handler, handler_steps.keys, hsteps))
-    # `schedule`: one expression, a list, or a map whose `start` holds one or a list;
-    # each is parsed alone, so that an error names its entry (`$.schedule.start[1]`).
-    # Checked here so that `validate` catches a bad schedule; only DAGs that have one
-    # import the cron library. The model keeps the expressions, flat.
-    at = dag_spell.get("schedule", "schedule")
+    cluster = ("", "", "")
+    if header.step_executor or header.dask_scheduler is not None or header.dask_shared_dir is not None:
+        cluster = _cluster(header, dag_spell, scope, dag_dir, problems)
+    problems.raise_if_any()
+
+    def get(key: str, default):
+        return ints.get(key, default)
+
+    return Dag(
+        name=name,
+        steps=steps_out,
+        path=dag_path,
+        dir=dag_dir,
+        description=header.description or "",
+        env=tuple(dag_env),
+        max_active_steps=get("maxActiveSteps", header.max_active_steps),
+        type=header.type,
+        params=params,
+        max_active_runs=get("maxActiveRuns", header.max_active_runs),
+        schedule=schedule,
+        skip_if_successful=header.skip_if_successful,
+        timeout_sec=get("timeoutSec", header.timeout_sec),
+        delay_sec=get("delaySec", header.delay_sec),
+        max_cleanup_sec=get("maxCleanUpTimeSec", header.max_clean_up_time_sec),
+        max_output_size=get("maxOutputSize", header.max_output_size),
+        preconditions=conditions(header.preconditions),
+        handlers=handlers,
+        step_executor=cluster[0],
+        dask_scheduler=cluster[1],
+        dask_shared_dir=cluster[2],
+        secrets=_located_secrets(secret_specs, dag_spell, problems) if secret_specs else (),
+    )
+
+
+def _schedule(header: DagSpec, spell: dict[str, str], problems: _Problems) -> tuple[str, ...]:
+    """`schedule`: one expression, a list, or a map whose `start` holds one or a list;
+    each is parsed alone, so that an error names its entry (`$.schedule.start[1]`).
+    Only DAGs that have one import the cron library. The model keeps them, flat."""
+    at = spell.get("schedule", "schedule")
     entries: list[tuple[Path, str]] = []
     if type(header.schedule) is str:
         entries.append(((at,), header.schedule))
@@ -310,39 +352,7 @@ def _load(
                 parse(expr)
             except ScheduleError as e:
                 problems.add(where, f"{e.why}: `{_show(e.expr)}`")
-    schedule = tuple(expr for _, expr in entries)
-    cluster = ("", "", "")
-    if header.step_executor or header.dask_scheduler is not None or header.dask_shared_dir is not None:
-        cluster = _cluster(header, dag_spell, scope, dag_dir, problems)
-    problems.raise_if_any()
-
-    def get(key: str, default):
-        return ints.get(key, default)
-
-    return Dag(
-        name=name,
-        steps=steps_out,
-        path=dag_path,
-        dir=dag_dir,
-        description=header.description or "",
-        env=tuple(dag_env),
-        max_active_steps=get("maxActiveSteps", header.max_active_steps),
-        type=header.type,
-        params=params,
-        max_active_runs=get("maxActiveRuns", header.max_active_runs),
-        schedule=tuple(schedule or ()),
-        skip_if_successful=header.skip_if_successful,
-        timeout_sec=get("timeoutSec", header.timeout_sec),
-        delay_sec=get("delaySec", header.delay_sec),
-        max_cleanup_sec=get("maxCleanUpTimeSec", header.max_clean_up_time_sec),
-        max_output_size=get("maxOutputSize", header.max_output_size),
-        preconditions=conditions(header.preconditions),
-        handlers=handlers,
-        step_executor=cluster[0],
-        dask_scheduler=cluster[1],
-        dask_shared_dir=cluster[2],
-        secrets=_located_secrets(secret_specs, dag_spell, problems) if secret_specs else (),
-    )
+    return tuple(expr for _, expr in entries)
 
 
 def _finish_steps(
@@ -367,11 +377,20 @@ def _finish_steps(
     )  # fmt: skip
 
 
+def _check_extras(steps: _Steps, problems: _Problems) -> None:
+    """The extra keys of each step as written (`stepopts.check_extra`), before anything
+    is evaluated; notes which steps have any. A plain step costs one C-level pass."""
+    steps.featured = featured(steps.specs)
+    for i in steps.featured:
+        if i not in steps.incomplete:  # its keys did not convert: already reported
+            check_extra(steps.specs[i], partial(steps.path, i), problems)
+
+
 def _extras(built: _Built, steps: _Steps, scope, step_envs, dirs, problems: _Problems):
     """Each step's StepExtra (None for a plain step), and who sees which outputs."""
     n = len(built.names)
     extras: list = [None] * n
-    for i in featured(steps.specs):
+    for i in steps.featured:
         step_scope = scope.new_child(dict(step_envs[i])) if step_envs[i] else scope
         extras[i] = build_extra(
             steps.specs[i], partial(steps.path, i), step_scope, dirs[i], problems
@@ -494,7 +513,6 @@ def _cluster(header: DagSpec, spell, scope, cwd: str, problems: _Problems) -> tu
     """`stepExecutor`, `daskScheduler` (variables expanded) and `daskSharedDir` (an
     absolute directory; a relative one is the DAG's directory's)."""
     kind = header.step_executor or ""
-    needs = f"`{spell.get('stepExecutor', 'stepExecutor')}: dask`"
     address = shared = ""
     if header.dask_scheduler is not None:
         where = (spell.get("daskScheduler", "daskScheduler"),)
@@ -502,14 +520,36 @@ def _cluster(header: DagSpec, spell, scope, cwd: str, problems: _Problems) -> tu
             address = expand(header.dask_scheduler, scope, _runner(cwd, scope)).strip()
         except ExpandError as e:
             problems.add(where, str(e))
+            address = None
         if kind != "dask":
-            problems.add(where, f"`{where[0]}` is for {needs}")
+            pass  # _check_cluster says so
+        elif address == "":  # an unset variable must not mean "a LocalCluster here"
+            problems.add(where, f"`{where[0]}` is empty after expansion; expected an "
+                                "address such as tcp://10.0.0.5:8786")
+        elif address and not re.fullmatch(r"[a-z][a-z0-9+.-]*://(\[[0-9a-fA-F:.]+\]|"
+                                           r"[^\s/:\[\]]+):[0-9]{1,5}", address):
+            problems.add(where, f"`{_show(address)}` is not a Dask scheduler address: "
+                                "expected scheme://host:port, such as tcp://10.0.0.5:8786")
+        address = address or ""
     if header.dask_shared_dir is not None:
         where = (spell.get("daskSharedDir", "daskSharedDir"),)
         shared = _directory(cwd, header.dask_shared_dir, scope, cwd, where, problems)
-        if kind != "dask":
-            problems.add(where, f"`{where[0]}` is for {needs}")
+        if kind == "dask" and not os.path.isdir(shared):  # the logs would have nowhere to go
+            why = "not a directory" if os.path.exists(shared) else "no such directory"
+            problems.add(where, f"`{_show(header.dask_shared_dir)}`: {why}")
     return kind, address, shared
+
+
+def _check_cluster(header: DagSpec, spell, problems: _Problems) -> None:
+    """`daskScheduler` and `daskSharedDir` are only for `stepExecutor: dask`."""
+    if header.step_executor == "dask":
+        return
+    needs = f"`{spell.get('stepExecutor', 'stepExecutor')}: dask`"
+    for key, value in (("daskScheduler", header.dask_scheduler),
+                       ("daskSharedDir", header.dask_shared_dir)):
+        if value is not None:
+            where = (spell.get(key, key),)
+            problems.add(where, f"`{where[0]}` is for {needs}")
 
 
 def _named_params(params: Params) -> dict[str, str]:
@@ -1114,8 +1154,10 @@ def _evaluate(
 
         names = ChainMap(own, {n: output_ref(n) for n in outputs}, base)
 
-        def paths(name: str, path: str) -> str | None:
+        def output_path(name: str, path: str) -> str | None:
             return output_ref(name, path) if name in outputs and name not in own else None
+
+        paths = output_path
 
     out = []
     for name, value, where in entries:

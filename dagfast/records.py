@@ -15,7 +15,7 @@ from .model import Dag
 from .status import RunStatus, StepStatus
 from .store import (
     DAG_VERSION, JOURNAL_VERSION, SNAPSHOT_VERSION, Begin, Cancel, End, Entry, Finish,
-    Snapshot, Start, StepRecord, dag_dir_name,
+    OUTPUT_LOST, Snapshot, Start, StepRecord, dag_dir_name,
 )
 
 __all__ = ["RunState", "find_run", "latest_run", "owner_pid", "read_run", "runs_of"]
@@ -151,6 +151,10 @@ def _read_run(path: str) -> RunState:
             raise RunError("its journal names a step the run does not have") from None
     state.journal_end = end
     state.torn = torn
+    if snap is not None and any(r.error == OUTPUT_LOST for r in state.steps):
+        _recover_outputs(state, data)
+    if state.finished_at is not None:
+        _close_unended_steps(state)
     if not state.dag_name:  # rebuilt: the journal does not repeat what dag.json says
         try:
             dag = state.dag()
@@ -274,6 +278,33 @@ def _apply_snapshot(state: RunState, snap: Snapshot) -> None:
     state.pid = snap.pid
     state.error = snap.error
     state.steps = snap.steps
+
+
+def _recover_outputs(state: RunState, data: bytes) -> None:
+    """A final snapshot that had to leave outputs out (a full disk) keeps the ones its
+    journal holds: a retry gives them to the steps that run again."""
+    full = RunState(path=state.path, run_id=state.run_id)
+    payloads, _, _ = frames(data, 0)
+    try:
+        for payload in payloads:
+            _replay(full, _entries.decode(payload))
+    except (msgspec.DecodeError, IndexError, TypeError, RunError):
+        return
+    if len(full.steps) != len(state.steps):
+        return
+    for r, j in zip(state.steps, full.steps):
+        if r.error == OUTPUT_LOST and j.output is not None and j.status == r.status:
+            r.output, r.error = j.output, j.error
+
+
+def _close_unended_steps(state: RunState) -> None:
+    """A run that ended has no running step: one whose end its record lacks (the disk
+    filled before it could be written) was stopped with the run, so it reads aborted."""
+    for r in state.steps:
+        if r.status == StepStatus.RUNNING:
+            r.status = StepStatus.ABORTED
+            r.finished_at = state.finished_at
+            r.error = r.error or "its end was not recorded (the record could not be kept)"
 
 
 def _replay(state: RunState, entries: list) -> None:

@@ -1,7 +1,9 @@
 """The step and DAG keys beyond "run this command": spec values -> model values.
 
 Used by `load` only, for the few steps that set any of these keys; a step that sets
-none keeps `extra=None` and runs on the engine's fast path.
+none keeps `extra=None` and runs on the engine's fast path. `check_extra` runs before
+anything is evaluated (every check the text as written can answer); `build_extra`,
+after, checks only what needed the DAG's variables.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from .model import Condition, ContinueOn, Fanout, Repeat, Retry, StepExtra
 from .params import ParamsError, parse
 from .spec import ConditionSpec, ContinueOnSpec, OutputSpec, ParallelSpec, StepSpec
 
-__all__ = ["EXTRA_FIELDS", "build_extra", "conditions", "featured", "integer"]
+__all__ = ["EXTRA_FIELDS", "build_extra", "check_extra", "conditions", "featured", "integer"]
 
 EXTRA_FIELDS = (
     "output", "continue_on", "retry_policy", "repeat_policy", "preconditions",
@@ -71,6 +73,14 @@ def integer(value, key: str, where: tuple, scope: Mapping[str, str], problems) -
         problems.add(where, f"`{key}` {shown} after expansion; expected an integer >= 0")
         return 0
     return int(text)
+
+
+def _literal_integer(value, key: str, where: tuple, problems) -> None:
+    """An integer field written as plain text (no `$`, no backtick): checked now, as
+    `integer` would after expansion; one with references waits for its variables."""
+    if type(value) is str and not has_references(value) and not _UINT.fullmatch(value.strip()):
+        shown = f"is `{value.strip()}`" if value.strip() else "is empty"
+        problems.add(where, f"`{key}` {shown} after expansion; expected an integer >= 0")
 
 
 def conditions(value) -> tuple[Condition, ...]:
@@ -162,17 +172,82 @@ def _check_types(s: StepSpec, where: Where, problems) -> None:
         _typed(p, where("parallel"), "`str | array | object`", problems)
 
 
+def check_extra(s: StepSpec, where: Where, problems) -> None:
+    """Every check of one step's extra keys that needs no variable: run before any
+    `env` value is evaluated, so that a file refused runs none of its backticks."""
+    output = s.output
+    if type(output) is OutputSpec:
+        output = output.name
+    if output is not None and not _NAME.fullmatch(output.lstrip("$")):
+        problems.add(where("output"), f"`{output.lstrip('$')}` is not a valid variable name")
+
+    r = s.retry_policy
+    if r is not None:
+        w = lambda k: where("retryPolicy", k)  # noqa: E731
+        _literal_integer(r.limit, "limit", w("limit"), problems)
+        _literal_integer(r.interval_sec, "intervalSec", w("intervalSec"), problems)
+        _literal_integer(r.max_interval_sec, "maxIntervalSec", w("maxIntervalSec"), problems)
+        _backoff(r.backoff, w("backoff"), problems)
+    r = s.repeat_policy
+    if r is not None:
+        w = lambda k: where("repeatPolicy", k)  # noqa: E731
+        if r.condition is None and r.expected is not None:
+            problems.add(w("expected"), "`expected` needs a `condition`")
+        if r.repeat == "until" and r.condition is None and r.exit_code is None:
+            problems.add(w("repeat"), "`repeat: until` needs a `condition` or an `exitCode`")
+        if r.repeat is not False:
+            _literal_integer(r.interval_sec, "intervalSec", w("intervalSec"), problems)
+            _literal_integer(r.limit, "limit", w("limit"), problems)
+            _literal_integer(r.max_interval_sec, "maxIntervalSec", w("maxIntervalSec"), problems)
+            _backoff(r.backoff, w("backoff"), problems)
+    _literal_integer(s.timeout_sec, "timeoutSec", where("timeoutSec"), problems)
+    _literal_integer(s.delay_sec, "delaySec", where("delaySec"), problems)
+    if s.signal_on_stop:
+        _signal(s.signal_on_stop, where("signalOnStop"), problems)
+
+    call = s.call
+    if s.run is not None:
+        if call is not None:
+            problems.add(where("run"), "give `run` or `call`, not both")
+        call = s.run
+    if call is not None:
+        by = where("call" if s.run is None else "run")[-1]
+        for attr, key in _NOT_WITH_CALL:
+            if getattr(s, attr) is not None:
+                at = where(key)
+                problems.add(at, f"`{at[-1]}` cannot be used with `{by}`: the step runs the "
+                                 "sub-DAG, no process of its own", True)
+    _check_types(s, where, problems)
+    if s.parallel is not None:
+        if call is None:
+            problems.add(where("parallel"), "`parallel` needs `call` (or `run`): the DAG to run per item")
+        if type(s.parallel) is ParallelSpec:
+            at = where("parallel", "maxConcurrent")
+            _literal_integer(s.parallel.max_concurrent, "maxConcurrent", at, problems)
+    if s.params is not None:
+        if call is None:
+            problems.add(where("params"), "`params` is only for `call`/`run` steps")
+        try:
+            parse(s.params)
+        except ParamsError as e:
+            problems.add(where("params"), str(e))
+    out, err = s.stdout, s.stderr
+    if out is not None and out == err and not has_references(out):
+        problems.add(where("stderr"), "`stdout` and `stderr` name the same file")
+    if s.resources:
+        _resources(s.resources, where, problems)
+
+
 def build_extra(
     s: StepSpec, where: Where, scope: Mapping[str, str], step_dir: str, problems
 ) -> StepExtra:
-    """The StepExtra of one step; `where(key)` names a key's path in messages."""
+    """The StepExtra of one step, once `check_extra` passed for the whole file; it
+    reports only what needed `scope` (integers and file names written with variables)."""
     output = s.output
     if type(output) is OutputSpec:
         output = output.name
     if output is not None:
         output = output.lstrip("$")
-        if not _NAME.fullmatch(output):
-            problems.add(where("output"), f"`{output}` is not a valid variable name")
 
     cont = s.continue_on
     continue_on = None
@@ -207,13 +282,7 @@ def build_extra(
             mode = "while"
         elif mode is False:
             mode = ""
-        cond = None
-        if r.condition is not None:
-            cond = Condition(r.condition, r.expected)
-        elif r.expected is not None:
-            problems.add(w("expected"), "`expected` needs a `condition`")
-        if mode == "until" and cond is None and r.exit_code is None:
-            problems.add(w("repeat"), "`repeat: until` needs a `condition` or an `exitCode`")
+        cond = None if r.condition is None else Condition(r.condition, r.expected)
         if mode:
             repeat = Repeat(
                 mode, cond, _codes(r.exit_code),
@@ -223,24 +292,10 @@ def build_extra(
                 integer(r.max_interval_sec, "maxIntervalSec", w("maxIntervalSec"), scope, problems),
             )  # fmt: skip
 
-    call = s.call
-    if s.run is not None:
-        if call is not None:
-            problems.add(where("run"), "give `run` or `call`, not both")
-        call = s.run
-    if call is not None:
-        by = where("call" if s.run is None else "run")[-1]
-        for attr, key in _NOT_WITH_CALL:
-            if getattr(s, attr) is not None:
-                at = where(key)
-                problems.add(at, f"`{at[-1]}` cannot be used with `{by}`: the step runs the "
-                                 "sub-DAG, no process of its own", True)
-    _check_types(s, where, problems)
+    call = s.run if s.run is not None else s.call
     fanout = None
     if s.parallel is not None:
         p = s.parallel
-        if call is None:
-            problems.add(where("parallel"), "`parallel` needs `call` (or `run`): the DAG to run per item")
         if type(p) is ParallelSpec:
             mc = integer(p.max_concurrent, "maxConcurrent", where("parallel", "maxConcurrent"),
                          scope, problems)  # fmt: skip
@@ -255,14 +310,7 @@ def build_extra(
                 for x in p
             )
             fanout = Fanout(items, None, mc or 10)
-    params = ()
-    if s.params is not None:
-        if call is None:
-            problems.add(where("params"), "`params` is only for `call`/`run` steps")
-        try:
-            params = parse(s.params)
-        except ParamsError as e:
-            problems.add(where("params"), str(e))
+    params = parse(s.params) if s.params is not None else ()
 
     files = []
     for key in ("stdout", "stderr"):
@@ -298,8 +346,8 @@ def build_extra(
 
 
 def _resources(value: dict, where: Where, problems) -> tuple[tuple[str, float], ...]:
-    """`resources:` as (name, amount) pairs: numbers as written, sizes such as `4GB`
-    (for `memory`, in bytes) read as Dask reads them."""
+    """`resources:` as (name, amount) pairs: numbers as written (`4e9` too), sizes such
+    as `4GB` (for `memory`, in bytes) read as Dask reads them."""
     out = []
     for name, amount in value.items():
         at = where("resources", name)
@@ -307,6 +355,8 @@ def _resources(value: dict, where: Where, problems) -> tuple[tuple[str, float], 
             problems.add(at, f"`{name}` is not a resource name (letters, digits, `_`, `.`, `-`)",
                          True)
             continue
+        if type(amount) is str and re.fullmatch(r"\s*[0-9]+(\.[0-9]*)?[eE][+-]?[0-9]+\s*", amount):
+            amount = float(amount)  # `4e9`: YAML reads it as a string, Dask as a number
         if type(amount) is str:
             m = _SIZE.fullmatch(amount)
             unit = m.group(2).lower() if m else ""

@@ -36,7 +36,8 @@ from .journal import frame
 from .model import Dag
 
 __all__ = [
-    "Begin", "Cancel", "DAG_VERSION", "End", "Entry", "Finish", "JOURNAL_VERSION", "Recorder",
+    "Begin", "Cancel", "DAG_VERSION", "End", "Entry", "Finish", "JOURNAL_VERSION", "OUTPUT_LOST",
+    "Recorder",
     "RunDir", "SNAPSHOT_VERSION", "Snapshot", "Start", "StepRecord", "home", "new_run_id",
 ]
 
@@ -154,8 +155,15 @@ _unsafe = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 def dag_dir_name(name: str) -> str:
-    """The directory under `runs/` that holds the runs of the DAG called `name`."""
-    return _unsafe.sub("_", name) or "dag"
+    """The directory under `runs/` that holds the runs of the DAG called `name`. A name
+    that starts with a dot gets a `_` first: `..` would put its runs outside `runs/`,
+    `.` in it, and a hidden directory is easily missed."""
+    safe = _unsafe.sub("_", name) or "dag"
+    return "_" + safe if safe.startswith(".") else safe
+
+
+# A step's error when the record could not keep its output (a full disk).
+OUTPUT_LOST = "its output was not recorded (the record could not be kept)"
 
 
 def _reserve_bytes(steps: int) -> int:
@@ -424,6 +432,7 @@ class Recorder:
         self._timer = None
         self._every = self.SNAPSHOT_EVERY
         self.error = ""
+        self._dropped: set[int] = set()  # steps whose output the journal could not keep
 
     def run_started(self, dag, run_dir, records) -> None:
         self.dag = dag
@@ -487,19 +496,8 @@ class Recorder:
         # the reserve freed already.)
         rd.free_reserve()
         try:
-            end = (5, int(result.status), result.finished_at, int(result.signal or 0), self.error)
-            pending = self._pending if rd.failure is None else []
-            pending.append(end)
-            self._pending = []
-            try:
-                rd.append(frame(_msgpack.encode(pending)), durable=True)
-            except RunError as exc:
-                # The snapshot may still fit: it then says how the run ended, and why
-                # its journal does not.
-                if rd.failure is None:
-                    rd.failure = exc
-                self.error = self.error or f"the end of the journal is missing: {exc}"
-            self._snapshot(int(result.status), result.finished_at, durable=True)
+            self._write_end(result)
+            self._final_snapshot(int(result.status), result.finished_at)
         except RunError as exc:
             if rd.failure is None:
                 rd.failure = exc
@@ -530,8 +528,10 @@ class Recorder:
     def _flush(self, durable: bool = False) -> None:
         pending = self._pending
         if pending and self.run_dir.failure is None:
-            self._pending = []
+            # Cleared only once written: what a full disk refused is written, without
+            # its outputs, at the end (`_write_end`).
             self.run_dir.append(frame(_msgpack.encode(pending)), durable)
+            self._pending = []
 
     def _tick(self) -> None:
         self._timer = None
@@ -552,11 +552,60 @@ class Recorder:
         rd = self.run_dir
         rd.failure = exc
         self.error = f"stopped: {exc}"
-        self._pending = []
         rd.free_reserve()
         self._on_failure(exc)
 
-    def _snapshot(self, status: int, finished_at: float | None, durable: bool) -> None:
+    def _write_end(self, result) -> None:
+        """Append what is pending and the run's end. When the record failed (now or
+        earlier), the step entries that could not be written go again without their
+        outputs (up to 1 MiB each, what may have filled the disk): small enough for the
+        space set aside, so that no step stays `running` in the record of an ended run."""
+        rd = self.run_dir
+        pending, self._pending = self._pending, []
+        end = lambda: (5, int(result.status), result.finished_at, int(result.signal or 0),
+                       self.error)
+        if rd.failure is None:
+            try:
+                rd.append(frame(_msgpack.encode(pending + [end()])), durable=True)
+                return
+            except RunError as exc:
+                rd.failure = exc
+                self.error = self.error or f"the end of the journal is missing: {exc}"
+        slim = []
+        for e in pending:
+            if e[0] == 3 and e[6] is not None:  # an End with an output
+                self._dropped.add(e[1])
+                e = (3, e[1], e[2], e[3], e[4], e[5] or OUTPUT_LOST, None)
+            slim.append(e)
+        try:
+            rd.append(frame(_msgpack.encode(slim + [end()])), durable=True)
+        except RunError:
+            pass  # the snapshot may still fit: it then says how the run ended
+
+    def _final_snapshot(self, status: int, finished_at: float) -> None:
+        """The last snapshot; if it does not fit, again without the outputs the journal
+        lacks too, then without any (a file size limit, RLIMIT_FSIZE, is not helped by
+        the space set aside): status.json still says how the run ended."""
+        try:
+            self._snapshot(status, finished_at, durable=True)
+            return
+        except RunError as exc:
+            first = exc
+        for lost in (self._dropped, None):
+            steps = [
+                msgspec.structs.replace(r, output=None, error=r.error or OUTPUT_LOST)
+                if r.output is not None and (lost is None or i in lost) else r
+                for i, r in enumerate(self.records)
+            ]
+            try:
+                self._snapshot(status, finished_at, durable=True, steps=steps)
+                return
+            except RunError:
+                pass
+        raise first
+
+    def _snapshot(self, status: int, finished_at: float | None, durable: bool,
+                  steps: list[StepRecord] | None = None) -> None:
         rd = self.run_dir
         rd.write_snapshot(
             Snapshot(
@@ -568,7 +617,7 @@ class Recorder:
                 started_at=self.started_at,
                 finished_at=finished_at,
                 pid=os.getpid(),
-                steps=self.records,
+                steps=self.records if steps is None else steps,
                 attempt=rd.attempt,
                 error=self.error,
                 journal_offset=rd.journal_offset,

@@ -260,23 +260,29 @@ def test_a_step_timeout_kills_its_group_on_the_worker_escapees_too(tmp_path):
     assert not (tmp_path / "after-ran").exists()
 
 
+# A step that says where it started, leaves a background child, and names its worker;
+# and a step after it.
+VICTIM = """\
+    steps:
+      - name: victim
+        command: |
+          echo "start on $PPID" >> runs.txt
+          echo $$ >> pids.txt
+          sleep 60 & echo $! >> pids.txt
+          echo $PPID > worker.pid
+          wait
+      - name: after
+        command: touch after-ran
+        depends: victim
+    """
+
+
 def test_a_worker_killed_mid_step_fails_the_step_naming_it_and_reaps_its_processes(
     tmp_path, monkeypatch
 ):
     # No address: dagfast starts a LocalCluster of its own (allowed-failures 0).
     monkeypatch.delenv("DAGFAST_DASK_SCHEDULER")
-    dag = write(tmp_path / "k.yaml", """\
-        steps:
-          - name: victim
-            command: |
-              echo $$ >> pids.txt
-              sleep 60 & echo $! >> pids.txt
-              echo $PPID > worker.pid
-              wait
-          - name: after
-            command: touch after-ran
-            depends: victim
-        """)
+    dag = write(tmp_path / "k.yaml", VICTIM)
     proc = start(dag)
     pids = [int(p) for p in wait_for(tmp_path / "pids.txt", lines=2)]
     worker = int(wait_for(tmp_path / "worker.pid")[0])
@@ -322,6 +328,79 @@ def test_a_lost_worker_is_retried_by_the_retry_policy(tmp_path, cluster):
     deadline = time.monotonic() + 30
     while len(cluster.scheduler_info()["workers"]) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
+
+
+@pytest.fixture
+def remote(tmp_path):
+    """`dask scheduler` (its default allowed-failures: 3) and 2 `dask worker`s without a
+    nanny, as separate processes on 127.0.0.1: a test may kill any of them."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
+    info = tmp_path / "scheduler.json"
+    procs = [subprocess.Popen(
+        ["dask", "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+         "--scheduler-file", str(info)], env=env, cwd=tmp_path,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        wait_for(info)
+        for _ in range(2):
+            procs.append(subprocess.Popen(
+                ["dask", "worker", "--scheduler-file", str(info), "--host", "127.0.0.1",
+                 "--no-nanny", "--nthreads", "4", "--no-dashboard"], env=env, cwd=tmp_path,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        address = json.loads(info.read_text())["address"]
+        with distributed.Client(address, timeout=30, set_as_default=False) as client:
+            client.wait_for_workers(2, timeout=60)
+        yield address, procs
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+
+def test_a_scheduler_that_runs_tasks_again_never_runs_a_step_twice(tmp_path, remote, monkeypatch):
+    # allowed-failures 3: Dask starts the task again on the other worker. dagfast's
+    # started marker makes that second start run nothing and fail the step as lost.
+    address, _ = remote
+    monkeypatch.setenv("DAGFAST_DASK_SCHEDULER", address)
+    dag = write(tmp_path / "twice.yaml", VICTIM)
+    proc = start(dag)
+    pids = [int(p) for p in wait_for(tmp_path / "pids.txt", lines=2)]
+    os.kill(int(wait_for(tmp_path / "worker.pid")[0]), signal.SIGKILL)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, out + err
+    assert len((tmp_path / "runs.txt").read_text().splitlines()) == 1
+    assert gone(pids) == []
+    (victim, after) = status(tmp_path / "home")["steps"]
+    assert victim["status"] == "failed"
+    assert victim["error"].startswith("its Dask worker was lost; the Dask scheduler started "
+                                      "the step again on tcp://127.0.0.1:")
+    assert after["status"] == "aborted"
+    assert err == ""
+
+
+def test_a_lost_scheduler_kills_the_step_on_its_worker_and_no_dask_log_reaches_the_user(
+    tmp_path, remote, monkeypatch
+):
+    address, (scheduler, *_) = remote
+    monkeypatch.setenv("DAGFAST_DASK_SCHEDULER", address)
+    dag = write(tmp_path / "sd.yaml", """\
+        steps:
+          - name: long
+            command: echo $$ > pid.txt; sleep 60
+          - name: next
+            command: touch next-ran
+            depends: long
+        """)
+    proc = start(dag)
+    pid = int(wait_for(tmp_path / "pid.txt")[0])
+    scheduler.kill()
+    out, err = proc.communicate(timeout=90)
+    assert proc.returncode == 1, out + err
+    # A worker takes 30 s to close after losing its scheduler; its steps end at once.
+    assert gone([pid], within=10) == []
+    assert "distributed." not in err
+    assert not (tmp_path / "next-ran").exists()
 
 
 # resources, the shared directory -----------------------------------------------------------
@@ -396,7 +475,74 @@ def test_a_shared_directory_carries_the_logs_into_the_record(tmp_path):
     assert list(shared.iterdir()) == []  # moved into the record, not copied
 
 
+def test_a_lost_worker_with_a_shared_directory_keeps_its_partial_logs(tmp_path, cluster,
+                                                                    monkeypatch):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    dag = write(tmp_path / "ks.yaml", """\
+        steps:
+          - name: victim
+            command: echo partial-output-before-loss; echo $PPID > worker.pid; sleep 60
+        """)
+    proc = start(dag, "--shared-dir", str(shared))
+    os.kill(int(wait_for(tmp_path / "worker.pid")[0]), signal.SIGKILL)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, out + err
+    home = tmp_path / "home"
+    assert dagfast("logs", "ks", "victim", home=home).out == "partial-output-before-loss\n"
+    assert "was lost" in dagfast("logs", "ks", "victim", "--stderr", home=home).out
+    assert list(shared.iterdir()) == []
+    deadline = time.monotonic() + 30  # the nanny brings the worker back
+    while len(cluster.scheduler_info()["workers"]) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def test_exponent_amounts_are_accepted_in_resources(tmp_path):
+    dag = write(tmp_path / "e.yaml", """\
+        steps:
+          - command: echo ok
+            resources: {memory: 4e9, cpu: 1.5E0}
+        """)
+    res = dagfast("run", str(dag), home=tmp_path / "home")
+    assert res.code == 0, res.out + res.err
+
+
 # Choosing the executor, and what goes wrong ------------------------------------------------
+
+
+def test_a_bad_cluster_setting_is_a_usage_error_naming_where_it_came_from(tmp_path,
+                                                                        monkeypatch):
+    dag = write(tmp_path / "u.yaml", "steps:\n  - command: touch ran\n")
+    missing = tmp_path / "missing"
+    res = dagfast("run", "--shared-dir", str(missing), str(dag), home=tmp_path / "h")
+    assert (res.code, res.err) == (2, f"dagfast: --shared-dir {missing}: no such directory\n")
+    res = dagfast("run", str(dag), home=tmp_path / "h",
+                  env={"DAGFAST_DASK_SHARED_DIR": str(dag)})
+    assert (res.code, res.err) == (2, f"dagfast: DAGFAST_DASK_SHARED_DIR {dag}: not a "
+                                      "directory\n")
+    res = dagfast("run", str(dag), home=tmp_path / "h", env={"DAGFAST_DASK_SCHEDULER": "8786"})
+    assert res.code == 2
+    assert res.err.startswith("dagfast: DAGFAST_DASK_SCHEDULER `8786` is not a Dask "
+                              "scheduler address")
+    assert not (tmp_path / "ran").exists() and not (tmp_path / "h").exists()
+
+
+@pytest.mark.parametrize("line, message", [
+    ("daskScheduler: nonsense", "2:16: `nonsense` is not a Dask scheduler address: expected "
+     "scheme://host:port, such as tcp://10.0.0.5:8786 - at `$.daskScheduler`"),
+    ("daskScheduler: 8786", "2:16: `8786` is not a Dask scheduler address: expected "
+     "scheme://host:port, such as tcp://10.0.0.5:8786 - at `$.daskScheduler`"),
+    ("daskScheduler: ${DAGFAST_TEST_UNSET}", "2:16: `daskScheduler` is empty after "
+     "expansion; expected an address such as tcp://10.0.0.5:8786 - at `$.daskScheduler`"),
+    ("daskSharedDir: nothere", "2:16: `nothere`: no such directory - at "
+     "`$.daskSharedDir`"),
+])
+def test_a_bad_cluster_key_in_the_dag_fails_validation_at_its_place(tmp_path, line, message):
+    dag = write(tmp_path / "k.yaml", f"stepExecutor: dask\n{line}\nsteps:\n  - echo\n")
+    res = dagfast("validate", str(dag))
+    assert (res.code, res.err) == (2, f"{dag}:{message}\n")
+
+
 
 
 @pytest.mark.parametrize("flag, env, dag_key, chosen", [
@@ -437,7 +583,7 @@ def test_wrong_set_ups_are_usage_errors(tmp_path, monkeypatch):
     res = dagfast("run", "--executor", "dask", "--scheduler", "nonsense", str(dag),
                   home=tmp_path / "h")
     assert res.code == 2
-    assert res.err.startswith("dagfast: `nonsense` is not a Dask scheduler address")
+    assert res.err.startswith("dagfast: --scheduler `nonsense` is not a Dask scheduler address")
     secret = write(tmp_path / "secret.yaml", """\
         secrets:
           - {name: TOKEN, provider: env, key: HOME}

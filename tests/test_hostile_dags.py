@@ -301,14 +301,73 @@ def test_sub_dags_that_call_each_other_fail_with_the_loop(tmp_path):
     assert "the sub-DAG calls itself: a.yaml -> b.yaml -> a.yaml\n" in errs
 
 
-def test_nothing_the_file_says_runs_unless_its_structure_is_valid(tmp_path):
-    good = b'env:\n  - X: "`touch ran`"\nsteps:\n  - name: a\n    command: echo\n'
-    bad = good + b"    depend: b\n"
-    with pytest.raises(LoadError, match="unknown key `depend`"):
-        load_text(bad, base_dir=tmp_path, environ=os.environ)
+# Each refused file: (what it adds to a valid one, line:col and message of its one problem).
+# The valid file is `env` (whose backticks would touch `ran`) then the step `a` at line 3.
+REFUSED_BEFORE_BACKTICKS = {
+    "unknown key": (
+        "    depend: b\n", "6:5: unknown key `depend` (did you mean `depends`?)",
+    ),
+    "bad cron": (
+        'schedule: "61 * * * *"\n', "6:11: not a cron expression: `61 * * * *`",
+    ),
+    "schedule stop": (
+        'schedule: {stop: "0 * * * *"}\n', "6:12: `schedule.stop` is not supported yet",
+    ),
+    "unknown signal": (
+        "    signalOnStop: 99\n", "6:19: `99` is not a signal on this system",
+    ),
+    "call with command": (
+        "  - name: c\n    call: sub.yaml\n    command: echo\n",
+        "8:5: `command` cannot be used with `call`",
+    ),
+    "negative retry limit": (
+        "    retryPolicy: {limit: -5}\n",
+        "6:26: `limit` is `-5` after expansion; expected an integer >= 0",
+    ),
+    "output name": (
+        '    output: "bad name"\n', "6:13: `bad name` is not a valid variable name",
+    ),
+    "negative maxConcurrent": (
+        "  - name: c\n    call: sub.yaml\n    parallel: {items: [1], maxConcurrent: -1}\n",
+        "8:43: `maxConcurrent` is `-1` after expansion; expected an integer >= 0",
+    ),
+    "handler signal": (
+        "handlerOn:\n  exit:\n    command: echo\n    signalOnStop: 99\n",
+        "9:19: `99` is not a signal on this system",
+    ),
+    "dask key without dask": (
+        "daskScheduler: tcp://127.0.0.1:1\n",
+        "6:16: `daskScheduler` is for `stepExecutor: dask`",
+    ),
+    "missing dotenv": (
+        "dotenv: missing.env\n", "6:9: cannot read the dotenv file `missing.env`",
+    ),
+}
+BACKTICKS_DAG = 'env:\n  - X: "`touch ran`"\nsteps:\n  - name: a\n    command: echo\n'
+
+
+@pytest.mark.parametrize("case", list(REFUSED_BEFORE_BACKTICKS))
+def test_nothing_the_file_says_runs_unless_its_structure_is_valid(tmp_path, case):
+    added, problem = REFUSED_BEFORE_BACKTICKS[case]
+    write(tmp_path / "sub.yaml", "steps:\n  - echo sub\n")
+    dag = write(tmp_path / "dag.yaml", BACKTICKS_DAG + added)
+    for command in ("validate", "run"):
+        res = dagfast(command, str(dag), home=tmp_path / "home", cwd=tmp_path)
+        assert res.code == 2, res
+        [line] = res.err.splitlines()
+        assert line.startswith(f"{dag}:{problem}"), line
+        assert not (tmp_path / "ran").exists(), f"`{command}` ran the backticks"
+    with pytest.raises(LoadError):
+        load(dag, environ=os.environ)
     assert not (tmp_path / "ran").exists()
-    load_text(good, base_dir=tmp_path, environ=os.environ)
-    assert (tmp_path / "ran").exists()  # the same backticks do run in a valid file
+
+
+def test_the_backticks_of_a_valid_file_do_run(tmp_path):
+    # The control for the test above: the same backticks, in the file without its fault.
+    dag = write(tmp_path / "dag.yaml", BACKTICKS_DAG)
+    res = dagfast("validate", str(dag), home=tmp_path / "home", cwd=tmp_path)
+    assert res.code == 0, res
+    assert (tmp_path / "ran").exists()
 
 
 # -- Keys that would be ignored, values of the wrong kind ------------------------------

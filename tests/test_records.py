@@ -355,8 +355,128 @@ def test_disk_filling_during_a_run_stops_it_and_says_why(tmp_path, small_disk):
     assert state.status == 3  # aborted
     assert "No space left on device" in state.error
     assert state.steps[-1].status != 4  # it did not run to the end
+    assert_record_agrees_with_console(res.out, run, home)
     res = cli("status", run.name, home=home)
     assert "aborted" in res.out and "No space left on device" in res.out
+
+
+def console_counts(out: str) -> dict[str, int]:
+    """The step counts of `run`'s summary line: `aborted: d, 40 steps in 0.2s (6 ...)`."""
+    (line,) = [ln for ln in out.splitlines() if " steps in " in ln]
+    return {k: int(n) for n, k in (part.split() for part in line.rsplit("(", 1)[1]
+                                   .rstrip(")").split(", "))}
+
+
+def assert_record_agrees_with_console(out: str, run: Path, home: Path) -> None:
+    """No step of the ended run reads `running`, and `status --json` and `history` count
+    the steps as the console did."""
+    printed = console_counts(out)
+    assert "running" not in printed
+    state = read_run(str(run))
+    assert state.finished_at is not None and not state.interrupted
+    snap = json.loads(cli("status", "--json", run.name, home=home).out)
+    counts: dict[str, int] = {}
+    for step in snap["steps"]:
+        counts[step["status"]] = counts.get(step["status"], 0) + 1
+    assert counts == printed, (counts, printed)
+    hist = cli("history", state.dag_name, home=home).out.splitlines()[-1]
+    listed = {k: int(n) for n, k in (p.split() for p in hist.split("  ")[-1].split(", "))}
+    assert listed == printed, (hist, printed)
+
+
+def wide_dag(path: Path, steps: int, size: str, limit: int) -> Path:
+    """`steps` independent steps, `limit` at a time, each printing `size` bytes as its
+    output and then sleeping a little, so that several are running when space runs out."""
+    text = f"maxActiveSteps: {limit}\nsteps:\n" + "".join(
+        f"  - name: s{i}\n    output: O{i}\n"
+        f"    command: head -c {size} /dev/zero | tr '\\0' a; sleep 0.2\n"
+        for i in range(steps))
+    return write(path, text)
+
+
+def test_disk_filling_while_steps_run_leaves_none_running_in_the_record(tmp_path, small_disk):
+    # 40 steps, 6 at a time, each with a 60 KiB output: the journal fills the 1 MiB disk
+    # while steps run. The ends the engine records for them (aborted when stopped) must
+    # reach the record, not stay `running` forever.
+    dag = wide_dag(tmp_path / "d.yaml", 40, "60K", 6)
+    home = small_disk / "home"
+    res = cli("run", str(dag), home=home)
+    assert res.code == 1 and "No space left on device" in res.err, res.out + res.err
+    (run,) = runs(home)
+    state = read_run(str(run))
+    assert state.status == 3 and all(r.status != 1 for r in state.steps)
+    assert_record_agrees_with_console(res.out, run, home)
+    # The outputs the journal holds are kept for a retry, even if the last snapshot
+    # had no room for them.
+    for r in state.steps:
+        if r.status == 4 and r.error == "":
+            assert r.output == "a" * 60 * 1024
+
+
+def test_a_file_size_limit_during_a_run_still_records_how_it_ended(tmp_path):
+    # RLIMIT_FSIZE (`ulimit -f`): the space set aside does not help, as no file may grow
+    # past the limit; status.json is still written, without the outputs that do not fit.
+    dag = wide_dag(tmp_path / "d.yaml", 30, "100K", 8)
+    home = tmp_path / "home"
+    proc = subprocess.run(
+        ["sh", "-c", 'ulimit -f 1000 && exec "$0" -m dagfast run "$1"', sys.executable,
+         str(dag)],
+        env=dict(os.environ, DAGFAST_HOME=str(home)), capture_output=True, text=True,
+        timeout=120)
+    assert proc.returncode == 1 and "File too large" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    (run,) = runs(home)
+    snap = json.loads((run / "status.json").read_text())
+    assert snap["status"] == 3 and snap["finished_at"] and "File too large" in snap["error"]
+    assert all(step[0] != 1 for step in snap["steps"])
+    assert_record_agrees_with_console(proc.stdout, run, home)
+    # Without the limit, a retry finishes the run; a step whose output the record could
+    # not keep runs again, so that every output is there.
+    from dagfast.store import OUTPUT_LOST
+
+    lost = {i for i, r in enumerate(read_run(str(run)).steps) if r.error == OUTPUT_LOST}
+    assert cli("retry", run.name, home=home).code == 0
+    state = read_run(str(run))
+    assert all(r.status == 4 and r.output == "a" * 100 * 1024 for r in state.steps)
+    assert all(state.steps[i].error == "" for i in lost)
+
+
+def test_a_finished_run_whose_record_lacks_a_step_end_reads_it_aborted(tmp_path):
+    # The reader's side: a step started, then the run's end was recorded without the
+    # step's (a disk that filled in between). It is not `running` in an ended run.
+    import msgspec as _msgspec
+
+    from dagfast.load import load
+    from dagfast.store import Recorder, RunDir, StepRecord
+
+    dag = load(str(write(tmp_path / "d.yaml", "steps:\n  - name: a\n    command: 'true'\n")))
+    rd = RunDir.create(dag, str(tmp_path / "home"))
+    rec = Recorder(rd, on_failure=lambda exc: None)
+    records = [StepRecord()]
+    rec.run_started(dag, rd, records)
+    t0 = time.time()
+    records[0] = StepRecord(status=1, started_at=t0)
+    rec.step_started(0)
+    rd.append(frame(_msgspec.msgpack.encode([(5, 3, t0 + 1, 0, "stopped: disk full")])))
+    rd.close()
+    state = read_run(rd.path)
+    assert state.status == 3 and state.finished_at == t0 + 1
+    assert state.steps[0].status == 3 and state.steps[0].finished_at == t0 + 1
+    assert "not recorded" in state.steps[0].error
+
+
+@pytest.mark.parametrize("name", [".", "..", ".hidden", "..."])
+def test_a_dag_named_with_leading_dots_keeps_its_runs_under_runs(tmp_path, name):
+    dag = write(tmp_path / "d.yaml", f'name: "{name}"\nsteps:\n  - command: "true"\n')
+    home = tmp_path / "home"
+    res = cli("run", "--quiet", str(dag), home=home)
+    assert res.code == 0, res.err
+    (run,) = [p for p in home.rglob("*") if (p / "dag.json").exists()]
+    assert run.parent.parent == home / "runs" and run.parent.name == "_" + name
+    assert read_run(str(run)).dag_name == name
+    for args in (["status", run.name], ["status", name], ["history", name], ["status"]):
+        res = cli(*args, home=home)
+        assert res.code == 0 and run.name in res.out and "succeeded" in res.out, (args, res)
 
 
 def test_read_only_home_is_a_clear_error(tmp_path):

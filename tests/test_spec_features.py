@@ -685,8 +685,13 @@ def test_wrong_fields_are_errors_with_paths(tmp_path):
     assert "unknown key `sucess` (did you mean `success`?) - at `$.handlerOn.sucess`" in err
     assert "- at `$.steps[0].retryPolicy.intervalSecs`" in err
     assert "- at `$.steps[0].continueOn.failure`" in err
+    # A wrong value is reported before anything is evaluated; one that needs a variable
+    # to be known, once the file's structure is valid.
     write(dag, "steps:\n  - command: x\n    signalOnStop: SIGFOO\n    timeoutSec: ${T:-x}\n")
     assert run(dag).err.splitlines() == [
         f"{dag}:3:19: `SIGFOO` is not a signal name (such as `SIGINT`) - at `$.steps[0].signalOnStop`",
+    ]
+    write(dag, "steps:\n  - command: x\n    signalOnStop: SIGINT\n    timeoutSec: ${T:-x}\n")
+    assert run(dag).err.splitlines() == [
         f"{dag}:4:17: `timeoutSec` is `x` after expansion; expected an integer >= 0 - at `$.steps[0].timeoutSec`",
     ]

@@ -139,13 +139,8 @@ def test_dag_timeout_interrupts_a_repeat_condition(tmp_path):
     assert _condition_gone(tmp_path)
 
 
-def test_sigterm_interrupts_a_running_precondition(tmp_path):
-    dag = write(tmp_path / "t.yaml", f"""\
-        steps:
-          - name: a
-            preconditions: "{SLOW_CONDITION}"
-            command: touch ran.txt
-        """)
+def _run_then_sigterm(tmp_path: Path, dag: Path, ready: Path) -> tuple[subprocess.Popen, str]:
+    """`dagfast run -q DAG`, sent SIGTERM once `ready` holds something; (process, output)."""
     env = dict(os.environ, DAGFAST_HOME=str(tmp_path / "home"))
     proc = subprocess.Popen(
         [sys.executable, "-m", "dagfast", "run", "-q", str(dag)], env=env,
@@ -153,7 +148,7 @@ def test_sigterm_interrupts_a_running_precondition(tmp_path):
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
-        while not (tmp_path / "cond.pid").exists() or not (tmp_path / "cond.pid").read_text():
+        while not ready.exists() or not ready.read_text():
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.02)
         proc.send_signal(signal.SIGTERM)
@@ -162,8 +157,19 @@ def test_sigterm_interrupts_a_running_precondition(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode != 0, out + err
-    assert "aborted" in out, out + err
+    return proc, out + err
+
+
+def test_sigterm_interrupts_a_running_precondition(tmp_path):
+    dag = write(tmp_path / "t.yaml", f"""\
+        steps:
+          - name: a
+            preconditions: "{SLOW_CONDITION}"
+            command: touch ran.txt
+        """)
+    proc, out = _run_then_sigterm(tmp_path, dag, tmp_path / "cond.pid")
+    assert proc.returncode != 0, out
+    assert "aborted" in out, out
     assert not (tmp_path / "ran.txt").exists()
     assert _condition_gone(tmp_path)
     status = dagfast("status", str(dag), home=tmp_path / "home")
@@ -177,28 +183,13 @@ def test_the_abort_handler_outlives_the_clean_up_period_of_the_stop(tmp_path):
         maxCleanUpTimeSec: 1
         steps:
           - name: a
-            command: touch started; exec sleep 30
+            command: echo go > started; exec sleep 30
         handlerOn:
           abort:
             command: sleep 2.5; echo ran > handler.txt
         """)
-    env = dict(os.environ, DAGFAST_HOME=str(tmp_path / "home"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dagfast", "run", "-q", str(dag)], env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while not (tmp_path / "started").exists():
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 143, out + err
+    proc, out = _run_then_sigterm(tmp_path, dag, tmp_path / "started")
+    assert proc.returncode == 143, out
     assert (tmp_path / "handler.txt").read_text() == "ran\n"
     status = dagfast("status", str(dag), home=tmp_path / "home").out
     assert "status:  aborted" in status, status
