@@ -231,3 +231,48 @@ def test_unlimited_steps_are_capped_to_the_open_file_limit_and_said_once(tmp_pat
     status = json.loads(dagfast("status", the_run(tmp_path / "home").name, "--json",
                                 home=tmp_path / "home").out)
     assert {s["status"] for s in status["steps"]} == {"succeeded"}
+
+
+def test_unlimited_steps_are_capped_to_the_process_limit_and_said_once(tmp_path):
+    # RLIMIT_NPROC (`ulimit -u`) counts every process of the user. As a user, the limit is
+    # set to what the user runs now plus the engine's reserve and a dozen. Root is not
+    # bound by it (the kernel lets root past), so as root the engine is made to believe
+    # it runs as `nobody`, who runs nothing: the same cap, computed the same way.
+    from dagfast.procs import _FD_RESERVE
+
+    dag = tmp_path / "wide.yaml"
+    dag.write_text("maxActiveSteps: 0\nsteps:\n" + "".join(
+        f"  - name: s{i}\n    command: sleep 0.2\n" for i in range(40)))  # fmt: skip
+    if os.getuid() == 0:
+        mine, pretend = 0, "import dagfast.procs as p; p.os = type(os)('os'); " \
+            "p.os.__dict__.update(os.__dict__); p.os.getuid = lambda: 65534; "
+    else:
+        mine = sum(1 for d in os.listdir("/proc")
+                   if d.isdigit() and os.stat(f"/proc/{d}").st_uid == os.getuid())
+        pretend = ""
+    limit = mine + _FD_RESERVE + 12
+    script = (
+        f"import os, resource, runpy, sys; {pretend}"
+        f"resource.setrlimit(resource.RLIMIT_NPROC, ({limit}, {limit})); "
+        "sys.argv = ['dagfast', 'run', '--quiet', sys.argv[1]]; "
+        "runpy.run_module('dagfast', run_name='__main__')"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(dag)],
+                          env=dict(os.environ, DAGFAST_HOME=str(tmp_path / "home")),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    notes = [line for line in done.stderr.splitlines() if "steps at once" in line]
+    assert len(notes) == 1, done.stderr
+    assert notes[0].endswith(f"the process limit (ulimit -u) is {limit} (maxActiveSteps unlimited)")
+    cap = int(notes[0].split("running at most ")[1].split()[0])
+    assert 1 <= cap <= 12
+    status = json.loads(dagfast("status", the_run(tmp_path / "home").name, "--json",
+                                home=tmp_path / "home").out)
+    assert {s["status"] for s in status["steps"]} == {"succeeded"}
+    spans = sorted([(s["started_at"], 1) for s in status["steps"]] +
+                   [(s["finished_at"], -1) for s in status["steps"]])
+    running = most = 0
+    for _, delta in spans:
+        running += delta
+        most = max(most, running)
+    assert most <= cap
