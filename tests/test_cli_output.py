@@ -88,6 +88,9 @@ def test_terminal_redraws_the_progress_in_place(tmp_path, failing):
     text = SGR.sub("", screen)
     assert "running: slow" in text
     assert re.search(r"done 1  running 1  failed 0  pending 2", text)
+    assert re.search(r"\d+(\.\d+)? steps/s", text)  # the rate,
+    assert re.search(r"\d+(\.\d+)?s elapsed", text)  # the time so far,
+    assert re.search(r"ETA \d", text)  # and the time left
     assert "✗ failed fails (exit status 3)" in text
     ending = text[text.index("failed: failing"):]
     assert "problem 15" in ending and "problem 5" not in ending.replace("problem 15", "")
