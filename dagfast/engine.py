@@ -398,11 +398,10 @@ class Engine:
                 self._ended(i, _SUCCEEDED, 0, "")
             else:
                 code, error = describe(wait_status)
-                if code == 127 and error.endswith(_E2BIG):
+                if code == 127:
                     step = self.dag.steps[i]
-                    env = dict(self._base_env)
-                    env.update((k.encode(), v.encode()) for k, v in step.env)
-                    error = too_long(error, env, step.argv, self.dag)
+                    error = too_long(error, lambda: {**self._base_env, **{
+                        k.encode(): v.encode() for k, v in step.env}}, step.argv, self.dag)
                 self._ended(i, _ABORTED if stopping else _FAILED, code, error)
         if self._steps_allowed:
             self._fill()
@@ -502,9 +501,13 @@ _E2BIG = os.strerror(errno.E2BIG)
 MAX_ARG_STRLEN = 128 * 1024  # Linux: the most one argument or `NAME=value` may hold
 
 
-def too_long(error: str, env: dict, argv, dag: Dag) -> str:
-    """A start that failed with E2BIG, said in the user's terms: which value is too big
-    (an output over 128 KiB is the usual one)."""
+def too_long(error: str, get_env, argv, dag: Dag) -> str:
+    """`error` of a step that could not start; for E2BIG, said in the user's terms: which
+    value is too big (an output over 128 KiB is the usual one). `get_env()` gives the
+    step's environment, built only then."""
+    if not error.endswith(_E2BIG):
+        return error
+    env = get_env()
     big = max(env.items(), key=lambda kv: len(kv[0]) + len(kv[1]), default=None)
     outputs = {s.extra.output for s in dag.steps if s.extra is not None and s.extra.output}
     if big is not None and len(big[0]) + len(big[1]) + 1 >= MAX_ARG_STRLEN:

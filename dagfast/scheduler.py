@@ -24,7 +24,7 @@ import time
 
 from .cron import ScheduleError
 from .errors import DagfastError
-from .store import dag_dir_name, home, make_private_dirs
+from .store import dag_dir_name, home, make_private_dirs, run_id_time
 
 __all__ = ["DagFile", "Scheduler", "main"]
 
@@ -269,7 +269,7 @@ class Scheduler:
         from .status import RunStatus
 
         for path in reversed(runs_of(self.home, name)):
-            created = _id_time(os.path.basename(path))
+            created = run_id_time(os.path.basename(path))
             if created is not None and created < since - 0.001:  # ids hold milliseconds
                 break
             try:
@@ -392,17 +392,6 @@ def _tick_file(raw: bytes) -> tuple[float | None, int]:
     except ValueError:
         return None, 0
     return tick, pid
-
-
-def _id_time(run_id: str) -> float | None:
-    """When a run id (`20261128T162600123Z-9f3a1c`) was made; None if it is not one."""
-    import calendar
-
-    try:
-        whole = calendar.timegm(time.strptime(run_id[:15], "%Y%m%dT%H%M%S"))
-        return whole + int(run_id[15:18]) / 1000
-    except ValueError:
-        return None
 
 
 def _when(t: float) -> str:

@@ -10,7 +10,6 @@ same `Engine._on_exits` batch, to the future this module waits on.
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
 import re
 import signal
@@ -32,7 +31,6 @@ _SUCCEEDED = StepStatus.SUCCEEDED
 _FAILED = StepStatus.FAILED
 _ABORTED = StepStatus.ABORTED
 TIMEOUT_EXIT = 124
-_E2BIG = os.strerror(errno.E2BIG)
 
 
 def start(engine, i: int) -> None:
@@ -245,10 +243,10 @@ async def _process(engine, token: int, step: Step, argv, script, env: dict, cwd:
     if timed_out:
         return TIMEOUT_EXIT, "", True
     code, error = describe(wait_status)
-    if code == 127 and error.endswith(_E2BIG):
+    if code == 127:
         from .engine import too_long
 
-        error = too_long(error, env, argv, engine.dag)
+        error = too_long(error, lambda: env, argv, engine.dag)
     return code, error, False
 
 

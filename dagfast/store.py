@@ -37,8 +37,8 @@ from .model import Dag
 
 __all__ = [
     "Begin", "Cancel", "DAG_VERSION", "End", "Entry", "Finish", "JOURNAL_VERSION", "OUTPUT_LOST",
-    "Recorder",
-    "RunDir", "SNAPSHOT_VERSION", "Snapshot", "Start", "StepRecord", "home", "new_run_id",
+    "Recorder", "RunDir", "SNAPSHOT_VERSION", "Snapshot", "Start", "StepRecord", "home",
+    "new_run_id", "run_id_time",
 ]
 
 # What each record file's `version` says; a reader refuses a version newer than its own
@@ -149,6 +149,17 @@ def new_run_id(now: float | None = None) -> str:
     now = time.time() if now is None else now
     ms = int(now * 1000) % 1000
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{ms:03d}Z-" + os.urandom(3).hex()
+
+
+def run_id_time(run_id: str) -> float | None:
+    """When a run id (`20261128T162600123Z-9f3a1c`) was made; None if it is not one."""
+    import calendar
+
+    try:
+        whole = calendar.timegm(time.strptime(run_id[:15], "%Y%m%dT%H%M%S"))
+        return whole + int(run_id[15:18]) / 1000
+    except ValueError:
+        return None
 
 
 _unsafe = re.compile(r"[^A-Za-z0-9_.-]")
