@@ -33,10 +33,10 @@ macros = [("DAGFAST_DEBUG", "1")] if debug else [("NDEBUG", "1")]
 exts = [
     Extension("dagfast._sched", ["dagfast/_sched.pyx"], extra_compile_args=flags,
               define_macros=macros),
-    # The spawn pool: C threads in dagfast/spawnpool.h behind a thin Cython class.
-    Extension("dagfast._spawn", ["dagfast/_spawn.pyx"], extra_compile_args=flags,
-              define_macros=macros, include_dirs=["dagfast"],
-              depends=["dagfast/spawnpool.h"]),
+    # The spawn pool: C threads in dagfast/exec/spawnpool.h behind a thin Cython class.
+    Extension("dagfast.exec._spawn", ["dagfast/exec/_spawn.pyx"], extra_compile_args=flags,
+              define_macros=macros, include_dirs=["dagfast/exec"],
+              depends=["dagfast/exec/spawnpool.h"]),
 ]
 
 setup(

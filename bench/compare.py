@@ -320,9 +320,9 @@ class Dagfast(Engine):
             self.base = [sys.executable, "-m", "dagfast.cli"]
             self.python = sys.executable
         self.env = env
-        probe = self._call([self.python, "-c", "import dagfast.cli"])
+        probe = self._call([self.python, "-c", "import dagfast.cli.app"])
         if probe.returncode != 0:
-            self.unusable("not installed", f"import dagfast.cli failed: {last_line(probe)}")
+            self.unusable("not installed", f"import dagfast.cli.app failed: {last_line(probe)}")
             return
         # Time dagfast as an installed copy runs: from bytecode. An editable install
         # (or PYTHONDONTWRITEBYTECODE=1) would otherwise compile every module from

@@ -11,9 +11,9 @@ import os
 
 import pytest
 
-from dagfast.engine import Engine
+from dagfast.runtime.engine import Engine
 from dagfast.model import Dag, Step
-from dagfast.store import RunDir
+from dagfast.records.store import RunDir
 from doubles import InstantExits
 
 

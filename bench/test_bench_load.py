@@ -16,8 +16,8 @@ import pytest
 from yaml._yaml import CParser
 from yaml.events import StreamEndEvent
 
-from dagfast.load import load
-from dagfast.yamlsrc import parse
+from dagfast.loader.load import load
+from dagfast.loader.tree import parse
 
 N = 100_000
 

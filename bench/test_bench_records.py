@@ -15,10 +15,10 @@ import time
 
 import pytest
 
-import dagfast.engine as engine_mod
+import dagfast.runtime.engine as engine_mod
 from dagfast.model import Dag, Step
-from dagfast.report import Reporter
-from dagfast.store import RunDir
+from dagfast.report.base import Reporter
+from dagfast.records.store import RunDir
 
 from doubles import InstantExits
 

@@ -11,8 +11,8 @@ import io
 
 import pytest
 
-from dagfast.engine import Engine
-from dagfast.store import RunDir
+from dagfast.runtime.engine import Engine
+from dagfast.records.store import RunDir
 from doubles import InstantExits
 from test_bench_engine import fan_out
 
@@ -22,19 +22,19 @@ def _none():
 
 
 def _progress():
-    from dagfast.progress import ProgressReporter
+    from dagfast.report.progress import ProgressReporter
 
     return ProgressReporter(io.StringIO(), width=120)
 
 
 def _json():
-    from dagfast.report_json import JsonReporter
+    from dagfast.report.jsonl import JsonReporter
 
     return JsonReporter(io.BytesIO())
 
 
 def _plain():
-    from dagfast.report import ConsoleReporter
+    from dagfast.report.base import ConsoleReporter
 
     return ConsoleReporter(io.StringIO())
 

@@ -38,17 +38,17 @@ _WHERE = {
     "RunError": "errors",
     "SchedulerBug": "errors",
     "UsageError": "errors",
-    "RunResult": "engine",
-    "StepRecord": "store",
-    "Reporter": "report",
+    "RunResult": "runtime.engine",
+    "StepRecord": "records.store",
+    "Reporter": "report.base",
     "RunStatus": "status",
     "StepStatus": "status",
-    "run": "api",
+    "run": "runtime.session",
 }
 
-# Bound eagerly: the submodule `dagfast.load` would otherwise shadow the function once
-# anything imports it. Loading needs only yaml and msgspec, which every command uses.
-from .load import load  # noqa: E402
+# Bound eagerly, as the public function (the loader lives in `dagfast.loader`).
+# Loading needs only yaml and msgspec, which every command uses.
+from dagfast.loader.load import load  # noqa: E402
 
 
 def __getattr__(name: str):

@@ -65,8 +65,8 @@ def test_negative_override_is_a_usage_error(tmp_path):
 def test_a_retry_reruns_only_what_did_not_succeed(tmp_path):
     #   a -> b -> c      (b fails the first time only)
     #   d
-    from dagfast.engine import Engine
-    from dagfast.store import RunDir
+    from dagfast.runtime.engine import Engine
+    from dagfast.records.store import RunDir
 
     (tmp_path / "dag.yaml").write_text(textwrap.dedent("""\
         steps:

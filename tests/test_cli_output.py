@@ -216,7 +216,7 @@ def test_a_junit_report_that_fails_at_the_end_is_said_and_leaves_no_temporary_fi
     out.mkdir()
     (out / "report.xml").mkdir()
     proc = subprocess.run(
-        [sys.executable, "-c", "import sys, pickle; from dagfast.junit import JUnitReporter; "
+        [sys.executable, "-c", "import sys, pickle; from dagfast.report.junit import JUnitReporter; "
          "JUnitReporter(sys.argv[1]).run_finished(pickle.load(sys.stdin.buffer))",
          str(out / "report.xml")],
         input=pickle.dumps(result), capture_output=True,
@@ -267,7 +267,7 @@ COMMANDS = ["run", "dry", "validate", "graph", "status", "history", "logs", "ret
 
 
 def test_every_command_has_help_with_examples_and_exit_statuses():
-    from dagfast.cli import _parser
+    from dagfast.cli.app import _parser
 
     parser = _parser()
     sub = next(a for a in parser._actions if a.dest == "command")

@@ -274,8 +274,8 @@ def test_one_unreadable_record_is_one_row_of_history(failed_run, tmp_path):
 
 def test_an_interrupted_run_stays_at_its_last_record(tmp_path):
     #   a -> b      the engine died just after b started
-    from dagfast.journal import frames
-    from dagfast.records import read_run
+    from dagfast.records.journal import frames
+    from dagfast.records.read import read_run
 
     home = tmp_path / "home"
     dag = write(tmp_path / "ab.yaml", """\

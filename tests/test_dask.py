@@ -28,7 +28,7 @@ import pytest
 
 import test_spec_examples
 import test_spec_features
-from dagfast.daskexec import LOOPBACK_HTTP
+from dagfast.exec.dask import LOOPBACK_HTTP
 from spectools import STUBBORN_DAG, dagfast
 
 
@@ -553,9 +553,9 @@ def test_a_bad_cluster_key_in_the_dag_fails_validation_at_its_place(tmp_path, li
     ("local", "dask", "dask", "local"),
 ])
 def test_the_flag_beats_the_environment_which_beats_the_dag(flag, env, dag_key, chosen):
-    from dagfast.executor import choose
-    from dagfast.load import load_text
-    from dagfast.procs import ProcessManager
+    from dagfast.exec.base import choose
+    from dagfast.loader.load import load_text
+    from dagfast.exec.local import ProcessManager
 
     text = "steps:\n  - echo\n" + (f"stepExecutor: {dag_key}\n" if dag_key else "")
     environ = {"DAGFAST_EXECUTOR": env} if env else {}
@@ -564,8 +564,8 @@ def test_the_flag_beats_the_environment_which_beats_the_dag(flag, env, dag_key, 
 
 
 def test_the_scheduler_the_dag_names_yields_to_the_environment_and_the_flag():
-    from dagfast.executor import choose
-    from dagfast.load import load_text
+    from dagfast.exec.base import choose
+    from dagfast.loader.load import load_text
 
     dag = load_text("stepExecutor: dask\ndaskScheduler: tcp://dag:1\nsteps:\n  - echo\n")
     assert choose(dag, environ={}).address == "tcp://dag:1"
@@ -618,7 +618,7 @@ def test_asking_for_dask_without_it_installed_names_the_install_command(tmp_path
     dag = write(tmp_path / "m.yaml", "steps:\n  - echo\n")
     code = (
         "import sys; sys.modules['distributed'] = None\n"
-        "from dagfast.cli import main\n"
+        "from dagfast.cli.app import main\n"
         f"sys.exit(main(['run', '--executor', 'dask', {str(dag)!r}]))\n"
     )
     env = dict(os.environ, DAGFAST_HOME=str(tmp_path / "home"))

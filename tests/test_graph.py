@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from dagfast.graph import levels, render
+from dagfast.report.graph import levels, render
 from dagfast.model import Dag, Step
 from spectools import EXAMPLES, dagfast
 

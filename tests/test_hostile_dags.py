@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dagfast import LoadError
-from dagfast.engine import Engine
-from dagfast.load import load, load_text
-from dagfast.store import RunDir
-from dagfast.yamlsrc import MAX_BYTES
+from dagfast.runtime.engine import Engine
+from dagfast.loader.load import load, load_text
+from dagfast.records.store import RunDir
+from dagfast.loader.tree import MAX_BYTES
 from doubles import InstantExits
 from spectools import dagfast
 

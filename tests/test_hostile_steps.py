@@ -238,13 +238,13 @@ def test_unlimited_steps_are_capped_to_the_process_limit_and_said_once(tmp_path)
     # set to what the user runs now plus the engine's reserve and a dozen. Root is not
     # bound by it (the kernel lets root past), so as root the engine is made to believe
     # it runs as `nobody`, who runs nothing: the same cap, computed the same way.
-    from dagfast.procs import _FD_RESERVE
+    from dagfast.exec.local import _FD_RESERVE
 
     dag = tmp_path / "wide.yaml"
     dag.write_text("maxActiveSteps: 0\nsteps:\n" + "".join(
         f"  - name: s{i}\n    command: sleep 0.2\n" for i in range(40)))  # fmt: skip
     if os.getuid() == 0:
-        mine, pretend = 0, "import dagfast.procs as p; p.os = type(os)('os'); " \
+        mine, pretend = 0, "import dagfast.exec.local as p; p.os = type(os)('os'); " \
             "p.os.__dict__.update(os.__dict__); p.os.getuid = lambda: 65534; "
     else:
         mine = sum(1 for d in os.listdir("/proc")

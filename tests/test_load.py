@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dagfast.errors import LoadError
-from dagfast.load import load, load_text
+from dagfast.loader.load import load, load_text
 from dagfast.model import Dag
 
 REPO = Path(__file__).resolve().parent.parent
@@ -1157,7 +1157,7 @@ def test_the_fast_and_the_slow_path_agree(tree):
 
 
 def test_the_key_table_is_honest():
-    from dagfast.spec import ALIASES, KEYS, SUPPORTED
+    from dagfast.loader.spec import ALIASES, KEYS, SUPPORTED
 
     for kind, keys in KEYS.items():
         assert SUPPORTED[kind] <= set(keys)

@@ -18,9 +18,9 @@ import msgspec
 import pytest
 
 import dagfast
-from dagfast.journal import frame, frames
-from dagfast.records import read_run
-from dagfast.store import Begin, End
+from dagfast.records.journal import frame, frames
+from dagfast.records.read import read_run
+from dagfast.records.store import Begin, End
 from spectools import dagfast as cli
 
 
@@ -56,7 +56,7 @@ def alive(pid: int) -> bool:
 def journal_entries(run: Path) -> list:
     payloads, end, torn = frames((run / "journal").read_bytes())
     assert not torn
-    dec = msgspec.msgpack.Decoder(list[dagfast.store.Entry])
+    dec = msgspec.msgpack.Decoder(list[dagfast.records.store.Entry])
     return [e for p in payloads for e in dec.decode(p)]
 
 
@@ -296,8 +296,8 @@ def test_the_final_record_uses_the_space_set_aside(tmp_path, small_disk):
     # full exactly when the run ends.
     from types import SimpleNamespace
 
-    from dagfast.load import load
-    from dagfast.store import Recorder, RunDir, StepRecord
+    from dagfast.loader.load import load
+    from dagfast.records.store import Recorder, RunDir, StepRecord
 
     dag = load(str(write(tmp_path / "d.yaml", "steps:\n  - name: a\n    command: 'true'\n")))
     rd = RunDir.create(dag, str(small_disk / "home"))
@@ -321,8 +321,8 @@ def test_the_final_record_uses_the_space_set_aside(tmp_path, small_disk):
 
 def test_the_final_snapshot_is_durable_rename_and_all(tmp_path, monkeypatch):
     # fsync the file, rename it, then fsync the directory: the rename is on disk too.
-    from dagfast.load import load
-    from dagfast.store import RunDir, Snapshot
+    from dagfast.loader.load import load
+    from dagfast.records.store import RunDir, Snapshot
 
     dag = load(str(write(tmp_path / "d.yaml", "steps:\n  - command: 'true'\n")))
     rd = RunDir.create(dag, str(tmp_path / "home"))
@@ -432,7 +432,7 @@ def test_a_file_size_limit_during_a_run_still_records_how_it_ended(tmp_path):
     assert_record_agrees_with_console(proc.stdout, run, home)
     # Without the limit, a retry finishes the run; a step whose output the record could
     # not keep runs again, so that every output is there.
-    from dagfast.store import OUTPUT_LOST
+    from dagfast.records.store import OUTPUT_LOST
 
     lost = {i for i, r in enumerate(read_run(str(run)).steps) if r.error == OUTPUT_LOST}
     assert cli("retry", run.name, home=home).code == 0
@@ -446,8 +446,8 @@ def test_a_finished_run_whose_record_lacks_a_step_end_reads_it_aborted(tmp_path)
     # step's (a disk that filled in between). It is not `running` in an ended run.
     import msgspec as _msgspec
 
-    from dagfast.load import load
-    from dagfast.store import Recorder, RunDir, StepRecord
+    from dagfast.loader.load import load
+    from dagfast.records.store import Recorder, RunDir, StepRecord
 
     dag = load(str(write(tmp_path / "d.yaml", "steps:\n  - name: a\n    command: 'true'\n")))
     rd = RunDir.create(dag, str(tmp_path / "home"))
@@ -625,8 +625,8 @@ def test_a_run_killed_before_its_first_record_reads_interrupted(tmp_path):
     assert read_run(str(run)).status == 4
     # A run its owner let go of before its first record (an executor that could not
     # open) is not_started, not interrupted.
-    from dagfast.load import load
-    from dagfast.store import RunDir
+    from dagfast.loader.load import load
+    from dagfast.records.store import RunDir
 
     rd = RunDir.create(load(str(dag)), str(home))
     rd.close()

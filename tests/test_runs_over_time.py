@@ -18,7 +18,7 @@ import pytest
 
 from spectools import Stubs, dagfast, max_overlap
 
-from dagfast import runslots
+from dagfast.records import runslots
 
 
 def write(path: Path, text: str) -> Path:
@@ -211,7 +211,7 @@ def test_max_active_runs_2_runs_two_at_once(tmp_path):
 
 
 def test_api_run_takes_a_slot_and_can_refuse_to_queue(tmp_path):
-    from dagfast.api import run
+    from dagfast.runtime.session import run
 
     dag = one_at_a_time(tmp_path, "true")
     home = str(tmp_path / "home")
@@ -228,7 +228,7 @@ def test_api_run_takes_a_slot_and_can_refuse_to_queue(tmp_path):
 def test_the_slots_and_the_scheduler_files_are_private_whatever_the_umask(tmp_path, umask):
     # The first run of a new home takes a slot before it has a record: the slots (and
     # the home) must come out 0700 all the same; so must the scheduler's ticks and logs.
-    from dagfast.scheduler import Scheduler
+    from dagfast.cli.scheduler import Scheduler
 
     dag = one_at_a_time(tmp_path, "true")
     home = tmp_path / "new" / "home"

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from dagfast import runslots
-from dagfast.cron import ScheduleError, parse
-from dagfast.scheduler import Scheduler
+from dagfast.records import runslots
+from dagfast.loader.cron import ScheduleError, parse
+from dagfast.cli.scheduler import Scheduler
 
 T0 = 1_800_000_000.0  # a whole second (and minute), far from any real run
 
@@ -148,7 +148,7 @@ def test_a_tick_at_max_active_runs_is_skipped_and_logged_not_piled_up(h):
 
 
 def test_skip_if_successful_skips_a_tick_after_a_success_since_the_previous_tick(h):
-    from dagfast.api import run
+    from dagfast.runtime.session import run
 
     path = h.write("a.yaml", every_second("a", "skipIfSuccessful: true"))
     result = run(str(path), home_dir=h.home)  # "by hand"
@@ -164,8 +164,8 @@ def test_skip_if_successful_skips_a_tick_after_a_success_since_the_previous_tick
 def test_skip_if_successful_ignores_the_schedulers_own_runs_but_not_a_hand_run(h, tmp_path):
     # Real runs, recorded: the clock lags the real time, so each run starts after its
     # tick, as it does for real (and a run for the previous tick always started since it).
-    from dagfast.api import run
-    from dagfast.records import read_run, runs_of
+    from dagfast.runtime.session import run
+    from dagfast.records.read import read_run, runs_of
 
     path = h.write("a.yaml", every_second("a", "skipIfSuccessful: true"))
     sched = Scheduler(str(h.dir), h.home, log=h.lines.append)  # the real launcher
@@ -381,7 +381,7 @@ def test_each_schedule_entry_is_checked_at_its_own_place(tmp_path):
         "brackets.yaml": ["brackets.yaml:1:11: not a cron expression: `start: [1, 2` "
                           "- at `$.schedule`"],
     }
-    from dagfast.load import load
+    from dagfast.loader.load import load
 
     good = tmp_path / "good.yaml"
     good.write_text('schedule:\n  start: ["0 8 * * *", "CRON_TZ=UTC 0 9 * * 1-5"]\n'

@@ -15,7 +15,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dagfast.secrets import MASK, Masker
+from dagfast.runtime.secrets import MASK, Masker
 from spectools import dagfast, run_under_ulimit_n
 
 PASSWORD = "pw-7Hq2-zz"  # from the environment (provider: env)

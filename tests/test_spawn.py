@@ -231,7 +231,7 @@ def test_descriptors_the_caller_left_open_do_not_reach_steps(tmp_path):
 _GROUPS = r"""
 import asyncio, os, signal, subprocess, sys, time
 import uvloop
-from dagfast.procs import ProcessManager
+from dagfast.exec.local import ProcessManager
 
 loop = uvloop.new_event_loop()
 asyncio.set_event_loop(loop)

@@ -1,0 +1,297 @@
+"""The bodies of the commands that read records or plan runs: status, history, logs, dry.
+
+Each takes parsed arguments and an output stream and returns an exit status; errors are
+raised (RunError: the run asked for does not exist, exit 1) for the CLI to print."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from dagfast.errors import RunError, UsageError
+from dagfast.records.read import RunState, find_run, latest_run, owner_pid, read_run, runs_of
+from dagfast.status import RunStatus, StepStatus
+from dagfast.records.store import home
+
+__all__ = ["dry", "history", "logs", "resolve_run", "status", "step_id"]
+
+
+def resolve_run(home_dir: str, target: str | None) -> str:
+    """The run directory `target` names: a run id, a DAG file or DAG name (its latest
+    run), or nothing (the latest run of any DAG). RunError when there is none."""
+    if target is None:
+        path = latest_run(home_dir)
+        if path is None:
+            raise RunError(f"no run recorded under `{home_dir}`")
+        return path
+    path = find_run(home_dir, target)
+    if path is not None:
+        return path
+    name = target
+    if os.path.isfile(target):
+        from dagfast.loader.load import load
+
+        name = load(target).name
+    path = latest_run(home_dir, name)
+    if path is None:
+        raise RunError(f"no run `{target}` (neither a run id nor a DAG with runs)")
+    return path
+
+
+# status --------------------------------------------------------------------------------
+
+
+def status(args, out=sys.stdout) -> int:
+    """Print one run, step by step (or as one JSON document with --json)."""
+    state = read_run(resolve_run(home(), args.target))
+    dag = state.dag()
+    if args.json:
+        import msgspec
+
+        doc = _status_doc(state, dag)
+        out.write(msgspec.json.format(msgspec.json.encode(doc), indent=2).decode() + "\n")
+        return 0
+    now = time.time()
+    w = 9
+    out.write(f"{'dag:':<{w}}{state.dag_name}" + (f" ({state.dag_path})" if state.dag_path else "") + "\n")
+    attempt = f", attempt {state.attempt}" if state.attempt > 1 else ""
+    out.write(f"{'run:':<{w}}{state.run_id}{attempt}\n")
+    out.write(f"{'status:':<{w}}{_run_label(state)}\n")
+    if state.started_at:
+        if state.finished_at:
+            took = f"took {_dur(state.finished_at - state.started_at)}"
+        elif state.interrupted:  # its clock stopped with its process: never "running for"
+            took = f"interrupted after {_dur(state.last_recorded_at - state.started_at)}"
+        else:
+            took = f"running for {_dur(now - state.started_at)}"
+        out.write(f"{'started:':<{w}}{_when(state.started_at)}, {took}\n")
+    if state.error:
+        out.write(f"{'error:':<{w}}{state.error}\n")
+    if state.rebuilt or state.torn:
+        why = []
+        if state.rebuilt:
+            why.append("the snapshot was corrupt: rebuilt from the journal")
+        if state.torn:
+            why.append(f"the journal ends in a torn record (read up to byte {state.journal_end})")
+        out.write(f"{'note:':<{w}}{'; '.join(why)}\n")
+    names = [s.name for s in dag.steps]
+    nw = max([4] + [len(n) for n in names])
+    labels = [_step_label(state, r) for r in state.steps]
+    lw = max([6] + [len(x) for x in labels])
+    out.write(f"\n{'step':<{nw}}  {'status':<{lw}}  {'duration':>8}  {'exit':>4}  error\n")
+    for name, r, label in zip(names, state.steps, labels):
+        if r.started_at is None:
+            took = "-"
+        elif r.finished_at is None:
+            took = _dur(now - r.started_at) if not state.interrupted else "-"
+        else:
+            took = _dur(r.finished_at - r.started_at)
+        code = "-" if r.exit_code is None else str(r.exit_code)
+        out.write(f"{name:<{nw}}  {label:<{lw}}  {took:>8}  {code:>4}  {r.error}".rstrip() + "\n")
+    return 0
+
+
+def _run_label(state: RunState) -> str:
+    if state.interrupted:
+        running = sum(1 for r in state.steps if r.status == StepStatus.RUNNING)
+        if running:
+            were = f", {running} step{' was' if running == 1 else 's were'} running"
+        elif state.status == RunStatus.NOT_STARTED:
+            were = " before its first step"
+        else:
+            were = ""
+        return (f"interrupted: its process (pid {state.pid or '?'}) is gone{were}; "
+                f"`dagfast retry {state.run_id}` finishes it")
+    label = RunStatus(state.status).label
+    if state.owner_alive and state.status == RunStatus.RUNNING:
+        label += f" (pid {state.pid})"
+    return label
+
+
+def _step_label(state: RunState, r) -> str:
+    if r.status == StepStatus.RUNNING and state.interrupted:
+        return "interrupted"
+    return StepStatus(r.status).label
+
+
+def _status_doc(state: RunState, dag) -> dict:
+    steps = []
+    for i, (step, r) in enumerate(zip(dag.steps, state.steps)):
+        took = None
+        if r.started_at is not None and r.finished_at is not None:
+            took = round(r.finished_at - r.started_at, 6)
+        steps.append({
+            "id": i, "name": step.name, "status": _step_label(state, r),
+            "exit_code": r.exit_code, "started_at": r.started_at,
+            "finished_at": r.finished_at, "duration": took, "error": r.error,
+            "output": r.output,
+        })
+    took = None
+    end = state.finished_at or (state.last_recorded_at if state.interrupted else None)
+    if state.started_at and end:
+        took = round(end - state.started_at, 6)  # an interrupted run: up to its last record
+    return {
+        "dag": state.dag_name, "dag_path": state.dag_path, "run_id": state.run_id,
+        "attempt": state.attempt,
+        "status": "interrupted" if state.interrupted else RunStatus(state.status).label,
+        "interrupted": state.interrupted, "pid": state.pid,
+        "started_at": state.started_at, "finished_at": state.finished_at, "duration": took,
+        "error": state.error, "path": state.path, "steps": steps,
+    }
+
+
+# history -------------------------------------------------------------------------------
+
+
+def history(args, out=sys.stdout) -> int:
+    """List the runs of a DAG, newest first."""
+    name = args.dag
+    if os.path.isfile(name):
+        from dagfast.loader.load import load
+
+        name = load(name).name
+    paths = runs_of(home(), name)
+    if not paths:
+        raise RunError(f"no runs of `{args.dag}` under `{home()}`")
+    rows = []
+    for path in reversed(paths[-args.limit:] if args.limit else paths):
+        try:
+            s = read_run(path)
+        except RunError as exc:  # one bad record must not hide the others
+            rows.append((os.path.basename(path), "unreadable", "-", "-", "-", str(exc)))
+            continue
+        counts: dict[str, int] = {}
+        for r in s.steps:
+            label = _step_label(s, r)
+            counts[label] = counts.get(label, 0) + 1
+        order = [x.label for x in StepStatus] + ["interrupted"]
+        summary = ", ".join(f"{counts[x]} {x}" for x in order if x in counts)
+        end = s.finished_at or (s.last_recorded_at if s.interrupted else None)
+        took = _dur(end - s.started_at) if end and s.started_at else "-"
+        attempt = str(s.attempt)
+        rows.append((s.run_id, s.label, _when(s.started_at) if s.started_at else "-",
+                     took, attempt, summary))
+    widths = [max(len(r[k]) for r in rows + [("run", "status", "started", "took", "try", "")])
+              for k in range(5)]
+    head = ("run", "status", "started", "took", "try", "steps")
+    for row in [head] + rows:
+        out.write("  ".join(
+            f"{v:>{widths[k]}}" if k in (3, 4) else f"{v:<{widths[k]}}" for k, v in enumerate(row[:5])
+        ) + f"  {row[5]}\n")
+    return 0
+
+
+# logs ----------------------------------------------------------------------------------
+
+
+def logs(args, out=None) -> int:
+    """Print a step's stdout (or stderr); with --follow, until the run ends."""
+    out = out or sys.stdout.buffer
+    state = read_run(resolve_run(home(), args.run))
+    dag = state.dag()
+    suffix = ".err" if args.stderr else ".out"
+    if args.step is None:
+        ids = list(range(len(dag.steps)))
+        if args.follow and len(ids) != 1:
+            raise UsageError("--follow needs a STEP when the DAG has more than one step")
+    else:
+        ids = [step_id(dag, args.step)]
+    if args.follow:
+        return _follow(state.path, f"{state.path}/steps/{ids[0]}{suffix}", out)
+    for i in ids:
+        try:
+            with open(f"{state.path}/steps/{i}{suffix}", "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            continue
+        if len(ids) > 1:
+            if not data:
+                continue
+            out.write(f"==> {dag.steps[i].name} <==\n".encode())
+        out.write(data)
+        if len(ids) > 1 and not data.endswith(b"\n"):
+            out.write(b"\n")
+    out.flush()
+    return 0
+
+
+def step_id(dag, name: str) -> int:
+    """The id of the step called `name` (or with that `id:`, or that number)."""
+    for i, step in enumerate(dag.steps):
+        if step.name == name or step.id == name:
+            return i
+    if name.isdigit() and int(name) < len(dag.steps):
+        return int(name)
+    raise RunError(f"no step `{name}` in DAG `{dag.name}`")
+
+
+def _follow(run_path: str, path: str, out) -> int:
+    pos = 0
+    while True:
+        alive = owner_pid(run_path) is not None
+        try:
+            with open(path, "rb") as f:
+                f.seek(pos)
+                data = f.read()
+        except FileNotFoundError:
+            data = b""
+        if data:
+            pos += len(data)
+            out.write(data)
+            out.flush()
+        elif not alive:
+            return 0
+        else:
+            time.sleep(0.1)
+
+
+# dry -----------------------------------------------------------------------------------
+
+
+def dry(args, out=sys.stdout) -> int:
+    """Print the order steps would start in (as if each took the same time); run nothing."""
+    from dagfast import sched as _sched
+    from dagfast.loader.load import load
+
+    dag = load(args.dag)
+    limit = dag.max_active_steps if args.max_active_steps is None else args.max_active_steps
+    if limit < 0:
+        raise UsageError("--max-active-steps must be 0 (unlimited) or more")
+    n = len(dag.steps)
+    ptr, idx = dag.dependency_arrays()
+    s = _sched.Scheduler(n, ptr, idx)
+    out.write(f"dry run of {dag.name}: {n} steps, maxActiveSteps {limit or 'unlimited'}; "
+              "nothing is started\n")
+    names = [st.name for st in dag.steps]
+    nw = max([4] + [len(x) for x in names])
+    out.write(f"{'round':>5}  {'step':<{nw}}  after\n")
+    wave = 0
+    while not s.finished():
+        wave += 1
+        batch = s.pop(limit if limit else -1)
+        if not batch:
+            raise RunError(f"dry run stuck after round {wave - 1} [this is a bug]")
+        for i in batch:
+            after = ", ".join(names[d] for d in dag.steps[i].depends)
+            out.write(f"{wave:>5}  {names[i]:<{nw}}  {after}".rstrip() + "\n")
+        for i in batch:
+            s.finish(i, _sched.PASS)
+    return 0
+
+
+# Formatting ----------------------------------------------------------------------------
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(t))
+
+
+def _dur(sec: float) -> str:
+    if sec < 60:
+        return f"{sec:.2f}s"
+    m, s = divmod(int(sec), 60)
+    if m < 60:
+        return f"{m}m{s:02d}s"
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{s:02d}s"

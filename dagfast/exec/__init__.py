@@ -1,0 +1,1 @@
+"""Executors behind one base class: local processes (the spawn pool) and Dask."""

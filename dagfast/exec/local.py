@@ -1,0 +1,379 @@
+"""Starts, watches and kills step processes; the one place `maxActiveSteps` is enforced.
+
+Why this shape (measured on 2 cores, `sh -c true` 16 at a time; see bench/ and the
+README): glibc's `posix_spawn` is vfork-based, so whoever calls it waits until the
+child has opened its log files and reached exec, 0.4-1 ms on a busy machine. The loop's
+thread therefore never spawns: it hands each start to the native spawn pool
+(`_spawn.Pool`, C threads without the GIL), whose threads keep several of those windows
+open at once (1,100 starts a second from one thread became 2,000+ from three or four).
+A worker registers each child's pidfd in one private epoll set, with the step's token in
+the event data; that set is one reader on the uvloop loop, so a burst of exits costs one
+wake-up, and reaping is one native call (`waitid(P_PIDFD)`, no pid table in Python).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import select
+import signal
+from collections.abc import Callable
+
+from dagfast.exec import _spawn
+
+__all__ = ["ProcessManager", "SpawnError", "describe_exit", "killpg"]
+
+# Spawning threads: one is enough when one step runs at a time (a chain), and past
+# four the windows they overlap no longer add up on a small machine.
+_MAX_THREADS = 4
+
+
+class SpawnError(Exception):
+    """A step's process could not be started; the message says why in the user's terms."""
+
+
+class ProcessManager:
+    """Runs at most `limit` processes at once (0: unlimited), each in its own process
+    group, and calls `on_exits([(token, end), ...])` on the loop as they end, where
+    `end` is a wait status, or an `executor.Outcome` for a process that never started."""
+
+    def __init__(self, loop, limit: int, on_exits: Callable[[list], None]) -> None:
+        self._loop = loop
+        self._limit = limit if limit > 0 else 0
+        # What the system allows: each running step holds a pidfd here, and is one of
+        # the user's processes. `capped` says why the limit was lowered, for the user.
+        room = system_room()
+        self.capped = ""
+        if room[0] < (self._limit or 1 << 62):
+            self._limit = max(1, room[0])
+            self.capped = (
+                f"running at most {self._limit} steps at once: {room[1]} "
+                f"(maxActiveSteps {limit or 'unlimited'})"
+            )
+        self._on_exits = on_exits
+        self._epoll = select.epoll()
+        threads = min(self._limit, _MAX_THREADS) if self._limit else _MAX_THREADS
+        try:
+            self._pool = _spawn.Pool(threads, self._epoll.fileno())
+        except OSError:
+            self._epoll.close()
+            raise
+        self._count = 0  # started (queued or running) and not yet reported ended
+        self._held = 0  # slots held by steps that are between processes (see hold)
+        self._env: dict = {}  # the last step's environment: its DAG_RUN_ID finds escapees
+        self._descendants: set[tuple[int, int]] = set()  # see note_descendants
+        loop.add_reader(self._epoll.fileno(), self._on_readable)
+
+    # Queries -------------------------------------------------------------------------
+
+    def free_slots(self) -> int:
+        """How many more processes may start now (a large number when unlimited)."""
+        if not self._limit:
+            return 1 << 30
+        return self._limit - self._count - self._held
+
+    @property
+    def running_count(self) -> int:
+        """How many processes were started and have not been reported ended."""
+        return self._count
+
+    # Events --------------------------------------------------------------------------
+
+    def hold(self) -> None:
+        """Take a slot for a step that has none of its own process now (its preconditions
+        are being checked, or it waits to retry): it still counts against the limit."""
+        self._held += 1
+
+    def release(self) -> None:
+        """Give back a slot taken with `hold`."""
+        self._held -= 1
+
+    def start(self, token: int, argv, env: dict, cwd: str, stdout, stderr) -> int:
+        """Start `argv` (environment: a bytes -> bytes dict) in `cwd` with stdin from
+        /dev/null and stdout/stderr truncated into the given files (or dup'd from two
+        descriptors, which the pool then owns: see start_piped). The start itself
+        happens on a spawn thread: a failure there (a missing working directory is
+        made first, as Dagu does; EAGAIN waits for room) comes back through `on_exits`
+        as an Outcome. Raises SpawnError for what can be told at once. Returns 0 (no
+        pid: the step is signalled by its token)."""
+        try:
+            # With nothing else in flight there is nothing to overlap: start it here
+            # and spare a chain of steps a thread hand-off each.
+            self._pool.submit(
+                token, argv[0] if "/" in argv[0] else _which(argv[0], env),
+                argv, env, cwd, stdout, stderr, not self._count,
+            )
+        except ValueError as exc:
+            raise SpawnError(f"cannot start `{argv[0]}`: {exc}") from None
+        self._env = env
+        self._count += 1
+        return 0
+
+    def start_piped(self, token: int, argv, env: dict, cwd: str) -> tuple[int, int, int]:
+        """`start`, but stdout and stderr are the write ends of two new pipes, for a
+        step whose output the engine must see before it is written (masked secrets);
+        returns (0, stdout's read end, stderr's read end). Raises SpawnError."""
+        fds = []
+        try:
+            for _ in range(2):
+                fds.extend(os.pipe2(os.O_CLOEXEC))
+        except OSError as exc:
+            for fd in fds:
+                os.close(fd)
+            raise SpawnError(f"cannot start `{argv[0]}`: {exc.strerror}") from None
+        out_r, out_w, err_r, err_w = fds
+        try:
+            # Once queued, the pool owns the write ends, and closes them when the child
+            # has its copies (or its start failed).
+            self.start(token, argv, env, cwd, out_w, err_w)
+        except SpawnError:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return 0, out_r, err_r
+
+    def signal(self, token: int, sig: int) -> None:
+        """Send `sig` to the process group of step `token` (if it has a process; one
+        still being started gets it right after its start)."""
+        self._pool.signal(token, sig)
+
+    def signal_running(self, sig: int) -> None:
+        """Send `sig` to the process group of every running step."""
+        self._pool.signal_running(sig)
+
+    def signal_all_groups(self, sig: int) -> None:
+        """Send `sig` to every process group this manager ever started, and to every
+        process that left its group (`setsid`) but still carries this run's DAG_RUN_ID."""
+        self._pool.signal_groups(sig)
+        self.signal_escaped(sig)
+
+    def signal_escaped(self, sig: int, step: str | None = None) -> int:
+        """Send `sig` to the processes outside our groups whose environment says they
+        belong to this run (and to `step`, if given), and, for the whole run, to those
+        noted by `note_descendants`; return how many there were."""
+        run_id = self._env.get(b"DAG_RUN_ID")
+        if run_id is None:
+            return 0
+        tags = [b"DAG_RUN_ID=" + run_id]
+        if step is not None:
+            tags.append(b"DAG_RUN_STEP_NAME=" + step.encode())
+        known = self._descendants if step is None else frozenset()
+        return _signal_tagged(tags, sig, self._pool.groups(), known)
+
+    def note_descendants(self) -> None:
+        """Remember the processes outside our groups whose parents lead back to one of
+        them. Called as a stop begins, before any group is signalled: once a parent is
+        gone, its children are re-parented and the chain to the step is lost."""
+        self._descendants |= _descendants(self._pool.groups())
+
+    def live_groups(self) -> int:
+        """How many started process groups still have members (prunes the dead ones),
+        plus the escaped processes of this run that are still alive."""
+        return self._pool.signal_groups(0) + self.signal_escaped(0)
+
+    def close(self) -> None:
+        """Stop watching and stop the spawn threads; processes still running are not
+        waited for."""
+        self._loop.remove_reader(self._epoll.fileno())
+        self._pool.close()
+        self._epoll.close()
+
+    # Internals -----------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        ends = self._pool.reap()
+        if not ends:
+            return
+        self._count -= len(ends)
+        for k, (token, end) in enumerate(ends):
+            if end.__class__ is tuple:  # a start that failed on a spawn thread
+                ends[k] = (token, _start_failure(*end))
+        self._on_exits(ends)
+
+
+def _start_failure(err: int, started: bool, path: bytes, cwd: bytes):
+    """The Outcome of a start that failed on a spawn thread, in the user's terms."""
+    from dagfast.exec.base import Outcome  # rare: only a failed start pays for the import
+
+    name = os.fsdecode(path)
+    why = os.strerror(err)
+    if started:
+        text = f"cannot watch `{name}`: {why}"  # out of descriptors: it was killed
+    elif not os.path.isdir(cwd):
+        text = f"working directory `{os.fsdecode(cwd)}`: {why}"
+    else:
+        text = f"cannot start `{name}`: {why}"
+    return Outcome(127, text)
+
+
+def killpg(pgid: int, sig: int) -> None:
+    """Signal a process group; a group that is gone or no longer ours is skipped."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        # The group id now belongs to someone else's processes: not ours to signal.
+        pass
+
+
+# Descriptors kept for the engine itself (journal, snapshots, epoll, loop, scripts).
+_FD_RESERVE = 64
+
+
+def system_room() -> tuple[int, str]:
+    """(how many step processes may run at once, why) under RLIMIT_NOFILE (one pidfd
+    each) and RLIMIT_NPROC (one process each, among the user's others)."""
+    best, why = 1 << 62, ""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY:
+        room = soft - len(os.listdir("/proc/self/fd")) - _FD_RESERVE
+        best, why = room, f"the open-file limit (ulimit -n) is {soft}"
+    soft = resource.getrlimit(resource.RLIMIT_NPROC)[0]
+    if soft != resource.RLIM_INFINITY and os.getuid() != 0:
+        room = soft - _user_processes() - _FD_RESERVE
+        if room < best:
+            best, why = room, f"the process limit (ulimit -u) is {soft}"
+    return best, why
+
+
+def _user_processes() -> int:
+    uid = os.getuid()
+    count = 0
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                count += os.stat(f"/proc/{d}").st_uid == uid
+            except OSError:
+                pass
+    return count
+
+
+def _proc_table() -> dict[int, tuple[int, int, int]]:
+    """pid -> (parent pid, process group, start time) of every process but ours."""
+    me = os.getpid()
+    try:
+        pids = [int(d) for d in os.listdir("/proc") if d.isdigit()]
+    except OSError:
+        return {}
+    table = {}
+    for pid in pids:
+        if pid != me:
+            stat = _stat(pid)
+            if stat is not None:
+                table[pid] = stat
+    return table
+
+
+def _stat(pid: int) -> tuple[int, int, int] | None:
+    """(parent pid, process group, start time) of `pid` from /proc, or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        rest = data[data.rindex(b")") + 2:].split()
+        return int(rest[1]), int(rest[2]), int(rest[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _descendants(groups: list[int]) -> set[tuple[int, int]]:
+    """(pid, start time) of the processes outside `groups` whose chain of parents
+    reaches a member of one of them: a step's children that left its group."""
+    skip = set(groups)
+    if not skip:
+        return set()
+    table = _proc_table()
+    ours: set[int] = set()
+    strangers: set[int] = set()
+    for pid in table:
+        chain, p, hit = [], pid, False
+        while p in table and p not in strangers:
+            if p in ours or table[p][1] in skip:
+                hit = True
+                break
+            chain.append(p)
+            p = table[p][0]
+            if len(chain) > len(table):  # a cycle: /proc changed under us
+                break
+        (ours if hit else strangers).update(chain)
+    return {(pid, table[pid][2]) for pid in ours if table[pid][1] not in skip}
+
+
+def _signal_tagged(
+    tags: list[bytes], sig: int, groups: list[int], known: set[tuple[int, int]] = frozenset()
+) -> int:
+    """Send `sig` to each of the user's processes outside `groups` that belong to the
+    run: those in `known` (pid, start time), and those whose environment holds every one
+    of `tags` (`NAME=value`); how many were found.
+
+    A step's process that calls `setsid` leaves the group a stop signals. While its
+    parent lives, the chain of parents still leads to the step (`_descendants`, noted as
+    a stop begins); once that parent is gone nothing links it to the run but the
+    environment it inherited. Read from /proc only when a run stops or a step times out.
+    A pidfd pins each process, and its start time is checked again, so a reused pid is
+    never hit.
+    """
+    uid, found = os.getuid(), 0
+    skip = set(groups)
+    for pid, (_, pgrp, started) in _proc_table().items():
+        if pgrp in skip:
+            continue
+        try:
+            if os.stat(f"/proc/{pid}").st_uid != uid:
+                continue
+            fd = os.pidfd_open(pid)
+        except OSError:
+            continue
+        try:
+            again = _stat(pid)
+            if again is None or again[2] != started:
+                continue  # it ended, and the pid may be someone else's now
+            hit = (pid, started) in known
+            if not hit:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    env = b"\0" + f.read() + b"\0"
+                hit = all(b"\0" + t + b"\0" in env for t in tags)
+            if hit:
+                found += 1
+                if sig:
+                    signal.pidfd_send_signal(fd, sig)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return found
+
+
+_which_cache: dict[tuple[str, bytes | None], str] = {}
+
+
+def _which(name: str, env: dict) -> str:
+    """Resolve a command name through the step's PATH, as execvp would; cached."""
+    path = env.get(b"PATH")
+    key = (name, path)
+    found = _which_cache.get(key)
+    if found is None:
+        dirs = os.fsdecode(path) if path is not None else os.defpath
+        for d in dirs.split(os.pathsep):
+            candidate = os.path.join(d or ".", name)
+            if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+                found = candidate
+                break
+        else:
+            raise SpawnError(f"cannot start `{name}`: command not found in PATH")
+        _which_cache[key] = found
+    return found
+
+
+def describe_exit(status: int) -> tuple[int, str]:
+    """(exit code, error text) for a wait status: a signal death gives 128+N and
+    "killed by SIGX", as shells do; a clean exit gives (0, "")."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        return 128 + sig, f"killed by {name}"
+    code = os.waitstatus_to_exitcode(status)
+    return code, (f"exit status {code}" if code else "")

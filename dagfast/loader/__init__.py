@@ -1,0 +1,1 @@
+"""The loader: YAML text -> tree with positions -> spec -> checks -> the model."""

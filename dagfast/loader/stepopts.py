@@ -1,0 +1,373 @@
+"""The step and DAG keys beyond "run this command": spec values -> model values.
+
+Used by `load` only, for the few steps that set any of these keys; a step that sets
+none keeps `extra=None` and runs on the engine's fast path. `check_extra` runs before
+anything is evaluated (every check the text as written can answer); `build_extra`,
+after, checks only what needed the DAG's variables.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from collections.abc import Callable, Mapping
+from operator import attrgetter
+
+from dagfast.loader import tree as yamlsrc
+from dagfast.loader.expand import ExpandError, expand, has_references
+from dagfast.model import Condition, ContinueOn, Fanout, Repeat, Retry, StepExtra
+from dagfast.loader.params import ParamsError, parse
+from dagfast.loader.spec import ConditionSpec, ContinueOnSpec, OutputSpec, ParallelSpec, StepSpec
+
+__all__ = ["EXTRA_FIELDS", "build_extra", "check_extra", "conditions", "featured", "integer"]
+
+EXTRA_FIELDS = (
+    "output", "continue_on", "retry_policy", "repeat_policy", "preconditions",
+    "timeout_sec", "delay_sec", "signal_on_stop", "run", "call", "params", "parallel",
+    "stdout", "stderr", "resources",
+)  # fmt: skip
+_EXTRA = attrgetter(*EXTRA_FIELDS)
+_NONE = (None,) * len(EXTRA_FIELDS)
+_UINT = re.compile(r"[0-9]+")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_RESOURCE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([A-Za-z]*)\s*")
+# Byte units as Dask's own `parse_bytes` reads them: kB, MB... powers of 1000, KiB,
+# MiB... powers of 1024; case does not matter, the B may be left out.
+_UNITS = {
+    "": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15,
+    "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40, "pi": 2**50,
+}
+
+# What a `call`/`run` step does not do (it runs no process of its own): each is an
+# error beside it, never ignored. Attribute, key.
+_NOT_WITH_CALL = (
+    ("command", "command"), ("script", "script"), ("shell", "shell"),
+    ("working_dir", "workingDir"), ("retry_policy", "retryPolicy"),
+    ("repeat_policy", "repeatPolicy"), ("timeout_sec", "timeoutSec"),
+    ("signal_on_stop", "signalOnStop"), ("resources", "resources"),
+)  # fmt: skip
+
+Where = Callable[..., tuple]
+
+
+def featured(specs: list[StepSpec]) -> list[int]:
+    """The indexes of the steps that set any key beyond the command (one C-level pass)."""
+    return [i for i, t in enumerate(map(_EXTRA, specs)) if t != _NONE]
+
+
+def integer(value, key: str, where: tuple, scope: Mapping[str, str], problems) -> int:
+    """An integer field: an int as is, a string expanded over `scope` first."""
+    if value is None:
+        return 0
+    if type(value) is int:
+        return value
+    try:
+        text = expand(value, scope).strip()
+    except ExpandError as e:
+        problems.add(where, str(e))
+        return 0
+    if not _UINT.fullmatch(text):
+        shown = f"is `{text}`" if text else "is empty"
+        problems.add(where, f"`{key}` {shown} after expansion; expected an integer >= 0")
+        return 0
+    return int(text)
+
+
+def _literal_integer(value, key: str, where: tuple, problems) -> None:
+    """An integer field written as plain text (no `$`, no backtick): checked now, as
+    `integer` would after expansion; one with references waits for its variables."""
+    if type(value) is str and not has_references(value) and not _UINT.fullmatch(value.strip()):
+        shown = f"is `{value.strip()}`" if value.strip() else "is empty"
+        problems.add(where, f"`{key}` {shown} after expansion; expected an integer >= 0")
+
+
+def conditions(value) -> tuple[Condition, ...]:
+    """Preconditions as written (a string, a map, or a list of them) -> Conditions."""
+    if value is None:
+        return ()
+    items = value if type(value) is list else [value]
+    out = []
+    for c in items:
+        if type(c) is ConditionSpec:
+            out.append(Condition(c.condition, c.expected, c.negate))
+        else:
+            out.append(Condition(c))
+    return tuple(out)
+
+
+def _codes(value) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    return (value,) if type(value) is int else tuple(value)
+
+
+def _backoff(value, where: tuple, problems) -> float:
+    if value is True:
+        return 2.0
+    if value is False:
+        return 1.0
+    if value <= 1:
+        problems.add(where, f"`backoff` must be `true` or a number > 1, got `{value}`")
+        return 1.0
+    return float(value)
+
+
+def _signal(name: str, where: tuple, problems) -> int:
+    text = name.strip().upper()
+    if text.isdigit():
+        number = int(text)
+        if number and number in signal.valid_signals():
+            return number
+        problems.add(where, f"`{name}` is not a signal on this system (give a name such as "
+                            "`SIGTERM`, or its number)")
+        return 0
+    if not text.startswith("SIG"):
+        text = "SIG" + text
+    try:
+        return int(signal.Signals[text])
+    except KeyError:
+        problems.add(where, f"`{name}` is not a signal name (such as `SIGINT`)")
+        return 0
+
+
+def _typed(value, at: tuple, expected: str, problems) -> None:
+    """Report `value` when the file wrote it as a plain YAML number or boolean where
+    text is expected (`stdout: 5`); the tree keeps the text, so the source decides."""
+    if type(value) is not str or yamlsrc.typed_text(value) is None:
+        return
+    data = getattr(problems, "data", None)
+    kind = yamlsrc.plain_type(data, at) if data is not None else None
+    if kind is not None:
+        problems.add(at, f"Expected {expected}, got the {kind} `{value}` (quote it to mean "
+                         "the text)")
+
+
+def check_condition_types(pre, where: Where, problems) -> None:
+    """`preconditions` (a DAG's or a step's) written as a number or a boolean."""
+    if type(pre) is list:
+        for k, c in enumerate(pre):
+            _typed(c, where("preconditions", k), "`str | object`", problems)
+    else:
+        _typed(pre, where("preconditions"), "`str | object | array`", problems)
+
+
+def _check_types(s: StepSpec, where: Where, problems) -> None:
+    """Fields whose text must not have been written as a number or a boolean."""
+    check_condition_types(s.preconditions, where, problems)
+    for key in ("stdout", "stderr"):
+        _typed(getattr(s, key), where(key), "`str` (a file name)", problems)
+    if type(s.continue_on) is ContinueOnSpec:
+        out = s.continue_on.output
+        if type(out) is list:
+            for k, x in enumerate(out):
+                _typed(x, where("continueOn", "output", k), "`str`", problems)
+        else:
+            _typed(out, where("continueOn", "output"), "`str | array`", problems)
+    p = s.parallel
+    if type(p) is ParallelSpec:
+        _typed(p.items, where("parallel", "items"), "`str | array`", problems)
+    else:
+        _typed(p, where("parallel"), "`str | array | object`", problems)
+
+
+def check_extra(s: StepSpec, where: Where, problems) -> None:
+    """Every check of one step's extra keys that needs no variable: run before any
+    `env` value is evaluated, so that a file refused runs none of its backticks."""
+    output = s.output
+    if type(output) is OutputSpec:
+        output = output.name
+    if output is not None and not _NAME.fullmatch(output.lstrip("$")):
+        problems.add(where("output"), f"`{output.lstrip('$')}` is not a valid variable name")
+
+    r = s.retry_policy
+    if r is not None:
+        w = lambda k: where("retryPolicy", k)  # noqa: E731
+        _literal_integer(r.limit, "limit", w("limit"), problems)
+        _literal_integer(r.interval_sec, "intervalSec", w("intervalSec"), problems)
+        _literal_integer(r.max_interval_sec, "maxIntervalSec", w("maxIntervalSec"), problems)
+        _backoff(r.backoff, w("backoff"), problems)
+    r = s.repeat_policy
+    if r is not None:
+        w = lambda k: where("repeatPolicy", k)  # noqa: E731
+        if r.condition is None and r.expected is not None:
+            problems.add(w("expected"), "`expected` needs a `condition`")
+        if r.repeat == "until" and r.condition is None and r.exit_code is None:
+            problems.add(w("repeat"), "`repeat: until` needs a `condition` or an `exitCode`")
+        if r.repeat is not False:
+            _literal_integer(r.interval_sec, "intervalSec", w("intervalSec"), problems)
+            _literal_integer(r.limit, "limit", w("limit"), problems)
+            _literal_integer(r.max_interval_sec, "maxIntervalSec", w("maxIntervalSec"), problems)
+            _backoff(r.backoff, w("backoff"), problems)
+    _literal_integer(s.timeout_sec, "timeoutSec", where("timeoutSec"), problems)
+    _literal_integer(s.delay_sec, "delaySec", where("delaySec"), problems)
+    if s.signal_on_stop:
+        _signal(s.signal_on_stop, where("signalOnStop"), problems)
+
+    call = s.call
+    if s.run is not None:
+        if call is not None:
+            problems.add(where("run"), "give `run` or `call`, not both")
+        call = s.run
+    if call is not None:
+        by = where("call" if s.run is None else "run")[-1]
+        for attr, key in _NOT_WITH_CALL:
+            if getattr(s, attr) is not None:
+                at = where(key)
+                problems.add(at, f"`{at[-1]}` cannot be used with `{by}`: the step runs the "
+                                 "sub-DAG, no process of its own", True)
+    _check_types(s, where, problems)
+    if s.parallel is not None:
+        if call is None:
+            problems.add(where("parallel"), "`parallel` needs `call` (or `run`): the DAG to run per item")
+        if type(s.parallel) is ParallelSpec:
+            at = where("parallel", "maxConcurrent")
+            _literal_integer(s.parallel.max_concurrent, "maxConcurrent", at, problems)
+    if s.params is not None:
+        if call is None:
+            problems.add(where("params"), "`params` is only for `call`/`run` steps")
+        try:
+            parse(s.params)
+        except ParamsError as e:
+            problems.add(where("params"), str(e))
+    out, err = s.stdout, s.stderr
+    if out is not None and out == err and not has_references(out):
+        problems.add(where("stderr"), "`stdout` and `stderr` name the same file")
+    if s.resources:
+        _resources(s.resources, where, problems)
+
+
+def build_extra(
+    s: StepSpec, where: Where, scope: Mapping[str, str], step_dir: str, problems
+) -> StepExtra:
+    """The StepExtra of one step, once `check_extra` passed for the whole file; it
+    reports only what needed `scope` (integers and file names written with variables)."""
+    output = s.output
+    if type(output) is OutputSpec:
+        output = output.name
+    if output is not None:
+        output = output.lstrip("$")
+
+    cont = s.continue_on
+    continue_on = None
+    if type(cont) is str:
+        continue_on = ContinueOn(skipped=True) if cont == "skipped" else ContinueOn(failure=True)
+    elif type(cont) is ContinueOnSpec:
+        out = cont.output
+        continue_on = ContinueOn(
+            cont.failure, cont.skipped, _codes(cont.exit_code),
+            () if out is None else ((out,) if type(out) is str else tuple(out)),
+            cont.mark_success,
+        )  # fmt: skip
+
+    retry = None
+    if s.retry_policy is not None:
+        r = s.retry_policy
+        w = lambda k: where("retryPolicy", k)  # noqa: E731
+        retry = Retry(
+            integer(r.limit, "limit", w("limit"), scope, problems),
+            integer(r.interval_sec, "intervalSec", w("intervalSec"), scope, problems),
+            _codes(r.exit_code),
+            _backoff(r.backoff, w("backoff"), problems),
+            integer(r.max_interval_sec, "maxIntervalSec", w("maxIntervalSec"), scope, problems),
+        )
+
+    repeat = None
+    if s.repeat_policy is not None:
+        r = s.repeat_policy
+        w = lambda k: where("repeatPolicy", k)  # noqa: E731
+        mode = r.repeat
+        if mode is True:
+            mode = "while"
+        elif mode is False:
+            mode = ""
+        cond = None if r.condition is None else Condition(r.condition, r.expected)
+        if mode:
+            repeat = Repeat(
+                mode, cond, _codes(r.exit_code),
+                integer(r.interval_sec, "intervalSec", w("intervalSec"), scope, problems),
+                integer(r.limit, "limit", w("limit"), scope, problems),
+                _backoff(r.backoff, w("backoff"), problems),
+                integer(r.max_interval_sec, "maxIntervalSec", w("maxIntervalSec"), scope, problems),
+            )  # fmt: skip
+
+    call = s.run if s.run is not None else s.call
+    fanout = None
+    if s.parallel is not None:
+        p = s.parallel
+        if type(p) is ParallelSpec:
+            mc = integer(p.max_concurrent, "maxConcurrent", where("parallel", "maxConcurrent"),
+                         scope, problems)  # fmt: skip
+            p = p.items
+        else:
+            mc = 10
+        if type(p) is str:
+            fanout = Fanout((), p, mc or 10)
+        else:
+            items = tuple(
+                {k: "" if v is None else str(v) for k, v in x.items()} if type(x) is dict else x
+                for x in p
+            )
+            fanout = Fanout(items, None, mc or 10)
+    params = parse(s.params) if s.params is not None else ()
+
+    files = []
+    for key in ("stdout", "stderr"):
+        value = getattr(s, key)
+        if value is not None:
+            try:
+                value = expand(value, scope) if has_references(value) else value
+            except ExpandError as e:
+                problems.add(where(key), str(e))
+            value = os.path.normpath(os.path.join(step_dir, os.path.expanduser(value)))
+        files.append(value)
+    if files[0] is not None and files[0] == files[1]:
+        problems.add(where("stderr"), "`stdout` and `stderr` name the same file")
+
+    return StepExtra(
+        output=output,
+        continue_on=continue_on,
+        retry=retry,
+        repeat=repeat,
+        preconditions=conditions(s.preconditions),
+        timeout_sec=integer(s.timeout_sec, "timeoutSec", where("timeoutSec"), scope, problems),
+        delay_sec=integer(s.delay_sec, "delaySec", where("delaySec"), scope, problems),
+        signal_on_stop=(
+            _signal(s.signal_on_stop, where("signalOnStop"), problems) if s.signal_on_stop else 0
+        ),
+        call=call,
+        params=params,
+        parallel=fanout,
+        stdout=files[0],
+        stderr=files[1],
+        resources=_resources(s.resources, where, problems) if s.resources else (),
+    )
+
+
+def _resources(value: dict, where: Where, problems) -> tuple[tuple[str, float], ...]:
+    """`resources:` as (name, amount) pairs: numbers as written (`4e9` too), sizes such
+    as `4GB` (for `memory`, in bytes) read as Dask reads them."""
+    out = []
+    for name, amount in value.items():
+        at = where("resources", name)
+        if not _RESOURCE.fullmatch(name):
+            problems.add(at, f"`{name}` is not a resource name (letters, digits, `_`, `.`, `-`)",
+                         True)
+            continue
+        if type(amount) is str and re.fullmatch(r"\s*[0-9]+(\.[0-9]*)?[eE][+-]?[0-9]+\s*", amount):
+            amount = float(amount)  # `4e9`: YAML reads it as a string, Dask as a number
+        if type(amount) is str:
+            m = _SIZE.fullmatch(amount)
+            unit = m.group(2).lower() if m else ""
+            unit = unit[:-1] if unit.endswith("b") else unit
+            if m is None or unit not in _UNITS:
+                problems.add(at, f"`{amount}` is not an amount: expected a number >= 0 or a "
+                                 "size such as `4GB` or `512MiB`")
+                continue
+            amount = float(m.group(1)) * _UNITS[unit]
+        if amount < 0:
+            problems.add(at, f"`{amount:g}` is not an amount: expected a number >= 0")
+            continue
+        out.append((name, float(amount)))
+    return tuple(out)

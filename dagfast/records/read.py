@@ -1,0 +1,341 @@
+"""Reading runs back: find them under the home, rebuild their state from the snapshot and
+the journal, and tell whether their owner still lives. Reading never changes a record."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from dataclasses import dataclass, field
+
+import msgspec
+
+from dagfast.errors import RunError
+from dagfast.records.journal import frames
+from dagfast.model import Dag
+from dagfast.status import RunStatus, StepStatus
+from dagfast.records.store import (
+    DAG_VERSION, JOURNAL_VERSION, SNAPSHOT_VERSION, Begin, Cancel, End, Entry, Finish,
+    OUTPUT_LOST, Snapshot, Start, StepRecord, dag_dir_name,
+)
+
+__all__ = ["RunState", "find_run", "latest_run", "owner_pid", "read_run", "runs_of"]
+
+_snapshot = msgspec.json.Decoder(Snapshot)
+_entries = msgspec.msgpack.Decoder(list[Entry])
+_dag = msgspec.json.Decoder(Dag)
+
+
+class _Versioned(msgspec.Struct):
+    """Just the `version` of a JSON record, read before the rest: a newer dagfast may
+    have changed everything else."""
+
+    version: int = 1
+
+
+_version = msgspec.json.Decoder(_Versioned)
+_ENTRY_KINDS = frozenset(t.__struct_config__.tag for t in (Begin, Start, End, Cancel, Finish))
+
+
+@dataclass
+class RunState:
+    """One run as its record tells it, plus whether its owner is alive."""
+
+    path: str
+    run_id: str
+    dag_name: str = ""
+    dag_path: str = ""
+    attempt: int = 1
+    status: int = RunStatus.NOT_STARTED
+    started_at: float | None = None
+    finished_at: float | None = None
+    pid: int = 0
+    error: str = ""
+    steps: list[StepRecord] = field(default_factory=list)
+    journal_end: int = 0  # the byte just past the last whole frame
+    torn: bool = False  # the journal ended in a torn or corrupt frame
+    rebuilt: bool = False  # the snapshot was corrupt: rebuilt from the journal
+    owner_alive: bool = False
+
+    @property
+    def interrupted(self) -> bool:
+        """The record says running (or queued), or nothing yet (the owner died before
+        its first journal record), but no process holds the run any more."""
+        if self.owner_alive:
+            return False
+        if self.status == RunStatus.NOT_STARTED:
+            return self.finished_at is None
+        return self.status in (RunStatus.RUNNING, RunStatus.QUEUED)
+
+    @property
+    def last_recorded_at(self) -> float | None:
+        """The latest time the record holds (the run's start, a step's start or end):
+        how far an interrupted run is known to have got."""
+        times = [self.started_at]
+        for r in self.steps:
+            times += (r.started_at, r.finished_at)
+        known = [t for t in times if t is not None]
+        return max(known) if known else None
+
+    @property
+    def label(self) -> str:
+        """`interrupted`, or the run status's name."""
+        return "interrupted" if self.interrupted else RunStatus(self.status).label
+
+    def dag(self) -> Dag:
+        """The DAG as it was loaded for this run."""
+        path = os.path.join(self.path, "dag.json")
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+            _check_version(path, "DAG", _version.decode(data).version, DAG_VERSION)
+            return _dag.decode(data)
+        except (OSError, msgspec.DecodeError, RunError) as exc:
+            raise RunError(f"cannot read the DAG of run `{self.run_id}`: {exc}") from None
+
+
+def read_run(path: str) -> RunState:
+    """The state of the run in `path`: the snapshot, brought up to date by the journal
+    entries after it (all of them when the snapshot is missing or corrupt). RunError,
+    naming the run and why, when the record cannot be read."""
+    try:
+        return _read_run(path)
+    except RunError as exc:
+        run_id = os.path.basename(path)
+        raise RunError(f"the record of run `{run_id}` is unreadable: {exc}") from None
+
+
+def _read_run(path: str) -> RunState:
+    state = RunState(path=path, run_id=os.path.basename(path))
+    data = _read(os.path.join(path, "journal"))
+    snap = None
+    raw = _read(os.path.join(path, "status.json"))
+    if raw:
+        try:
+            version = _version.decode(raw).version
+        except msgspec.DecodeError:
+            version = None  # corrupt: rebuilt from the journal below
+        if version is not None:
+            _check_version(os.path.join(path, "status.json"), "snapshot", version,
+                           SNAPSHOT_VERSION)
+        try:
+            snap = _snapshot.decode(raw)
+        except msgspec.DecodeError:
+            snap = None
+    offset = 0
+    if snap is not None and snap.journal_offset <= len(data):
+        _apply_snapshot(state, snap)
+        offset = snap.journal_offset
+    payloads, end, torn = frames(data, offset)
+    if offset and torn and not payloads:
+        # The snapshot points into the journal somewhere that is not a frame: trust
+        # the journal alone.
+        snap = None
+    if snap is None:
+        state = RunState(path=path, run_id=state.run_id, rebuilt=bool(raw))
+        payloads, end, torn = frames(data, 0)
+        if raw and not data:
+            raise RunError("corrupt status.json, empty journal")
+    for payload in payloads:
+        try:
+            entries = _entries.decode(payload)
+        except msgspec.DecodeError:
+            # A frame with a good CRC that this version cannot decode was most likely
+            # written by a newer one: say so, rather than read it as torn (a retry
+            # would cut it off).
+            _check_newer_journal(path, payload)
+            torn = True
+            break
+        try:
+            _replay(state, entries)
+        except (IndexError, TypeError):
+            raise RunError("its journal names a step the run does not have") from None
+    state.journal_end = end
+    state.torn = torn
+    if snap is not None and any(r.error == OUTPUT_LOST for r in state.steps):
+        _recover_outputs(state, data)
+    if state.finished_at is not None:
+        _close_unended_steps(state)
+    if not state.dag_name:  # rebuilt: the journal does not repeat what dag.json says
+        try:
+            dag = state.dag()
+            state.dag_name, state.dag_path = dag.name, dag.path
+            if not state.steps:  # the owner died before its first step started
+                state.steps = [StepRecord() for _ in dag.steps]
+        except RunError:
+            state.dag_name = os.path.basename(os.path.dirname(path))
+    state.owner_alive = owner_pid(path) is not None
+    if not state.pid:  # no Begin yet: the lock still says whose run it was
+        text = _read(os.path.join(path, "lock")).strip()
+        state.pid = int(text) if text.isdigit() else 0
+    return state
+
+
+def owner_pid(path: str) -> int | None:
+    """The pid of the process holding the run in `path`, or None if none does."""
+    lock = os.path.join(path, "lock")
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.read(fd, 32).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else 0
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def runs_of(home_dir: str, dag: str) -> list[str]:
+    """The run directories of the DAG called `dag`, oldest first."""
+    parent = os.path.join(home_dir, "runs", dag_dir_name(dag))
+    names = sorted(_listdir(parent))
+    return [os.path.join(parent, n) for n in names
+            if os.path.exists(os.path.join(parent, n, "dag.json"))]
+
+
+def find_run(home_dir: str, run_id: str) -> str | None:
+    """The directory of the run `run_id` (any DAG), or None."""
+    if not run_id or "/" in run_id or run_id.startswith("."):
+        return None
+    root = os.path.join(home_dir, "runs")
+    for d in _listdir(root):
+        path = os.path.join(root, d, run_id)
+        if os.path.exists(os.path.join(path, "dag.json")):
+            return path
+    return None
+
+
+def latest_run(home_dir: str, dag: str | None = None) -> str | None:
+    """The most recently started run (of `dag`, or of any DAG), or None."""
+    if dag is not None:
+        runs = runs_of(home_dir, dag)
+        return runs[-1] if runs else None
+    root = os.path.join(home_dir, "runs")
+    runs = [r for d in _listdir(root) for r in runs_of(home_dir, d)]
+    return max(runs, key=os.path.basename) if runs else None
+
+
+# Internals -----------------------------------------------------------------------------
+
+
+def _listdir(path: str) -> list[str]:
+    """The names in `path`; none if it does not exist; RunError if it cannot be read
+    (the home under a regular file, no permission)."""
+    try:
+        return os.listdir(path)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise RunError(f"cannot read `{path}`: {exc.strerror}") from None
+
+
+def _check_version(path: str, what: str, version: int, known: int) -> None:
+    if version > known:
+        raise RunError(f"`{path}` was written by a newer dagfast ({what} version {version}; "
+                       f"this one reads up to {known})")
+
+
+def _check_newer_journal(run_path: str, payload) -> None:
+    """RunError if the undecodable `payload` holds an entry of a newer journal."""
+    try:
+        entries = msgspec.msgpack.decode(payload)
+    except msgspec.DecodeError:
+        return
+    if not isinstance(entries, list):
+        return
+    path = os.path.join(run_path, "journal")
+    for e in entries:
+        if not (isinstance(e, list) and e and isinstance(e[0], int)):
+            continue
+        if e[0] == Begin.__struct_config__.tag and len(e) > 1 and isinstance(e[1], int):
+            _check_version(path, "journal", e[1], JOURNAL_VERSION)
+        elif e[0] not in _ENTRY_KINDS:
+            raise RunError(f"`{path}` was written by a newer dagfast (entry kind {e[0]} is "
+                           f"unknown to this one, which reads journal version {JOURNAL_VERSION})")
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return b""
+    except OSError as exc:
+        raise RunError(f"cannot read `{path}`: {exc.strerror}") from None
+
+
+def _apply_snapshot(state: RunState, snap: Snapshot) -> None:
+    state.dag_name = snap.dag_name
+    state.dag_path = snap.dag_path
+    state.attempt = snap.attempt
+    state.status = snap.status
+    state.started_at = snap.started_at
+    state.finished_at = snap.finished_at
+    state.pid = snap.pid
+    state.error = snap.error
+    state.steps = snap.steps
+
+
+def _recover_outputs(state: RunState, data: bytes) -> None:
+    """A final snapshot that had to leave outputs out (a full disk) keeps the ones its
+    journal holds: a retry gives them to the steps that run again."""
+    full = RunState(path=state.path, run_id=state.run_id)
+    payloads, _, _ = frames(data, 0)
+    try:
+        for payload in payloads:
+            _replay(full, _entries.decode(payload))
+    except (msgspec.DecodeError, IndexError, TypeError, RunError):
+        return
+    if len(full.steps) != len(state.steps):
+        return
+    for r, j in zip(state.steps, full.steps):
+        if r.error == OUTPUT_LOST and j.output is not None and j.status == r.status:
+            r.output, r.error = j.output, j.error
+
+
+def _close_unended_steps(state: RunState) -> None:
+    """A run that ended has no running step: one whose end its record lacks (the disk
+    filled before it could be written) was stopped with the run, so it reads aborted."""
+    for r in state.steps:
+        if r.status == StepStatus.RUNNING:
+            r.status = StepStatus.ABORTED
+            r.finished_at = state.finished_at
+            r.error = r.error or "its end was not recorded (the record could not be kept)"
+
+
+def _replay(state: RunState, entries: list) -> None:
+    steps = state.steps
+    for e in entries:
+        kind = type(e)
+        if kind is End:
+            r = steps[e.step]
+            r.status, r.exit_code, r.finished_at, r.error, r.output = (
+                e.status, e.exit_code, e.at, e.error, e.output)
+        elif kind is Start:
+            r = steps[e.step]
+            r.status = StepStatus.RUNNING
+            r.started_at = e.at
+        elif kind is Cancel:
+            for i in e.steps:
+                steps[i].status = e.status
+                steps[i].error = e.reason
+        elif kind is Finish:
+            state.status = e.status
+            state.finished_at = e.at
+            state.error = e.error
+        elif kind is Begin:
+            _check_version(os.path.join(state.path, "journal"), "journal", e.version,
+                           JOURNAL_VERSION)
+            steps = state.steps = [StepRecord() for _ in range(e.steps)]
+            for i, r in e.kept:
+                steps[i] = r
+            state.attempt = e.attempt
+            state.pid = e.pid
+            state.started_at = e.started_at
+            state.finished_at = None
+            state.status = RunStatus.RUNNING
+            state.error = ""

@@ -1,0 +1,1 @@
+"""Reporters: what the user (and the record) hears about a run's events."""

@@ -1,0 +1,371 @@
+"""Reporters: told what a run does. The base class's hooks do nothing, so a reporter
+overrides only what it cares about; the engine never formats output itself.
+
+Here: the hooks, the fan-out, plain lines (ConsoleReporter), GitHub Actions annotations,
+the run's ending (`summary`) and `choose`, which picks the reporters for the CLI. The
+live terminal view is in progress.py, `--json` in report_json.py, `--junit` in junit.py.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from dagfast.status import RunStatus, StepStatus
+
+__all__ = [
+    "ConsoleReporter", "GithubAnnotations", "Notices", "Reporter", "Reporters", "Ticker", "choose",
+    "summary", "tail",
+]
+
+TAIL_LINES = 10  # stderr lines shown for a failed step in the ending and in reports
+SHOWN_FAILURES = 20  # failed steps named one by one in the ending
+
+
+class Reporter:
+    """The hooks the engine calls; each does nothing by default."""
+
+    def run_started(self, dag, run_dir, records) -> None:
+        """The run's directory exists and no step has started yet; `records` is the
+        live list of StepRecords (one per step, in file order) the engine updates."""
+
+    def step_started(self, step: int) -> None:
+        """Step `step` was started (or tried to start)."""
+
+    def step_finished(self, step: int, record) -> None:
+        """Step `step` ended; `record` holds its status, exit code and times."""
+
+    def steps_cancelled(self, steps: list[int], status: StepStatus, reason: str) -> None:
+        """These steps will never run (their upstream failed or was skipped)."""
+
+    def run_finished(self, result) -> None:
+        """Every step has ended or the run was stopped; `result` is final."""
+
+    def notice(self, text: str) -> None:
+        """Something the user should know about the run as a whole (for example that
+        the system's limits cap how many steps run at once)."""
+
+
+class Notices(Reporter):
+    """Writes notices to a stream (the CLI gives it stderr), one line each."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+
+    def notice(self, text: str) -> None:
+        self.stream.write(f"dagfast: {text}\n")
+        self.stream.flush()
+
+    def run_finished(self, result) -> None:
+        # Why the run could not go on, when no step says it: one line, located like a
+        # problem of the DAG file when it is one (a secret that cannot be read).
+        if result.error:
+            self.stream.write(f"{result.error}\n")
+            self.stream.flush()
+
+
+class Reporters(Reporter):
+    """Tells several reporters, in order, about everything."""
+
+    def __init__(self, reporters) -> None:
+        self.reporters = tuple(reporters)
+
+    def run_started(self, dag, run_dir, records) -> None:
+        for r in self.reporters:
+            r.run_started(dag, run_dir, records)
+
+    def step_started(self, step: int) -> None:
+        for r in self.reporters:
+            r.step_started(step)
+
+    def step_finished(self, step: int, record) -> None:
+        for r in self.reporters:
+            r.step_finished(step, record)
+
+    def steps_cancelled(self, steps, status, reason) -> None:
+        for r in self.reporters:
+            r.steps_cancelled(steps, status, reason)
+
+    def notice(self, text: str) -> None:
+        for r in self.reporters:
+            r.notice(text)
+
+    def run_finished(self, result) -> None:
+        # Every reporter hears the end even if one fails (a record that cannot be
+        # written must not hide the summary); the first failure is raised after.
+        failure = None
+        for r in self.reporters:
+            try:
+                r.run_finished(result)
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+
+
+class ConsoleReporter(Reporter):
+    """Plain append-only lines: one when a step starts and one when it ends, then the
+    ending (`summary`). With `quiet` only the ending; with `verbose` each step's output
+    too, line by line, prefixed with the step's name (see logtail.py)."""
+
+    def __init__(self, stream, quiet: bool = False, verbose: bool = False) -> None:
+        self.out = stream
+        self.quiet = quiet
+        self.verbose = verbose and not quiet
+        self.names: tuple[str, ...] = ()
+        self._tail = None
+        self._ticker = None
+
+    def run_started(self, dag, run_dir, records) -> None:
+        self.dag = dag
+        self.names = tuple(s.name for s in dag.steps)
+        self.t0 = time.monotonic()
+        if self.verbose:
+            from dagfast.report.logtail import LogTail
+
+            self._tail = LogTail(run_dir, self.names, self.out.write)
+            self._ticker = Ticker(0.1, self._tick)
+        if not self.quiet:
+            limit = dag.max_active_steps or "unlimited"
+            self.out.write(
+                f"dagfast: run {run_dir.run_id} of {dag.name} "
+                f"({len(self.names)} steps, maxActiveSteps {limit})\n"
+            )
+
+    def _tick(self) -> None:
+        self._tail.poll()
+        self.out.flush()
+
+    def step_started(self, step: int) -> None:
+        if not self.quiet:
+            self.out.write(f"  started    {self.names[step]}\n")
+        if self._tail is not None:
+            self._tail.follow(step)
+
+    def step_finished(self, step: int, record) -> None:
+        if self.quiet:
+            return
+        if self._tail is not None:
+            self._tail.finish(step)
+        took = (record.finished_at or 0) - (record.started_at or 0)
+        status = StepStatus(record.status).label
+        extra = f" ({record.error})" if record.error and status != "succeeded" else ""
+        self.out.write(f"  {status:<10} {self.names[step]} {took:.2f}s{extra}\n")
+
+    def steps_cancelled(self, steps, status, reason) -> None:
+        if self.quiet:
+            return
+        label = StepStatus(status).label
+        for i in steps:
+            self.out.write(f"  {label:<10} {self.names[i]} ({reason})\n")
+
+    def run_finished(self, result) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._tail.poll()
+        self.out.write("".join(line + "\n" for line in summary(result)))
+        self.out.flush()
+
+
+class GithubAnnotations(Reporter):
+    """Under GitHub Actions: each failed step becomes an `::error` workflow command as it
+    fails, so that it is shown on the job's page (and a failed handler at the end)."""
+
+    def __init__(self, stream) -> None:
+        self.out = stream
+
+    def run_started(self, dag, run_dir, records) -> None:
+        self.dag = dag
+        self.run_dir = run_dir
+
+    def step_finished(self, step: int, record) -> None:
+        if record.status == StepStatus.FAILED:
+            self._error(self.dag.steps[step].name, record, self.run_dir.stderr_path(step))
+
+    def run_finished(self, result) -> None:
+        for on, record in result.handlers.items():
+            if record.status == StepStatus.FAILED:
+                self._error(f"handlerOn.{on}", record, None)
+        self.out.flush()
+
+    def _error(self, name: str, record, err_path) -> None:
+        lines = [f"step {name} failed ({record.error})"]
+        if err_path is not None:
+            lines += tail(err_path, TAIL_LINES)
+        title = _gh_escape(f"dagfast: {self.dag.name}: {name} failed", prop=True)
+        self.out.write(f"::error title={title}::{_gh_escape(chr(10).join(lines))}\n")
+
+
+def _gh_escape(text: str, prop: bool = False) -> str:
+    """Escape a workflow command's message (or, with `prop`, a property value)."""
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    if prop:
+        text = text.replace(":", "%3A").replace(",", "%2C")
+    return text
+
+
+class Ticker:
+    """Calls `fn` every `interval` seconds on the running event loop until cancelled: the
+    reporters' redraws and flushes happen here, never once per step."""
+
+    def __init__(self, interval: float, fn) -> None:
+        import asyncio
+
+        self.interval = interval
+        self.fn = fn
+        self.loop = asyncio.get_running_loop()
+        self.handle = self.loop.call_later(interval, self._fire)
+
+    def _fire(self) -> None:
+        self.handle = self.loop.call_later(self.interval, self._fire)
+        self.fn()
+
+    def cancel(self) -> None:
+        self.handle.cancel()
+
+
+def tail(path: str, lines: int, max_bytes: int = 16384) -> list[str]:
+    """The last `lines` lines of the file at `path` (decoded leniently; [] if unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - max_bytes))
+            data = f.read()
+    except OSError:
+        return []
+    text = data.decode("utf-8", "replace").rstrip("\n")
+    return text.split("\n")[-lines:] if text else []
+
+
+def summary(result, color=None) -> list[str]:
+    """The run's ending: its status and counts, then every failed step (up to
+    SHOWN_FAILURES) with its exit status and the last lines of its stderr, and the
+    commands that show whole logs. `color(text, style)` may colour parts."""
+    paint = color or (lambda text, style: text)
+    steps = result.dag.steps
+    counts: dict[int, int] = {}
+    for r in result.steps:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    parts = ", ".join(
+        f"{n} {StepStatus(code).label}" for code, n in sorted(counts.items(), key=lambda kv: -kv[1])
+    )
+    took = result.finished_at - result.started_at
+    status = RunStatus(result.status)
+    style = "green" if status in (RunStatus.SUCCEEDED, RunStatus.PARTIALLY_SUCCEEDED) else "red"
+    out = [
+        f"{paint(status.label, style)}: {result.dag.name}, {len(result.steps)} steps "
+        f"in {took:.2f}s ({parts or 'no steps'})"
+    ]
+    failed = [i for i, r in enumerate(result.steps) if r.status == StepStatus.FAILED]
+    for i in failed[:SHOWN_FAILURES]:
+        r = result.steps[i]
+        out.append(f"  {paint('failed', 'red')}: {steps[i].name} ({r.error})")
+        out += [f"    | {line}" for line in tail(f"{result.path}/steps/{i}.err", TAIL_LINES)]
+        out.append(f"    whole log: dagfast logs {result.run_id} {_arg(steps[i].name)} --stderr")
+    if len(failed) > SHOWN_FAILURES:
+        out.append(f"  ... and {len(failed) - SHOWN_FAILURES} more failed steps: "
+                   f"dagfast status {result.run_id}")
+    for on, r in result.handlers.items():
+        if r.status == StepStatus.FAILED:
+            out.append(f"  {paint('failed', 'red')}: handlerOn.{on} ({r.error})")
+    out.append(f"  run directory: {result.path}")
+    return out
+
+
+def _arg(word: str) -> str:
+    """`word` quoted for a shell command line when it needs to be."""
+    import re
+
+    if re.fullmatch(r"[\w@%+=:,./-]+", word):
+        return word
+    import shlex
+
+    return shlex.quote(word)
+
+
+def to_devnull(stream) -> None:
+    """Point the descriptor under `stream` at /dev/null: its reader went away, and what
+    is still buffered would fail again when the interpreter exits."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, AttributeError, ValueError):
+        pass
+
+
+class Unbreakable:
+    """A stream that a reader going away cannot break: after EPIPE (`dagfast run | head`)
+    its writes go nowhere, so the run goes on to its end and its record, instead of
+    dying of the console. Everything else is the wrapped stream's."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self.broken = False
+
+    def write(self, text) -> int:
+        if not self.broken:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._break()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._break()
+
+    @property
+    def buffer(self):
+        return Unbreakable(self._stream.buffer)
+
+    def _break(self) -> None:
+        self.broken = True
+        to_devnull(self._stream)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def choose(stream, *, quiet=False, verbose=False, json=False, junit=None, environ=None):
+    """The reporters for a CLI run writing to the text stream `stream`: the live view
+    when it is a terminal (and `CI` is unset and TERM is not `dumb`), else plain lines;
+    or JSON lines with `json`; plus a JUnit file and GitHub Actions annotations. A
+    closed reader of `stream` or stderr silences that reporter, never the run."""
+    env = os.environ if environ is None else environ
+    stream = Unbreakable(stream)
+    reporters: list[Reporter] = []
+    if json:
+        from dagfast.report.jsonl import JsonReporter
+
+        reporters.append(JsonReporter(stream.buffer if hasattr(stream, "buffer") else stream))
+    elif not quiet and _live_ok(stream, env):
+        from dagfast.report.progress import ProgressReporter
+
+        reporters.append(ProgressReporter(stream, verbose=verbose, color=not env.get("NO_COLOR")))
+    else:
+        reporters.append(ConsoleReporter(stream, quiet=quiet, verbose=verbose))
+    if junit:
+        from dagfast.report.junit import JUnitReporter
+
+        reporters.append(JUnitReporter(junit))
+    import sys
+
+    stderr = Unbreakable(sys.stderr)
+    reporters.append(Notices(stderr))
+    if env.get("GITHUB_ACTIONS") == "true":
+        # Workflow commands are read from stdout and stderr; stdout must stay JSON.
+        reporters.append(GithubAnnotations(stderr if json else stream))
+    return reporters[0] if len(reporters) == 1 else Reporters(reporters)
+
+
+def _live_ok(stream, env) -> bool:
+    if env.get("CI") or env.get("TERM") == "dumb":
+        return False
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False

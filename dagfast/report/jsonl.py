@@ -1,0 +1,103 @@
+"""`--json`: one JSON object a line for each event of a run, for machines.
+
+Events (`event` is the first key; times are unix seconds, durations seconds):
+
+    {"event": "run_started", "run_id", "dag", "steps": N, "time"}
+    {"event": "step_started", "step": NAME, "id": I, "time"}
+    {"event": "step_finished", "step", "id", "status", "exit_code", "duration", "error",
+     "time"}                       status: succeeded, failed, aborted, skipped, ...;
+                                   exit_code and duration are null for a step that
+                                   never ran (aborted or skipped because of upstream)
+    {"event": "handler_finished", "handler": ON, "status", "exit_code", "duration", "error"}
+    {"event": "run_finished", "run_id", "status", "duration", "counts": {status: N},
+     "outputs": {NAME: VALUE}, "path", "time"}
+
+Lines are buffered and written 10 times a second and at the end, not once per event.
+"""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+
+from dagfast.report.base import Reporter, Ticker
+from dagfast.status import RunStatus, StepStatus
+
+__all__ = ["JsonReporter"]
+
+_LABELS = {int(s): s.label for s in StepStatus}
+
+
+class JsonReporter(Reporter):
+    """Writes JSON lines to the binary stream `stream` (the CLI passes stdout's buffer)."""
+
+    def __init__(self, stream, flush_interval: float = 0.1) -> None:
+        self.out = stream
+        self.flush_interval = flush_interval
+        self.buf = bytearray()
+        self._encode = msgspec.json.Encoder().encode_into
+        self._ticker = None
+
+    def _emit(self, event: dict) -> None:
+        self._encode(event, self.buf, -1)
+        self.buf += b"\n"
+
+    def _flush(self) -> None:
+        if self.buf:
+            self.out.write(self.buf)
+            self.out.flush()
+            self.buf.clear()
+
+    def run_started(self, dag, run_dir, records) -> None:
+        self.names = [s.name for s in dag.steps]
+        self.run_id = run_dir.run_id
+        self._emit({"event": "run_started", "run_id": run_dir.run_id, "dag": dag.name,
+                    "steps": len(self.names), "time": time.time()})
+        self._flush()
+        self._ticker = Ticker(self.flush_interval, self._flush)
+
+    def step_started(self, step: int) -> None:
+        self._emit({"event": "step_started", "step": self.names[step], "id": step,
+                    "time": time.time()})
+
+    def step_finished(self, step: int, record) -> None:
+        self._emit(_finished("step_finished", "step", self.names[step], record, step))
+
+    def steps_cancelled(self, steps, status, reason) -> None:
+        label = _LABELS[int(status)]
+        now = time.time()
+        names = self.names
+        for i in steps:
+            self._emit({"event": "step_finished", "step": names[i], "id": i, "status": label,
+                        "exit_code": None, "duration": None, "error": reason, "time": now})
+
+    def run_finished(self, result) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+        for on, record in result.handlers.items():
+            self._emit(_finished("handler_finished", "handler", on, record))
+        counts: dict[str, int] = {}
+        for r in result.steps:
+            label = _LABELS[r.status]
+            counts[label] = counts.get(label, 0) + 1
+        self._emit({
+            "event": "run_finished", "run_id": result.run_id,
+            "status": RunStatus(result.status).label,
+            "duration": result.finished_at - result.started_at, "counts": counts,
+            "outputs": result.outputs, "path": result.path, "time": time.time(),
+        })
+        self._flush()
+
+
+def _finished(event: str, key: str, name: str, record, step: int | None = None) -> dict:
+    started, finished = record.started_at, record.finished_at
+    out = {"event": event, key: name}
+    if step is not None:
+        out["id"] = step
+    out.update({
+        "status": _LABELS[record.status], "exit_code": record.exit_code,
+        "duration": finished - started if started and finished else None,
+        "error": record.error, "time": finished or time.time(),
+    })
+    return out
