@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from dagfast.runtime.engine import Engine
+from dagfast.runtime.session import run_in
 from dagfast.model import Dag, Step
 from dagfast.records.store import RunDir
 from doubles import InstantExits
@@ -31,7 +31,7 @@ def test_engine_loop_100k_steps_without_processes(benchmark, tmp_path, limit):
 
     def run():
         run_dir = RunDir.create(dag, str(tmp_path), run_id=f"r{next(counter)}")
-        return Engine(dag, run_dir, executor=InstantExits).run()
+        return run_in(dag, run_dir, factory=InstantExits)
 
     result = benchmark.pedantic(run, rounds=3, iterations=1)
     assert all(r.status == 4 for r in result.steps)

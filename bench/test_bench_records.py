@@ -19,6 +19,7 @@ import dagfast.runtime.engine as engine_mod
 from dagfast.model import Dag, Step
 from dagfast.report.base import Reporter
 from dagfast.records.store import RunDir
+from dagfast.runtime.session import run_in
 
 from doubles import InstantExits
 
@@ -48,8 +49,8 @@ def _time(dag, home, run_id, executor, monkeypatch, record: bool) -> float:
         monkeypatch.undo()
     run_dir = RunDir.create(dag, home, run_id=run_id)
     t0, c0 = time.perf_counter(), time.process_time()
-    kwargs = {} if executor is None else {"executor": executor}
-    result = engine_mod.Engine(dag, run_dir, **kwargs).run()
+    kwargs = {} if executor is None else {"factory": executor}
+    result = run_in(dag, run_dir, **kwargs)
     took, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert all(r.status == 4 for r in result.steps)
     return took, cpu

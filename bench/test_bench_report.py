@@ -11,7 +11,7 @@ import io
 
 import pytest
 
-from dagfast.runtime.engine import Engine
+from dagfast.runtime.session import run_in
 from dagfast.records.store import RunDir
 from doubles import InstantExits
 from test_bench_engine import fan_out
@@ -47,7 +47,7 @@ def test_reporter_cost_per_step(benchmark, tmp_path, make):
 
     def run():
         run_dir = RunDir.create(dag, str(tmp_path), run_id=f"r{next(counter)}")
-        return Engine(dag, run_dir, make(), executor=InstantExits).run()
+        return run_in(dag, run_dir, make(), factory=InstantExits)
 
     result = benchmark.pedantic(run, rounds=3, iterations=1)
     assert all(r.status == 4 for r in result.steps)

@@ -38,7 +38,7 @@ _WHERE = {
     "RunError": "errors",
     "SchedulerBug": "errors",
     "UsageError": "errors",
-    "RunResult": "runtime.engine",
+    "RunResult": "runtime.state",
     "StepRecord": "records.store",
     "Reporter": "report.base",
     "RunStatus": "status",

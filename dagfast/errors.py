@@ -24,8 +24,11 @@ __all__ = [
     "LoadError",
     "MissingExtra",
     "Problem",
+    "OutputTooLarge",
     "RunError",
     "SchedulerBug",
+    "SecretError",
+    "SpawnError",
     "UsageError",
 ]
 
@@ -98,6 +101,37 @@ class MissingExtra(UsageError):
 
 class RunError(DagfastError):
     """A run could not start or could not continue, for a reason outside the DAG file."""
+
+
+class SpawnError(RunError):
+    """A step's process could not be started; the message says why in the user's terms.
+    The engine records it as the step's failure (exit 127)."""
+
+
+class OutputTooLarge(RunError):
+    """A step printed more than `maxOutputSize` bytes; the step fails with this text."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+    def __str__(self) -> str:
+        return f"output exceeded maximum size limit of {self.limit} bytes (maxOutputSize)"
+
+
+class SecretError(RunError):
+    """A secret cannot be read when the run starts: which one (its index in `secrets:`),
+    and why. The engine records it as the run's error (RunResult.error)."""
+
+    def __init__(self, secret, index: int, why: str) -> None:
+        super().__init__(why)
+        self.secret = secret
+        self.index = index
+        self.why = why
+
+    def __str__(self) -> str:
+        where = self.secret.where or "<dag>"
+        return f"{where}: {self.why} - at `$.secrets[{self.index}].key`"
 
 
 class SchedulerBug(DagfastError):

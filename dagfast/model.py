@@ -10,6 +10,8 @@ from array import array
 
 import msgspec
 
+from dagfast.errors import RunError
+
 __all__ = [
     "Condition",
     "ContinueOn",
@@ -187,3 +189,13 @@ class Dag(msgspec.Struct, frozen=True):
             if step.name == name:
                 return i
         raise KeyError(name)
+
+    def step_id(self, name: str) -> int:
+        """The id of the step a user named: by its name, its `id:`, or that number.
+        RunError when there is none."""
+        for i, step in enumerate(self.steps):
+            if step.name == name or step.id == name:
+                return i
+        if name.isdigit() and int(name) < len(self.steps):
+            return int(name)
+        raise RunError(f"no step `{name}` in DAG `{self.name}`")

@@ -65,7 +65,7 @@ def test_negative_override_is_a_usage_error(tmp_path):
 def test_a_retry_reruns_only_what_did_not_succeed(tmp_path):
     #   a -> b -> c      (b fails the first time only)
     #   d
-    from dagfast.runtime.engine import Engine
+    from dagfast.runtime.session import run_in
     from dagfast.records.store import RunDir
 
     (tmp_path / "dag.yaml").write_text(textwrap.dedent("""\
@@ -86,7 +86,7 @@ def test_a_retry_reruns_only_what_did_not_succeed(tmp_path):
     assert first.status == dagfast.RunStatus.FAILED
     (tmp_path / "fixed").touch()
     run_dir = RunDir.create(dag, str(tmp_path / "home"), run_id=first.run_id + "-retry")
-    second = Engine(dag, run_dir, previous=first.steps).run()
+    second = run_in(dag, run_dir, previous=first.steps)
     assert second.status == dagfast.RunStatus.SUCCEEDED
     assert sorted((tmp_path / "runs.txt").read_text().split()) == ["a", "b", "b", "c", "d"]
     assert second.step("a").started_at == first.step("a").started_at

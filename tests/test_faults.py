@@ -107,13 +107,17 @@ def test_sigkill_at_random_moments_then_retry_never_reruns_a_succeeded_step(tmp_
 def test_two_retries_of_the_same_run_at_once_one_runs_one_is_refused(tmp_path):
     home, book = tmp_path / "home", tmp_path / "ledger"
     dag = tmp_path / "two.yaml"
+    # `gate` sleeps in the first attempt (killed there); in the retry it says it has
+    # started, then waits for `release`, so the second retry comes while the first runs.
     dag.write_text(f"""\
 steps:
   - name: first
     command: echo first >> {book}
   - name: gate
     depends: first
-    command: if [ ! -e {tmp_path}/go ]; then sleep 60; fi; echo gate >> {book}
+    command: >-
+      if [ ! -e {tmp_path}/go ]; then sleep 60; fi; echo gate-started >> {book};
+      while [ ! -e {tmp_path}/release ]; do sleep 0.02; done; echo gate >> {book}
 """)
     proc = spawn("run", str(dag), home=home)
     deadline = time.monotonic() + 30
@@ -125,11 +129,18 @@ steps:
     proc.communicate(timeout=30)
     (run,) = (home / "runs" / "two").iterdir()
     (tmp_path / "go").touch()
-    a, b = spawn("retry", run.name, home=home), spawn("retry", run.name, home=home)
-    results = sorted([a.wait(timeout=60), b.wait(timeout=60)])
-    a.communicate(), b.communicate()
-    assert results == [0, 1]
-    assert ledger(book) == {"first": 1, "gate": 1}
+    a = spawn("retry", run.name, home=home)
+    deadline = time.monotonic() + 30
+    while "gate-started" not in ledger(book):  # the first retry holds the run
+        assert time.monotonic() < deadline, a.communicate()
+        time.sleep(0.02)
+    b = spawn("retry", run.name, home=home)
+    b_out = b.communicate(timeout=60)
+    (tmp_path / "release").touch()
+    a_out = a.communicate(timeout=60)
+    assert (a.returncode, b.returncode) == (0, 1), (a_out, b_out)
+    assert "is still running" in b_out[1]
+    assert ledger(book) == {"first": 1, "gate-started": 1, "gate": 1}
     assert status(run.name, home)["status"] == "succeeded"
 
 

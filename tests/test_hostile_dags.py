@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dagfast import LoadError
-from dagfast.runtime.engine import Engine
+from dagfast.runtime.session import run_in
 from dagfast.loader.load import load, load_text
 from dagfast.records.store import RunDir
 from dagfast.loader.tree import MAX_BYTES
@@ -219,7 +219,7 @@ def test_a_100_000_step_chain_loads_and_runs_in_order_without_recursion(tmp_path
     dag = load_or_problems(text.encode(), tmp_path)
     assert dag.steps[-1].depends == (n - 2,)
     run_dir = RunDir.create(dag, str(tmp_path / "home"), run_id="chain")
-    result = Engine(dag, run_dir, executor=InstantExits).run()
+    result = run_in(dag, run_dir, factory=InstantExits)
     assert result.status == 4
     starts = [r.started_at for r in result.steps]
     assert starts == sorted(starts)
@@ -236,7 +236,7 @@ def test_a_step_with_10_000_dependencies(tmp_path):
     dag = load_or_problems(text.encode(), tmp_path)
     assert dag.steps[-1].depends == tuple(range(n))
     run_dir = RunDir.create(dag, str(tmp_path / "home"), run_id="wide")
-    result = Engine(dag, run_dir, executor=InstantExits).run()
+    result = run_in(dag, run_dir, factory=InstantExits)
     assert result.step("last").started_at >= max(r.finished_at for r in result.steps[:-1])
 
 

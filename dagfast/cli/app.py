@@ -15,7 +15,7 @@ import argparse
 import os
 import sys
 
-from dagfast.errors import DagfastError, LoadError, RunError, SchedulerBug, UsageError
+from dagfast.errors import DagfastError, LoadError, SchedulerBug, UsageError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -246,55 +246,23 @@ def _validate(args) -> int:
 
 
 def _run(args) -> int:
-    from dagfast.loader.load import load
+    from dagfast.records import runslots
+    from dagfast.runtime import session
 
-    if args.max_active_steps is not None and args.max_active_steps < 0:
-        raise UsageError("--max-active-steps must be 0 (unlimited) or more")
     _check_output_flags(args)
-    given = None
     words = _param_words(args)
-    if words:
-        from dagfast.loader.params import parse
-
-        given = parse(words)  # already split by the caller's shell
-    dag = load(args.dag, params=given)
-    from dagfast.exec.base import choose
-
-    executor = choose(dag, args.executor, args.scheduler, args.shared_dir)  # before a record
-
-    from dagfast.runtime.engine import Engine
-    from dagfast.status import RunStatus
-    from dagfast.records.store import RunDir, home
-
-    slot = None
-    if dag.max_active_runs:  # issue 5: at most maxActiveRuns at once, queued in order
-        from dagfast.records import runslots
-
-        try:
-            slot, run_dir = runslots.run_dir_for(dag, home(), queue=not args.no_queue)
-        except runslots.RunsFull as exc:
-            print(f"dagfast: {exc}", file=sys.stderr)
-            return EXIT_BUSY
-        except runslots.Stopped as exc:
-            return 128 + exc.signal
-    else:
-        run_dir = RunDir.create(dag, home())
-    reporter = _reporter(args)
     try:
-        result = Engine(
-            dag, run_dir, reporter, max_active_steps=args.max_active_steps, executor=executor
-        ).run()
-    finally:
-        if slot is not None:
-            slot.release()
-    if run_dir.failure is not None:  # the record could not be kept: the run was stopped
-        raise RunError(f"the run was stopped: {run_dir.failure}")
-    if result.signal:
-        return 128 + int(result.signal)
-    # partially_succeeded: every failure was allowed by continueOn; aborted without a
-    # signal: the DAG's preconditions were not met (as Dagu, exit 0).
-    ok = (RunStatus.SUCCEEDED, RunStatus.PARTIALLY_SUCCEEDED, RunStatus.ABORTED)
-    return EXIT_OK if result.status in ok else EXIT_FAILED
+        result = session.run(
+            args.dag, params=words or None, max_active_steps=args.max_active_steps,
+            reporter=_reporter(args), queue=not args.no_queue, executor=args.executor,
+            scheduler=args.scheduler, shared_dir=args.shared_dir,
+        )
+    except runslots.RunsFull as exc:
+        print(f"dagfast: {exc}", file=sys.stderr)
+        return EXIT_BUSY
+    except runslots.Stopped as exc:
+        return 128 + exc.signal
+    return session.exit_status(result)
 
 
 # Output and parameters of `run` (issue 7) ------------------------------------------------
@@ -373,7 +341,7 @@ def _check_output_flags(args) -> None:
 def _reporter(args):
     """The reporters `run` uses: see report.choose (progress on a terminal, plain lines
     otherwise or under CI, JSON lines with --json; NO_COLOR turns colour off)."""
-    from dagfast.report.base import choose
+    from dagfast.report.choose import choose
 
     return choose(sys.stdout, quiet=args.quiet, verbose=args.verbose, json=args.json,
                   junit=args.junit)

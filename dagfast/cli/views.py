@@ -13,8 +13,9 @@ from dagfast.errors import RunError, UsageError
 from dagfast.records.read import RunState, find_run, latest_run, owner_pid, read_run, runs_of
 from dagfast.status import RunStatus, StepStatus
 from dagfast.records.store import home
+from dagfast.report.base import Reporter
 
-__all__ = ["dry", "history", "logs", "resolve_run", "status", "step_id"]
+__all__ = ["dry", "history", "logs", "resolve_run", "status"]
 
 
 def resolve_run(home_dir: str, target: str | None) -> str:
@@ -58,6 +59,8 @@ def status(args, out=sys.stdout) -> int:
     attempt = f", attempt {state.attempt}" if state.attempt > 1 else ""
     out.write(f"{'run:':<{w}}{state.run_id}{attempt}\n")
     out.write(f"{'status:':<{w}}{_run_label(state)}\n")
+    if dag.max_active_steps:  # the limit in force (an unlimited run says nothing)
+        out.write(f"{'limit:':<{w}}maxActiveSteps {dag.max_active_steps}\n")
     if state.started_at:
         if state.finished_at:
             took = f"took {_dur(state.finished_at - state.started_at)}"
@@ -133,7 +136,7 @@ def _status_doc(state: RunState, dag) -> dict:
         took = round(end - state.started_at, 6)  # an interrupted run: up to its last record
     return {
         "dag": state.dag_name, "dag_path": state.dag_path, "run_id": state.run_id,
-        "attempt": state.attempt,
+        "attempt": state.attempt, "max_active_steps": dag.max_active_steps,
         "status": "interrupted" if state.interrupted else RunStatus(state.status).label,
         "interrupted": state.interrupted, "pid": state.pid,
         "started_at": state.started_at, "finished_at": state.finished_at, "duration": took,
@@ -196,7 +199,7 @@ def logs(args, out=None) -> int:
         if args.follow and len(ids) != 1:
             raise UsageError("--follow needs a STEP when the DAG has more than one step")
     else:
-        ids = [step_id(dag, args.step)]
+        ids = [dag.step_id(args.step)]
     if args.follow:
         return _follow(state.path, f"{state.path}/steps/{ids[0]}{suffix}", out)
     for i in ids:
@@ -214,16 +217,6 @@ def logs(args, out=None) -> int:
             out.write(b"\n")
     out.flush()
     return 0
-
-
-def step_id(dag, name: str) -> int:
-    """The id of the step called `name` (or with that `id:`, or that number)."""
-    for i, step in enumerate(dag.steps):
-        if step.name == name or step.id == name:
-            return i
-    if name.isdigit() and int(name) < len(dag.steps):
-        return int(name)
-    raise RunError(f"no step `{name}` in DAG `{dag.name}`")
 
 
 def _follow(run_path: str, path: str, out) -> int:
@@ -250,34 +243,43 @@ def _follow(run_path: str, path: str, out) -> int:
 
 
 def dry(args, out=sys.stdout) -> int:
-    """Print the order steps would start in (as if each took the same time); run nothing."""
-    from dagfast import sched as _sched
+    """Print the order steps would start in (as if each took the same time): the real
+    engine with an executor whose steps exit at once; runs nothing."""
     from dagfast.loader.load import load
+    from dagfast.runtime.session import dry as dry_run
 
     dag = load(args.dag)
-    limit = dag.max_active_steps if args.max_active_steps is None else args.max_active_steps
-    if limit < 0:
-        raise UsageError("--max-active-steps must be 0 (unlimited) or more")
-    n = len(dag.steps)
-    ptr, idx = dag.dependency_arrays()
-    s = _sched.Scheduler(n, ptr, idx)
-    out.write(f"dry run of {dag.name}: {n} steps, maxActiveSteps {limit or 'unlimited'}; "
-              "nothing is started\n")
-    names = [st.name for st in dag.steps]
-    nw = max([4] + [len(x) for x in names])
-    out.write(f"{'round':>5}  {'step':<{nw}}  after\n")
-    wave = 0
-    while not s.finished():
-        wave += 1
-        batch = s.pop(limit if limit else -1)
-        if not batch:
-            raise RunError(f"dry run stuck after round {wave - 1} [this is a bug]")
-        for i in batch:
-            after = ", ".join(names[d] for d in dag.steps[i].depends)
-            out.write(f"{wave:>5}  {names[i]:<{nw}}  {after}".rstrip() + "\n")
-        for i in batch:
-            s.finish(i, _sched.PASS)
+    dry_run(dag, _Rounds(out), args.max_active_steps)
     return 0
+
+
+class _Rounds(Reporter):
+    """`dry`'s table: a round is what starts after the previous round's ends."""
+
+    def __init__(self, out) -> None:
+        self.out = out
+        self.round = 0
+        self.ended = True  # the last event was an end: the next start opens a round
+
+    def run_started(self, dag, run_dir, records) -> None:
+        self.dag = dag
+        self.names = [st.name for st in dag.steps]
+        self.width = max([4] + [len(x) for x in self.names])
+        limit = dag.max_active_steps or "unlimited"
+        self.out.write(f"dry run of {dag.name}: {len(dag.steps)} steps, maxActiveSteps "
+                       f"{limit}; nothing is started\n")
+        self.out.write(f"{'round':>5}  {'step':<{self.width}}  after\n")
+
+    def step_started(self, step: int) -> None:
+        if self.ended:
+            self.round += 1
+            self.ended = False
+        after = ", ".join(self.names[d] for d in self.dag.steps[step].depends)
+        self.out.write(f"{self.round:>5}  {self.names[step]:<{self.width}}  {after}".rstrip()
+                       + "\n")
+
+    def step_finished(self, step: int, record) -> None:
+        self.ended = True
 
 
 # Formatting ----------------------------------------------------------------------------

@@ -1,50 +1,27 @@
-"""What runs the steps' processes: the executor interface, and which one a run uses.
+"""The executor interface: what runs the steps' processes, as one base class.
 
-The engine drives an executor and never knows which one. It calls the executor's
-factory as `executor(loop, limit, on_exits)` and uses the object it returns:
+The engine drives an executor and never knows which one (ninja's CommandRunner,
+httpx's BaseTransport). A run's executor comes from a factory, called as
+`factory(loop, limit, on_exits)`; the factory also says how many steps the system lets
+run at once (`room`). Ends come back as `on_exits([(token, end), ...])` on the loop,
+where `end` is a wait status as `os.waitpid` gives it, or an `Outcome` when the
+executor can say more than a wait status can (a start that failed, a lost worker).
 
-    free_slots()          how many more steps may start now (maxActiveSteps is enforced
-                          here, by dagfast, whatever executes the steps)
-    running_count         how many started steps have not been reported ended
-    hold() / release()    count a step that is between processes against the limit
-    start(token, argv, env, cwd, stdout_path, stderr_path) -> int
-                          start step `token` (env: bytes -> bytes); its stdout and stderr
-                          must be in those files of the run record when its end is
-                          reported; returns an id for messages only. Raises SpawnError
-    signal(token, sig)    send `sig` to the process group of running step `token`
-    signal_running(sig)   ... of every running step
-    signal_all_groups(sig) ... of every group ever started (background children of
-                          ended steps too), and to this run's processes that left them
-    signal_escaped(sig, step=None)  ... to those that left them only (`setsid`)
-    live_groups()         truthy while any of those processes is alive
-    close()               stop watching (synchronous, in the engine's `finally`)
-
-an optional `note_descendants()`, called as a stop begins (before any signal), for an
-executor that finds the processes that left a step's group by their parents, and two
-optional coroutines, for an executor that needs the running loop:
-`open(dag)` before the run's first step (it may return a notice for the user), and
-`aclose()` after `close()`. Ends come back as `on_exits([(token, end), ...])` on the
-loop, where `end` is a wait status as `os.waitpid` gives it, or an `Outcome` when the
-executor can say more than a wait status can (a Dask worker was lost).
-
-Two executors implement it: `procs.ProcessManager` (local processes, the default) and
-`daskexec.DaskExecutors` (a Dask cluster; `pip install 'dagfast[dask]'`).
+Executors: `local.ProcessManager` (local processes, the default), `dask.DaskExecutor`
+(a Dask cluster; `pip install 'dagfast[dask]'`) and `dry.DryRun` (every step exits 0 at
+once: `dagfast dry`, tests and benchmarks).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import signal
 
-from dagfast.errors import MissingExtra, UsageError
-from dagfast.exec.local import ProcessManager, describe_exit
+from dagfast.errors import SpawnError
 
-__all__ = ["EXECUTORS", "Outcome", "choose", "describe"]
+__all__ = ["Executor", "Outcome", "describe", "describe_exit"]
 
-EXECUTORS = ("local", "dask")
-"""The values of `--executor`, `DAGFAST_EXECUTOR` and a DAG's `stepExecutor`."""
-
-DASK_INSTALL = "pip install 'dagfast[dask]'"
+UNLIMITED = 1 << 62
 
 
 class Outcome:
@@ -61,6 +38,106 @@ class Outcome:
         return f"Outcome({self.code!r}, {self.error!r})"
 
 
+class Executor:
+    """Runs at most `limit` steps at once (0: unlimited; dagfast enforces it here,
+    whatever executes the steps) and reports their ends to `on_exits`.
+
+    Subclasses implement `start`, the signals and `running_count`; the optional hooks
+    (`open`, `aclose`, `note_descendants`, `start_piped`) do nothing by default."""
+
+    # Whether `start_piped` works: a run with secrets needs its steps' output to pass
+    # through dagfast to be masked.
+    pipes_output = False
+
+    def __init__(self, loop, limit: int, on_exits) -> None:
+        self.loop = loop
+        self.limit = limit if limit > 0 else 0
+        self.on_exits = on_exits
+        self.held = 0  # slots held by steps that are between processes (see hold)
+
+    @classmethod
+    def room(cls, piped: bool = False) -> tuple[int, str]:
+        """(how many steps the system lets run at once, why); `piped`: each step's
+        output passes through the engine. No cap by default."""
+        return UNLIMITED, ""
+
+    # Queries -------------------------------------------------------------------------
+
+    @property
+    def running_count(self) -> int:
+        """How many started steps have not been reported ended."""
+        raise NotImplementedError
+
+    def free_slots(self) -> int:
+        """How many more steps may start now (a large number when unlimited)."""
+        if not self.limit:
+            return 1 << 30
+        return self.limit - self.running_count - self.held
+
+    def live_groups(self) -> int:
+        """Truthy while any process this executor started (background children of
+        ended steps too, and those that left their group) is alive."""
+        return 0
+
+    # Events --------------------------------------------------------------------------
+
+    def hold(self) -> None:
+        """Take a slot for a step that has no process of its own now (its preconditions
+        are being checked, or it waits to retry): it still counts against the limit."""
+        self.held += 1
+
+    def release(self) -> None:
+        """Give back a slot taken with `hold`."""
+        self.held -= 1
+
+    def start(self, token: int, argv, env: dict, cwd: str, stdout, stderr) -> int:
+        """Start step `token` (env: bytes -> bytes); its stdout and stderr must be in
+        those files of the run record when its end is reported; returns an id for
+        messages only. Raises SpawnError."""
+        raise NotImplementedError
+
+    def start_piped(self, token: int, argv, env: dict, cwd: str) -> tuple[int, int, int]:
+        """`start` with stdout and stderr into two new pipes: (id, stdout's read end,
+        stderr's read end). Only where `pipes_output` is true."""
+        raise SpawnError(
+            "a step whose output is masked (`secrets:`) needs its output to pass through "
+            "dagfast, which this executor cannot do"
+        )
+
+    def signal(self, token: int, sig: int) -> None:
+        """Send `sig` to the process group of running step `token`."""
+        raise NotImplementedError
+
+    def signal_running(self, sig: int) -> None:
+        """... to the process group of every running step."""
+        raise NotImplementedError
+
+    def signal_all_groups(self, sig: int) -> None:
+        """... to every group ever started (background children of ended steps too),
+        and to this run's processes that left them."""
+        raise NotImplementedError
+
+    def signal_escaped(self, sig: int, step: str | None = None) -> int:
+        """... to this run's (and `step`'s) processes that left their groups only
+        (`setsid`); returns how many there were."""
+        return 0
+
+    def note_descendants(self) -> None:
+        """Called as a stop begins, before any signal: remember the processes that left
+        a step's group while their parents still lead back to it."""
+
+    async def open(self, dag) -> str:
+        """Before the run's first step (on the loop): connect, if the executor needs
+        to; returns a notice for the user, or ""."""
+        return ""
+
+    def close(self) -> None:
+        """Stop watching (synchronous, in the engine's `finally`)."""
+
+    async def aclose(self) -> None:
+        """After `close`, on the loop: give back what `open` took."""
+
+
 def describe(end) -> tuple[int | None, str]:
     """(exit code, error text) of an end reported through `on_exits`."""
     if end.__class__ is Outcome:
@@ -68,66 +145,15 @@ def describe(end) -> tuple[int | None, str]:
     return describe_exit(end)
 
 
-def choose(
-    dag,
-    executor: str | None = None,
-    scheduler: str | None = None,
-    shared_dir: str | None = None,
-    environ: Mapping[str, str] = os.environ,
-):
-    """The executor factory for running `dag`: each setting from the command line (or
-    the API's arguments) if given, else the environment (`DAGFAST_EXECUTOR`,
-    `DAGFAST_DASK_SCHEDULER`, `DAGFAST_DASK_SHARED_DIR`), else the DAG's own keys.
-    Raises UsageError for a wrong value, MissingExtra when Dask is not installed."""
-    kind = executor or environ.get("DAGFAST_EXECUTOR") or dag.step_executor or "local"
-    if kind not in EXECUTORS:
-        where = "--executor" if executor else "DAGFAST_EXECUTOR"
-        raise UsageError(f"{where} is `{kind}`; expected `local` or `dask`")
-    if kind == "local":
-        # Only an address given with the run is a mistake; the environment and the DAG
-        # may name a cluster that this run chose not to use.
-        if scheduler or shared_dir:
-            flag = "--scheduler" if scheduler else "--shared-dir"
-            raise UsageError(f"{flag} is for the Dask executor (--executor dask)")
-        return ProcessManager
-    if dag.secrets:
-        raise UsageError(
-            "`secrets:` cannot be used with the Dask executor yet: their masking reads "
-            "the steps' output through local pipes"
-        )
-    try:  # only a run that asked for Dask imports it (~0.4 s)
-        from distributed.comm import get_address_host_port
-    except ImportError:
-        raise MissingExtra(
-            f"the Dask executor needs the `distributed` package: {DASK_INSTALL}"
-        ) from None
-    from dagfast.exec.dask import DaskExecutors
-
-    address, source = _setting(scheduler, "--scheduler", "DAGFAST_DASK_SCHEDULER",
-                               "daskScheduler", environ, dag.dask_scheduler)
-    if address:
+def describe_exit(status: int) -> tuple[int, str]:
+    """(exit code, error text) for a wait status: a signal death gives 128+N and
+    "killed by SIGX", as shells do; a clean exit gives (0, "")."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
         try:
-            get_address_host_port(address)
-            if "://" not in address:
-                raise ValueError("no scheme")
-        except ValueError as exc:
-            raise UsageError(f"{source} `{address}` is not a Dask scheduler address ({exc}); "
-                             "expected one such as tcp://10.0.0.5:8786") from None
-    shared, source = _setting(shared_dir, "--shared-dir", "DAGFAST_DASK_SHARED_DIR",
-                              "daskSharedDir", environ, dag.dask_shared_dir)
-    if shared:
-        shared = os.path.abspath(shared)
-        # The DAG's own key was checked when it was loaded (with its place in the file).
-        if not os.path.isdir(shared):
-            why = "not a directory" if os.path.exists(shared) else "no such directory"
-            raise UsageError(f"{source} {shared}: {why}")
-    return DaskExecutors(address, shared)
-
-
-def _setting(given, flag: str, variable: str, key: str, environ, dag_value) -> tuple:
-    """(value, where it came from) of a Dask setting: the flag, the environment, the DAG."""
-    if given:
-        return given, flag
-    if environ.get(variable):
-        return environ[variable], variable
-    return dag_value or None, key
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        return 128 + sig, f"killed by {name}"
+    code = os.waitstatus_to_exitcode(status)
+    return code, (f"exit status {code}" if code else "")

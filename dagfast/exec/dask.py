@@ -35,8 +35,8 @@ import distributed
 
 from dagfast.exec import daskworker
 from dagfast.errors import RunError
-from dagfast.exec.base import Outcome
-from dagfast.exec.local import SpawnError
+from dagfast.errors import SpawnError
+from dagfast.exec.base import UNLIMITED, Executor, Outcome
 
 __all__ = ["DaskExecutor", "DaskExecutors"]
 
@@ -69,6 +69,10 @@ class DaskExecutors:
 
     def __call__(self, loop, limit: int, on_exits) -> DaskExecutor:
         return DaskExecutor(self, loop, limit, on_exits)
+
+    def room(self, piped: bool = False) -> tuple[int, str]:
+        """No local cap: the steps run on the workers, which Dask itself fills."""
+        return UNLIMITED, ""
 
     def __repr__(self) -> str:
         return f"DaskExecutors({self.address or 'LocalCluster'!r})"
@@ -168,18 +172,13 @@ class DaskExecutors:
         return ""
 
 
-class DaskExecutor:
-    """One engine's executor on a Dask cluster: ProcessManager's interface (see
-    executor.py), with steps started as Dask tasks and signalled by key."""
-
-    capped = ""
+class DaskExecutor(Executor):
+    """One engine's executor on a Dask cluster, with steps started as Dask tasks and
+    signalled by key."""
 
     def __init__(self, session: DaskExecutors, loop, limit: int, on_exits) -> None:
+        super().__init__(loop, limit, on_exits)
         self._session = session
-        self._loop = loop
-        self._limit = limit if limit > 0 else 0
-        self._on_exits = on_exits
-        self._held = 0
         self._ns = uuid.uuid4().hex  # this executor's groups on the workers
         self._running: dict[int, tuple[str, object]] = {}  # token -> (key, future)
         self._cancelled: dict[int, int] = {}  # token -> signal, for tasks stopped unstarted
@@ -195,12 +194,6 @@ class DaskExecutor:
 
     # Queries -------------------------------------------------------------------------
 
-    def free_slots(self) -> int:
-        """How many more steps may start now (a large number when unlimited)."""
-        if not self._limit:
-            return 1 << 30
-        return self._limit - len(self._running) - self._held
-
     @property
     def running_count(self) -> int:
         """Steps started and not yet reported ended."""
@@ -214,14 +207,14 @@ class DaskExecutor:
             if poll is not None:
                 failed = poll.cancelled() or poll.exception() is not None
                 self._live = 0 if failed else poll.result()
-            self._poll = self._loop.create_task(self._count_live())
+            self._poll = self.loop.create_task(self._count_live())
         return len(self._running) + (1 if self._live is None else self._live)
 
     # Events --------------------------------------------------------------------------
 
     async def open(self, dag) -> str:
         """Connect (the first executor of the run does); note what each step needs."""
-        notice = await self._session.acquire(dag, self._limit)
+        notice = await self._session.acquire(dag, self.limit)
         self._opened = True
         n = len(dag.steps)
         steps = list(enumerate(dag.steps)) + [(n + k, h.step) for k, h in enumerate(dag.handlers)]
@@ -230,14 +223,6 @@ class DaskExecutor:
             if extra is not None and extra.resources:
                 self._resources[token] = dict(extra.resources)
         return notice
-
-    def hold(self) -> None:
-        """Take a slot for a step that is between processes."""
-        self._held += 1
-
-    def release(self) -> None:
-        """Give back a slot taken with `hold`."""
-        self._held -= 1
 
     def start(self, token: int, argv, env: dict, cwd: str, stdout: str, stderr: str) -> int:
         """Submit step `token` as a Dask task; return a number that names it (no pid:
@@ -263,11 +248,6 @@ class DaskExecutor:
         self._spawn(self._watch(token, key, future, stdout, stderr), self._tasks)
         self._number += 1
         return self._number
-
-    def start_piped(self, token: int, argv, env: dict, cwd: str):
-        """Masked output (a sub-DAG with `secrets:`) needs local pipes: not here."""
-        raise SpawnError("a step whose output is masked (`secrets:`) cannot run on the "
-                         "Dask executor yet")
 
     def signal(self, token: int, sig: int) -> None:
         """Send `sig` to the process group of running step `token`, on its worker."""
@@ -323,7 +303,7 @@ class DaskExecutor:
     # Internals -----------------------------------------------------------------------
 
     def _spawn(self, coro, tasks: set) -> None:
-        task = self._loop.create_task(coro)
+        task = self.loop.create_task(coro)
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
@@ -405,7 +385,7 @@ class DaskExecutor:
             future.release()
         self._cancelled.pop(token, None)
         if self._running.pop(token, None) is not None:
-            self._on_exits([(token, end)])
+            self.on_exits([(token, end)])
         if self._session.guard and self._session.client is not None:
             try:  # the scheduler forgets the started marker
                 await self._session.client.scheduler.event_clear(

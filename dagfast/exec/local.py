@@ -17,76 +17,69 @@ import os
 import resource
 import select
 import signal
+import time
 from collections.abc import Callable
 
+from dagfast.errors import SpawnError
 from dagfast.exec import _spawn
+from dagfast.exec.base import Executor, Outcome
 
-__all__ = ["ProcessManager", "SpawnError", "describe_exit", "killpg"]
+__all__ = ["ProcessManager", "end_leftovers", "killpg", "leftovers", "system_room"]
+
+# A running step of a run with secrets holds its pidfd, two pipes and two log files.
+PIPED_DESCRIPTORS = 5
 
 # Spawning threads: one is enough when one step runs at a time (a chain), and past
 # four the windows they overlap no longer add up on a small machine.
 _MAX_THREADS = 4
 
 
-class SpawnError(Exception):
-    """A step's process could not be started; the message says why in the user's terms."""
+class ProcessManager(Executor):
+    """Local processes: runs at most `limit` at once (0: unlimited), each in its own
+    process group, and calls `on_exits([(token, end), ...])` on the loop as they end,
+    where `end` is a wait status, or an Outcome for a process that never started."""
 
-
-class ProcessManager:
-    """Runs at most `limit` processes at once (0: unlimited), each in its own process
-    group, and calls `on_exits([(token, end), ...])` on the loop as they end, where
-    `end` is a wait status, or an `executor.Outcome` for a process that never started."""
+    pipes_output = True
 
     def __init__(self, loop, limit: int, on_exits: Callable[[list], None]) -> None:
-        self._loop = loop
-        self._limit = limit if limit > 0 else 0
-        # What the system allows: each running step holds a pidfd here, and is one of
-        # the user's processes. `capped` says why the limit was lowered, for the user.
-        room = system_room()
-        self.capped = ""
-        if room[0] < (self._limit or 1 << 62):
-            self._limit = max(1, room[0])
-            self.capped = (
-                f"running at most {self._limit} steps at once: {room[1]} "
-                f"(maxActiveSteps {limit or 'unlimited'})"
-            )
-        self._on_exits = on_exits
+        super().__init__(loop, limit, on_exits)
         self._epoll = select.epoll()
-        threads = min(self._limit, _MAX_THREADS) if self._limit else _MAX_THREADS
+        threads = min(self.limit, _MAX_THREADS) if self.limit else _MAX_THREADS
         try:
             self._pool = _spawn.Pool(threads, self._epoll.fileno())
         except OSError:
             self._epoll.close()
             raise
         self._count = 0  # started (queued or running) and not yet reported ended
-        self._held = 0  # slots held by steps that are between processes (see hold)
         self._env: dict = {}  # the last step's environment: its DAG_RUN_ID finds escapees
         self._descendants: set[tuple[int, int]] = set()  # see note_descendants
         loop.add_reader(self._epoll.fileno(), self._on_readable)
 
-    # Queries -------------------------------------------------------------------------
+    @classmethod
+    def room(cls, piped: bool = False) -> tuple[int, str]:
+        """What the system allows: each running step holds a pidfd here (and, `piped`,
+        four more descriptors: two pipes and two log files), and is one of the user's
+        processes."""
+        room, why = system_room()
+        if piped:
+            room //= PIPED_DESCRIPTORS
+            why += f", and a step of a run with secrets holds {PIPED_DESCRIPTORS} descriptors"
+        return room, why
 
-    def free_slots(self) -> int:
-        """How many more processes may start now (a large number when unlimited)."""
-        if not self._limit:
-            return 1 << 30
-        return self._limit - self._count - self._held
+    # Queries -------------------------------------------------------------------------
 
     @property
     def running_count(self) -> int:
         """How many processes were started and have not been reported ended."""
         return self._count
 
+    def free_slots(self) -> int:
+        """How many more processes may start now (the hot path: no property call)."""
+        if not self.limit:
+            return 1 << 30
+        return self.limit - self._count - self.held
+
     # Events --------------------------------------------------------------------------
-
-    def hold(self) -> None:
-        """Take a slot for a step that has none of its own process now (its preconditions
-        are being checked, or it waits to retry): it still counts against the limit."""
-        self._held += 1
-
-    def release(self) -> None:
-        """Give back a slot taken with `hold`."""
-        self._held -= 1
 
     def start(self, token: int, argv, env: dict, cwd: str, stdout, stderr) -> int:
         """Start `argv` (environment: a bytes -> bytes dict) in `cwd` with stdin from
@@ -174,7 +167,7 @@ class ProcessManager:
     def close(self) -> None:
         """Stop watching and stop the spawn threads; processes still running are not
         waited for."""
-        self._loop.remove_reader(self._epoll.fileno())
+        self.loop.remove_reader(self._epoll.fileno())
         self._pool.close()
         self._epoll.close()
 
@@ -188,13 +181,11 @@ class ProcessManager:
         for k, (token, end) in enumerate(ends):
             if end.__class__ is tuple:  # a start that failed on a spawn thread
                 ends[k] = (token, _start_failure(*end))
-        self._on_exits(ends)
+        self.on_exits(ends)
 
 
 def _start_failure(err: int, started: bool, path: bytes, cwd: bytes):
     """The Outcome of a start that failed on a spawn thread, in the user's terms."""
-    from dagfast.exec.base import Outcome  # rare: only a failed start pays for the import
-
     name = os.fsdecode(path)
     why = os.strerror(err)
     if started:
@@ -365,15 +356,59 @@ def _which(name: str, env: dict) -> str:
     return found
 
 
-def describe_exit(status: int) -> tuple[int, str]:
-    """(exit code, error text) for a wait status: a signal death gives 128+N and
-    "killed by SIGX", as shells do; a clean exit gives (0, "")."""
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
+# Leftovers of a dead engine ---------------------------------------------------------
+
+LEFTOVER_GRACE_SEC = 5.0  # between SIGTERM and SIGKILL for leftovers of a dead run
+
+
+def leftovers(run_id: str) -> list[int]:
+    """Pids of live processes whose environment says they belong to run `run_id` (the
+    steps of a run whose engine died, and their children)."""
+    marker = b"\0DAG_RUN_ID=" + run_id.encode() + b"\0"
+    me = os.getpid()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
         try:
-            name = signal.Signals(sig).name
-        except ValueError:
-            name = f"signal {sig}"
-        return 128 + sig, f"killed by {name}"
-    code = os.waitstatus_to_exitcode(status)
-    return code, (f"exit status {code}" if code else "")
+            with open(f"/proc/{name}/environ", "rb") as f:
+                env = f.read()
+        except OSError:
+            continue
+        if marker in b"\0" + env:
+            found.append(int(name))
+    return found
+
+
+def end_leftovers(run_id: str, out) -> None:
+    """A dead engine leaves its steps running: end them before running them again."""
+    pids = leftovers(run_id)
+    if not pids:
+        return
+    noun = "process" if len(pids) == 1 else "processes"
+    out.write(f"dagfast: ending {len(pids)} {noun} left by the interrupted attempt\n")
+    for pid in pids:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + LEFTOVER_GRACE_SEC
+    while time.monotonic() < deadline:
+        pids = [p for p in pids if _alive(p)]
+        if not pids:
+            return
+        time.sleep(0.05)
+    for pid in pids:
+        _signal(pid, signal.SIGKILL)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False

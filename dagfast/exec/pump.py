@@ -1,6 +1,6 @@
 """Step output through the engine, for runs with secrets: pipes in, masked logs out.
 
-A step of such a run writes its stdout and stderr into two pipes (procs.start_piped);
+A step of such a run writes its stdout and stderr into two pipes (Executor.start_piped);
 the engine reads them on its loop, masks every secret (secrets.MaskStream, which holds
 back the tail that may be the start of a secret split across two writes) and writes
 the rest to the step's log files. So a secret never reaches a file under the run
@@ -21,17 +21,15 @@ open is read from until it closes it or the run ends; after the run, its writes 
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import os
 
-from dagfast.exec.local import SpawnError, system_room
+from dagfast.errors import SpawnError
 
-__all__ = ["Pump", "close_all", "drain", "fit", "start"]
+__all__ = ["Pump", "close_logs", "drain", "open_logs", "pumps"]
 
 READ_SIZE = 65536
 _LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-DESCRIPTORS = 5  # a running step's: its pidfd, two pipes, two log files
 
 
 class Pump:
@@ -44,7 +42,7 @@ class Pump:
         self.fd = fd
         self.log = log
         self.stream = masker.stream()
-        self.pumps = pumps  # the engine's open pumps, for close_all
+        self.pumps = pumps  # the open pumps: closed when the run ends
         self.broken = False  # the log cannot be written: what comes is dropped
         os.set_blocking(fd, False)
         pumps.add(self)
@@ -92,26 +90,30 @@ class Pump:
             self.broken = True
 
 
-def start(engine, token: int, argv, env: dict, cwd: str) -> tuple[int, tuple[Pump, Pump]]:
-    """Start step `token`'s process with its output going through masking pipes into
-    its log files; (pid, the two pumps). Raises SpawnError."""
-    run_dir = engine.run_dir
+def open_logs(run_dir, token: int) -> list[int]:
+    """The two log files of step `token`, opened for its pumps. Raises SpawnError."""
     logs = []
     try:
         for path in (run_dir.stdout_path(token), run_dir.stderr_path(token)):
             logs.append(os.open(path, _LOG_FLAGS, 0o600))
-        pid, out_r, err_r = engine._procs.start_piped(token, argv, env, cwd)
-    except BaseException as exc:
-        for fd in logs:
-            os.close(fd)
-        if isinstance(exc, OSError):
-            raise SpawnError(f"cannot open the log `{exc.filename}`: {exc.strerror}") from None
-        raise
-    loop = asyncio.get_running_loop()
-    masker = engine.masker
-    return pid, (
-        Pump(loop, out_r, logs[0], masker, engine._pumps),
-        Pump(loop, err_r, logs[1], masker, engine._pumps),
+    except OSError as exc:
+        close_logs(logs)
+        raise SpawnError(f"cannot open the log `{exc.filename}`: {exc.strerror}") from None
+    return logs
+
+
+def close_logs(logs: list[int]) -> None:
+    """Close logs that no pump took (the step could not start)."""
+    for fd in logs:
+        os.close(fd)
+
+
+def pumps(loop, pipes: tuple[int, int], logs: list[int], masker, registry: set):
+    """A pump for each of a started step's two pipes, into its two logs; each is kept
+    in `registry` until it closes."""
+    return (
+        Pump(loop, pipes[0], logs[0], masker, registry),
+        Pump(loop, pipes[1], logs[1], masker, registry),
     )
 
 
@@ -132,22 +134,3 @@ def drain(pumps: tuple[Pump, ...]) -> None:
                 break
             budget -= n
         pump.settle()
-
-
-def close_all(engine) -> None:
-    """The run has ended: stop reading every pipe still open (background children)."""
-    for pump in tuple(engine._pumps):
-        pump.close()
-
-
-def fit(limit: int) -> tuple[int, str]:
-    """maxActiveSteps for a run whose steps write through pipes (DESCRIPTORS of the
-    engine's a running step), and why, when that is fewer than asked ("" otherwise)."""
-    room, why = system_room()
-    most = max(1, room // DESCRIPTORS)
-    if most < (limit or 1 << 62):
-        return most, (
-            f"running at most {most} steps at once: {why}, and a step of a run with "
-            f"secrets holds {DESCRIPTORS} descriptors (maxActiveSteps {limit or 'unlimited'})"
-        )
-    return limit, ""

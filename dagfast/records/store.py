@@ -319,6 +319,17 @@ class RunDir:
         """Where step `step`'s script file is written."""
         return f"{self.steps_dir}/{step}.script"
 
+    def write_script(self, step: int, text: str) -> str:
+        """Write step `step`'s `script:` text to its (executable) file; its path.
+        Raises OSError."""
+        path = self.script_path(step)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o700)
+        try:
+            _write_all(fd, text.encode(), False)
+        finally:
+            os.close(fd)
+        return path
+
     def append(self, data: bytes, durable: bool = False) -> None:
         """Append `data` to the journal whole, or cut it back and raise RunError."""
         fd = self.journal_fd

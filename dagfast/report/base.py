@@ -1,9 +1,9 @@
 """Reporters: told what a run does. The base class's hooks do nothing, so a reporter
 overrides only what it cares about; the engine never formats output itself.
 
-Here: the hooks, the fan-out, plain lines (ConsoleReporter), GitHub Actions annotations,
-the run's ending (`summary`) and `choose`, which picks the reporters for the CLI. The
-live terminal view is in progress.py, `--json` in report_json.py, `--junit` in junit.py.
+Here: the hooks, the fan-out, plain lines (ConsoleReporter), GitHub Actions annotations
+and the run's ending (`summary`). The live terminal view is in progress.py, `--json`
+in jsonl.py, `--junit` in junit.py; choose.py picks the reporters for the CLI.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import time
 from dagfast.status import RunStatus, StepStatus
 
 __all__ = [
-    "ConsoleReporter", "GithubAnnotations", "Notices", "Reporter", "Reporters", "Ticker", "choose",
-    "summary", "tail",
+    "ConsoleReporter", "GithubAnnotations", "Notices", "Reporter", "Reporters", "Ticker",
+    "Unbreakable", "summary", "tail", "to_devnull",
 ]
 
 TAIL_LINES = 10  # stderr lines shown for a failed step in the ending and in reports
@@ -328,44 +328,3 @@ class Unbreakable:
 
     def __getattr__(self, name):
         return getattr(self._stream, name)
-
-
-def choose(stream, *, quiet=False, verbose=False, json=False, junit=None, environ=None):
-    """The reporters for a CLI run writing to the text stream `stream`: the live view
-    when it is a terminal (and `CI` is unset and TERM is not `dumb`), else plain lines;
-    or JSON lines with `json`; plus a JUnit file and GitHub Actions annotations. A
-    closed reader of `stream` or stderr silences that reporter, never the run."""
-    env = os.environ if environ is None else environ
-    stream = Unbreakable(stream)
-    reporters: list[Reporter] = []
-    if json:
-        from dagfast.report.jsonl import JsonReporter
-
-        reporters.append(JsonReporter(stream.buffer if hasattr(stream, "buffer") else stream))
-    elif not quiet and _live_ok(stream, env):
-        from dagfast.report.progress import ProgressReporter
-
-        reporters.append(ProgressReporter(stream, verbose=verbose, color=not env.get("NO_COLOR")))
-    else:
-        reporters.append(ConsoleReporter(stream, quiet=quiet, verbose=verbose))
-    if junit:
-        from dagfast.report.junit import JUnitReporter
-
-        reporters.append(JUnitReporter(junit))
-    import sys
-
-    stderr = Unbreakable(sys.stderr)
-    reporters.append(Notices(stderr))
-    if env.get("GITHUB_ACTIONS") == "true":
-        # Workflow commands are read from stdout and stderr; stdout must stay JSON.
-        reporters.append(GithubAnnotations(stderr if json else stream))
-    return reporters[0] if len(reporters) == 1 else Reporters(reporters)
-
-
-def _live_ok(stream, env) -> bool:
-    if env.get("CI") or env.get("TERM") == "dumb":
-        return False
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False

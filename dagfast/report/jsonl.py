@@ -53,7 +53,8 @@ class JsonReporter(Reporter):
         self.names = [s.name for s in dag.steps]
         self.run_id = run_dir.run_id
         self._emit({"event": "run_started", "run_id": run_dir.run_id, "dag": dag.name,
-                    "steps": len(self.names), "time": time.time()})
+                    "steps": len(self.names), "max_active_steps": dag.max_active_steps,
+                    "time": time.time()})
         self._flush()
         self._ticker = Ticker(self.flush_interval, self._flush)
 

@@ -1,32 +1,30 @@
 """The main loop: the only module that sees both the graph and the processes.
 
-The scheduler (`sched`) decides *what* is ready; the process manager (`procs`) decides
-*how many* run; the run directory (`store`) keeps the record; the reporter (`report`)
-is told what happened. Everything runs on one uvloop event loop, single-threaded.
+The scheduler (`sched`) decides *what* is ready; the executor decides *how many* run;
+the run (`state.Run`) holds the data; the reporters (the record first) are told what
+happened. Steps with options (conditions, retries, outputs, sub-DAGs, handlers) go
+through the slow path (`flow.Flow`), a collaborator with a public interface. Everything
+runs on one uvloop event loop, single-threaded.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
-import functools
-import os
-from array import array
 import signal
 import time
+from array import array
 
 import uvloop
 
 from dagfast import sched as _sched
-from dagfast.errors import SchedulerBug
-from dagfast.model import Dag
+from dagfast.errors import SchedulerBug, SpawnError
 from dagfast.exec.base import describe
-from dagfast.exec.local import ProcessManager, SpawnError
+from dagfast.records.store import Recorder, RunDir
 from dagfast.report.base import Reporter, Reporters
-from dagfast.status import RunStatus, StepStatus
-from dagfast.records.store import Recorder, RunDir, StepRecord
+from dagfast.runtime.state import Run, RunResult, too_long
+from dagfast.status import StepStatus
 
-__all__ = ["Engine", "RunResult"]
+__all__ = ["Engine"]
 
 # How long a stopped step gets between SIGTERM and SIGKILL (Dagu's maxCleanUpTimeSec).
 DEFAULT_CLEANUP_SEC = 5.0
@@ -36,118 +34,77 @@ _FAILED = StepStatus.FAILED
 _ABORTED = StepStatus.ABORTED
 
 
-class RunResult:
-    """What a finished run did: its status and one StepRecord per step, in file order."""
-
-    __slots__ = (
-        "dag", "run_id", "path", "status", "steps", "started_at", "finished_at", "signal",
-        "outputs", "handlers", "error",
-    )  # fmt: skip
-
-    def __init__(
-        self, dag, run_id, path, status, steps, started_at, finished_at, sig,
-        outputs=None, handlers=None, error="",
-    ):  # fmt: skip
-        self.dag = dag
-        self.run_id = run_id
-        self.path = path
-        self.status = status
-        self.steps = steps
-        self.started_at = started_at
-        self.finished_at = finished_at
-        self.signal = sig
-        # Output variables by name (the last writer wins), and handler records by event.
-        self.outputs: dict[str, str] = outputs or {}
-        self.handlers: dict[str, StepRecord] = handlers or {}
-        # Why the run could not go on, when no step says it (a secret could not be read).
-        self.error: str = error
-
-    def step(self, name: str) -> StepRecord:
-        """The record of the step called `name`."""
-        return self.steps[self.dag.index(name)]
-
-
 class Engine:
-    """Runs one DAG to its end in a run directory, reporting each transition."""
+    """Runs one DAG to its end, reporting each transition: ready steps in, executor
+    out, events to the record and the reporters.
+
+    `run` holds the data (state.Run); `factory` makes the executor; `run_dir` keeps the
+    record (None: nothing is recorded, as in `dagfast dry`); `children` runs sub-DAGs
+    (session.Children); `keep`: ids of steps done before (a retry); `plain`: every step
+    takes the plain path (a dry run evaluates no condition and calls no sub-DAG);
+    `notice`: said once before any step (the system lowered the limit)."""
 
     def __init__(
         self,
-        dag: Dag,
-        run_dir: RunDir,
+        run: Run,
+        factory,
         reporter: Reporter | None = None,
         *,
-        max_active_steps: int | None = None,
-        environ=None,
+        limit: int,
+        run_dir: RunDir | None = None,
+        children=None,
         cleanup_sec: float | None = None,
-        executor=ProcessManager,
-        previous=None,
-        rerun=None,
-        parent: Engine | None = None,
+        keep=(),
+        nested: bool = False,
+        plain: bool = False,
+        notice: str = "",
     ) -> None:
+        dag = run.dag
+        self.run = run
         self.dag = dag
         self.run_dir = run_dir
-        # The record is kept whatever the caller wants to hear about.
-        self.reporter = Reporters(
-            (Recorder(run_dir, on_failure=self._record_failed), reporter or Reporter())
-        )
-        self.limit = dag.max_active_steps if max_active_steps is None else max_active_steps
+        self.children = children
+        hooks = [reporter or Reporter()]
+        if run_dir is not None:  # the record is kept whatever the caller wants to hear
+            hooks.insert(0, Recorder(run_dir, on_failure=self._record_failed))
+        self.reporter = Reporters(hooks)
+        self.limit = limit
         self.cleanup_sec = dag.max_cleanup_sec if cleanup_sec is None else cleanup_sec
-        # Called as executor(loop, limit, on_exits): anything with the interface that
-        # executor.py describes can run the steps (procs.ProcessManager, the default;
-        # daskexec.DaskExecutors; tests and benchmarks pass doubles).
-        self._executor = executor
-        if parent is not None:
-            self._environ = parent._base_env  # the caller's env, its DAG's env and params
-        else:
-            self._environ = os.environb if environ is None else {
-                os.fsencode(k): os.fsencode(v) for k, v in environ.items()
-            }
-        self.parent = parent
-        n = len(dag.steps)
-        self._records = [StepRecord() for _ in range(n)]
+        self.nested = nested
+        self._notice = notice
+        self._factory = factory
         ptr, idx = dag.dependency_arrays()
-        self._sched = _sched.Scheduler(n, ptr, idx, _flags(dag))
-        # The slow path (steps with a StepExtra, handlers, sub-DAGs); see stepflow.py.
-        self._featured = (
-            bool(dag.handlers or dag.preconditions)
+        self._sched = _sched.Scheduler(len(dag.steps), ptr, idx, _flags(dag))
+        for i in keep:  # a retry: what succeeded before counts as done
+            self._sched.finish(i, _sched.PASS)
+        featured = not plain and (
+            bool(dag.handlers or dag.preconditions or dag.secrets or run.masker is not None)
             or any(s.extra is not None for s in dag.steps)
         )
-        self.error = ""  # see RunResult.error
-        # secrets.Masker once the run's secrets (or its caller's) are read; see stepflow.
-        self.masker = parent.masker if parent is not None else None
-        if dag.secrets or self.masker is not None:
-            # Every step, plain ones too, takes the slow path, whose processes write
-            # through pipes that the engine masks into the logs (logpipe.py). Only runs
-            # with secrets pay for it: the plain path is untouched.
-            self._featured = True
-            self._start = functools.partial(_slow_path().start, self)
-            self._pumps: set = set()  # logpipe.Pumps still open
-            from dagfast.exec import pump as logpipe
+        self._flow = None
+        # A run with secrets sends every step, plain ones too, through the slow path,
+        # whose processes write through pipes that the engine masks into the logs.
+        self._all_slow = featured and bool(dag.secrets or run.masker is not None)
+        if featured:
+            from dagfast.runtime.flow import Flow  # plain DAGs never load it (start-up)
 
-            self.limit, self._fit_note = logpipe.fit(self.limit)
+            self._flow = Flow(self)
         self._waiters: dict[int, asyncio.Future] = {}  # token -> its process's exit
         self._active = 0  # featured steps not yet ended
-        self._running: set[int] = set()  # tokens of featured engines' running processes
-        self.outputs: dict[int, str] = {}  # step id -> captured output
-        self._covered: set[int] = set()  # failed steps that continueOn let pass
-        self._children: set[Engine] = set()
-        self._timed_out = False
-        self._failed_handler = False
-        self._handler_records: dict[str, StepRecord] = {}
+        self._running: set[int] = set()  # tokens of featured steps' running processes
+        self._live_children: set[Engine] = set()
         self._next_start = 0.0  # DAG delaySec: when the next step may start
-        if previous is not None:
-            self._keep_succeeded(previous, rerun)
-        self._stopping = 0  # the signal that stopped the run, 0 while it runs
-        # False until stepflow.begin() has let the steps run: an init handler's exit
-        # must not start them while begin() still decides.
+        # False until flow.begin() has let the steps run: an init handler's exit must
+        # not start them while begin() still decides.
         self._steps_allowed = False
         self._kill_handle = None
+        self._stop_deadline = 0.0
         self._done: asyncio.Future | None = None
-        self._procs: ProcessManager | None = None
+        self.executor = None  # made on the loop, in _main
 
-    # The public entry point -------------------------------------------------------------
+    # The public interface --------------------------------------------------------------
 
-    def run(self) -> RunResult:
+    def run_to_end(self) -> RunResult:
         """Run the DAG on a fresh uvloop loop and return what happened."""
         loop = uvloop.new_event_loop()
         try:
@@ -155,22 +112,29 @@ class Engine:
         finally:
             loop.close()
 
+    async def run_nested(self) -> RunResult:
+        """Run on the caller's loop, as a sub-DAG (no signal handlers of its own)."""
+        return await self._main(asyncio.get_running_loop())
+
+    @property
+    def stopping(self) -> int:
+        """The signal that stopped the run; 0 while it runs."""
+        return self.run.stopping
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Stop the run: no new step starts, running steps' groups get SIGTERM, then
         SIGKILL after the clean-up period; the run ends `aborted`."""
-        if self._stopping:
+        if self.run.stopping:
             return
-        self._stopping = sig
+        self.run.stopping = sig
         self._stop_deadline = time.monotonic() + self.cleanup_sec
-        for child in tuple(self._children):
+        for child in tuple(self._live_children):
             child.stop(sig)
-        procs = self._procs
+        procs = self.executor
         if procs is None:
             return
-        note = getattr(procs, "note_descendants", None)
-        if note is not None:
-            note()  # before any group is signalled and any parent dies
-        own = self._own_stop_signals() if self._featured else None
+        procs.note_descendants()  # before any group is signalled and any parent dies
+        own = self._own_stop_signals() if self._flow is not None else None
         if own:
             # signalOnStop: those steps get their own signal, so they are signalled one
             # by one; the sweep catches everything else when the clean-up period ends.
@@ -179,10 +143,264 @@ class Engine:
         else:
             procs.signal_running(signal.SIGTERM)
             procs.signal_all_groups(signal.SIGTERM)
-        if self._featured:
-            _slow_path().wake(self)
+        if self._flow is not None:
+            self._flow.wake()
         self._kill_handle = asyncio.get_running_loop().call_later(self.cleanup_sec, self._kill)
         self._check_end()
+
+    def adopt(self, child: Engine) -> None:
+        """A sub-DAG's engine now runs under this one: a stop reaches it too."""
+        self._live_children.add(child)
+
+    def disown(self, child: Engine) -> None:
+        """The sub-DAG's engine has ended."""
+        self._live_children.discard(child)
+
+    # The slow path's interface (flow.Flow) -----------------------------------------------
+
+    def start_process(self, token: int, argv, env: dict, cwd: str, piped: bool = False):
+        """Start a featured step's process; returns a future of its wait status (and
+        the pipes' read ends with `piped`). Raises SpawnError."""
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters[token] = fut
+        try:
+            if piped:
+                _, out_r, err_r = self.executor.start_piped(token, argv, env, cwd)
+                pipes = (out_r, err_r)
+            else:
+                self.executor.start(
+                    token, argv, env, cwd, self.run_dir.stdout_path(token),
+                    self.run_dir.stderr_path(token),
+                )
+                pipes = None
+        except BaseException:
+            self._waiters.pop(token, None)
+            raise
+        self._running.add(token)
+        return fut, pipes
+
+    def began(self) -> None:
+        """A featured step took a slot (it holds it until `ended` is called for it)."""
+        self._active += 1
+        self.executor.hold()
+
+    def ended(self, i: int, status: StepStatus, code: int | None, error: str,
+              outcome: int = -1) -> None:
+        """A featured step's end: its slot is free, its record final; refill."""
+        self._active -= 1
+        self.executor.release()
+        self._ended(i, status, code, error, outcome)
+        self.fill()
+
+    def write_script(self, i: int, text: str, argv: tuple[str, ...]) -> tuple[str, ...]:
+        """The argv that runs step `i`'s `script:` text, written to the run directory."""
+        if self.run_dir is None:  # a dry run starts nothing
+            return argv
+        try:
+            path = self.run_dir.write_script(i, text)
+        except OSError as exc:
+            path = self.run_dir.script_path(i)
+            raise SpawnError(f"cannot write the script file `{path}`: {exc.strerror}") from None
+        return argv + (path,) if argv else (path,)
+
+    # The loop ---------------------------------------------------------------------------
+
+    async def _main(self, loop) -> RunResult:
+        run = self.run
+        dag = self.dag
+        nested = self.nested
+        self._done = loop.create_future()
+        self.executor = self._factory(loop, self.limit, self._on_exits)
+        if not nested:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self.stop, sig)
+        started_at = time.time()
+        timer = None
+        try:
+            # Inside the try: a record that cannot even start (a full disk) must still
+            # leave the loop, the signal handlers and the executor cleaned up.
+            # An executor that needs the loop first (Dask connects to its cluster);
+            # if it cannot, the run never starts: its record says not_started.
+            try:
+                notice = await self.executor.open(dag)
+            except BaseException:
+                if self.run_dir is not None:
+                    self.run_dir.close()
+                raise
+            if notice and not nested:
+                self.reporter.notice(notice)
+            if self._notice:
+                self.reporter.notice(self._notice)
+            self.reporter.run_started(dag, self.run_dir, run.records)
+            if dag.timeout_sec:
+                timer = loop.call_later(dag.timeout_sec, self._run_timed_out)
+            if self._flow is None or await self._flow.begin():
+                self._steps_allowed = True
+                self.fill()
+                await self._done
+            # else: DAG preconditions unmet or the init handler failed: no step runs
+            if run.stopping:
+                await self._sweep()
+                if self._kill_handle is not None:
+                    # The steps are gone: the handlers that run next are not the stop's
+                    # to kill (the timer would otherwise fire in the middle of one).
+                    self._kill_handle.cancel()
+                    self._kill_handle = None
+            if self._flow is not None:
+                await self._flow.finish(run.final_status(True))
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if not nested:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+            if self._kill_handle is not None:
+                self._kill_handle.cancel()
+            self.executor.close()
+            await self.executor.aclose()
+        result = RunResult(
+            dag, run.run_id, self.run_dir.path if self.run_dir is not None else "",
+            run.final_status(self._flow is not None), run.records, started_at, time.time(),
+            0 if run.timed_out else run.stopping, run.outputs_by_name(),
+            run.handler_records, run.error,
+        )
+        self.reporter.run_finished(result)
+        return result
+
+    def fill(self) -> None:
+        """Start ready steps while the executor has room, then see if we are done.
+
+        First, take as many ready steps as there are free slots, lowest id first. Second,
+        start each; a step that cannot start ends failed at once, which may cancel its
+        dependents or free more slots, so we go round again until nothing changes.
+        """
+        if not self._steps_allowed:
+            return
+        sched = self._sched
+        procs = self.executor
+        run = self.run
+        if self.dag.delay_sec:
+            return self._fill_spaced()
+        while not run.stopping:
+            free = procs.free_slots()
+            ready = sched.ready_count
+            if free <= 0 or not ready:
+                break
+            for i in sched.pop(free if free < ready else ready):
+                self._start(i)
+        self._check_end()
+
+    def _fill_spaced(self) -> None:
+        """`fill` for a DAG with `delaySec`: one start per period, as Dagu spaces them."""
+        sched = self._sched
+        loop = asyncio.get_running_loop()
+        while not self.run.stopping and sched.ready_count:
+            if self.executor.free_slots() <= 0:
+                break
+            now = loop.time()
+            if now < self._next_start:
+                loop.call_at(self._next_start, self.fill)
+                break
+            self._next_start = now + self.dag.delay_sec
+            for i in sched.pop(1):
+                self._start(i)
+        self._check_end()
+
+    def _start(self, i: int) -> None:
+        step = self.dag.steps[i]
+        if (step.extra is not None or self._all_slow) and self._flow is not None:
+            return self._flow.start(i)
+        record = self.run.records[i]
+        record.status = StepStatus.RUNNING
+        record.started_at = time.time()
+        env = self.run.env_for(step)
+        argv = step.argv
+        run_dir = self.run_dir
+        try:
+            if step.script is not None:
+                argv = self.write_script(i, step.script, argv)
+            self.executor.start(
+                i, argv, env, step.dir or self.dag.dir,
+                run_dir.stdout_path(i) if run_dir is not None else None,
+                run_dir.stderr_path(i) if run_dir is not None else None,
+            )
+            if self._flow is not None:
+                self._running.add(i)  # a stop with signalOnStop signals it one by one
+        except SpawnError as exc:
+            self.reporter.step_started(i)
+            self._ended(i, _FAILED, 127, str(exc))
+            return
+        self.reporter.step_started(i)
+
+    def _on_exits(self, exits: list) -> None:
+        """Exits picked up by the executor, in one batch: record, then refill."""
+        stopping = self.run.stopping
+        featured = self._flow is not None
+        for i, wait_status in exits:
+            if featured:
+                self._running.discard(i)
+                waiter = self._waiters.pop(i, None)
+                if waiter is not None:
+                    waiter.set_result(wait_status)  # a featured step's coroutine goes on
+                    continue
+            if wait_status == 0:  # the common case, without a call
+                self._ended(i, _SUCCEEDED, 0, "")
+            else:
+                code, error = describe(wait_status)
+                if code == 127:
+                    step = self.dag.steps[i]
+                    error = too_long(error, lambda: self.run.env_for(step), step.argv, self.dag)
+                self._ended(i, _ABORTED if stopping else _FAILED, code, error)
+        self.fill()
+
+    def _ended(
+        self, i: int, status: StepStatus, code: int | None, error: str, outcome: int = -1
+    ) -> None:
+        run = self.run
+        record = run.records[i]
+        record.status = status
+        record.exit_code = code
+        record.finished_at = time.time()
+        record.error = error
+        if run.outputs:
+            record.output = run.outputs.get(i)  # kept in the record for a retry
+        self.reporter.step_finished(i, record)
+        if outcome < 0:
+            if status == _SUCCEEDED or status == StepStatus.PARTIALLY_SUCCEEDED:
+                outcome = _sched.PASS
+            elif status == StepStatus.SKIPPED:
+                outcome = _sched.SKIP
+            else:
+                outcome = _sched.ABORT
+        cancelled = self._sched.finish(i, outcome)
+        if cancelled:
+            status, why = _ABORTED, "upstream failed"
+            if outcome == _sched.SKIP:
+                status, why = StepStatus.SKIPPED, "upstream skipped"
+            records = run.records
+            for j in cancelled:
+                r = records[j]
+                r.status = status
+                r.error = why
+            self.reporter.steps_cancelled(cancelled, status, why)
+
+    def _check_end(self) -> None:
+        if self.executor.running_count or self._active:
+            return
+        sched = self._sched
+        if self.run.stopping or sched.finished():
+            if not self._done.done():
+                self._done.set_result(None)
+            return
+        if not sched.ready_count:
+            waiting = [self.dag.steps[i].name for i in range(sched.n)
+                       if sched.state(i) == _sched.WAITING]
+            raise SchedulerBug(
+                f"stuck: nothing runs and nothing is ready, but {len(waiting)} steps wait "
+                f"(first: {waiting[:3]})"
+            )
+
+    # Stopping ---------------------------------------------------------------------------
 
     def _record_failed(self, exc) -> None:
         """The run's record cannot be kept (a full disk, ...): stop as `stop` would; the
@@ -200,261 +418,10 @@ class Engine:
                     own[token] = extra.signal_on_stop
         return own
 
-    def _keep_succeeded(self, previous, rerun) -> None:
-        """A retry: steps that succeeded in `previous` (StepRecords in file order) keep
-        their records and outputs and count as done; every other step runs again, and
-        so do the ids in `rerun` (`retry --step`) whatever they did before."""
-        if len(previous) != len(self._records):
-            raise SchedulerBug(
-                f"a retry got {len(previous)} earlier step records for {len(self._records)} steps"
-            )
-        again = frozenset(rerun or ())
-        for i, old in enumerate(previous):
-            if i in again:
-                continue
-            # With `rerun`, every step not named keeps its record, whatever it did.
-            if old.status == _SUCCEEDED or again:
-                self._records[i] = StepRecord(
-                    old.status, old.exit_code, old.started_at, old.finished_at, old.error,
-                    old.output,
-                )
-                if old.output is not None:
-                    self.outputs[i] = old.output
-                self._sched.finish(i, _sched.PASS)
-
-    # The loop ---------------------------------------------------------------------------
-
-    async def run_nested(self) -> RunResult:
-        """Run on the caller's loop, as a sub-DAG of `parent` (no signal handlers)."""
-        return await self._main(asyncio.get_running_loop(), nested=True)
-
-    async def _main(self, loop, nested: bool = False) -> RunResult:
-        dag = self.dag
-        self._base_env = self._make_base_env()
-        self._done = loop.create_future()
-        self._procs = self._executor(loop, self.limit, self._on_exits)
-        capped = getattr(self._procs, "capped", "")
-        if capped and not nested and self._procs.free_slots() < len(dag.steps):
-            # Said once, before any step: the DAG asked for more than the system allows,
-            # and a run that dies of EMFILE helps nobody.
-            self.reporter.notice(capped)
-        if not nested:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, self.stop, sig)
-        started_at = time.time()
-        self._started_at = started_at
-        timer = None
-        try:
-            # Inside the try: a record that cannot even start (a full disk) must still
-            # leave the loop, the signal handlers and the process manager cleaned up.
-            opening = getattr(self._procs, "open", None)
-            if opening is not None:
-                # An executor that needs the loop first (Dask connects to its cluster).
-                # If it cannot, the run never starts: its record says not_started.
-                try:
-                    notice = await opening(dag)
-                except BaseException:
-                    self.run_dir.close()
-                    raise
-                if notice and not nested:
-                    self.reporter.notice(notice)
-            self.reporter.run_started(dag, self.run_dir, self._records)
-            if dag.timeout_sec:
-                timer = loop.call_later(dag.timeout_sec, self._run_timed_out)
-            if self._featured and not await _slow_path().begin(self):
-                pass  # DAG preconditions unmet or the init handler failed: no step runs
-            else:
-                self._steps_allowed = True
-                self._fill()
-                await self._done
-            if self._stopping:
-                await self._sweep()
-                if self._kill_handle is not None:
-                    # The steps are gone: the handlers that run next are not the stop's
-                    # to kill (the timer would otherwise fire in the middle of one).
-                    self._kill_handle.cancel()
-                    self._kill_handle = None
-            if self._featured:
-                await _slow_path().finish(self, self._final_status())
-        finally:
-            if timer is not None:
-                timer.cancel()
-            if not nested:
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(sig)
-            if self._kill_handle is not None:
-                self._kill_handle.cancel()
-            self._procs.close()
-            closing = getattr(self._procs, "aclose", None)
-            if closing is not None:
-                await closing()
-        status = self._final_status()
-        finished_at = time.time()
-        names = {}
-        if self.outputs:
-            steps = dag.steps
-            names = {steps[i].extra.output: v for i, v in sorted(self.outputs.items())}
-        result = RunResult(
-            dag, self.run_dir.run_id, self.run_dir.path, status, self._records,
-            started_at, finished_at, 0 if self._timed_out else self._stopping,
-            names, self._handler_records, self.error,
-        )
-        self.reporter.run_finished(result)
-        return result
-
-    def _fill(self) -> None:
-        """Start ready steps while the process manager has room, then see if we are done.
-
-        First, take as many ready steps as there are free slots, lowest id first. Second,
-        start each; a step that cannot start ends failed at once, which may cancel its
-        dependents or free more slots, so we go round again until nothing changes.
-        """
-        sched = self._sched
-        procs = self._procs
-        if self.dag.delay_sec:
-            return self._fill_spaced()
-        while not self._stopping:
-            free = procs.free_slots()
-            ready = sched.ready_count
-            if free <= 0 or not ready:
-                break
-            for i in sched.pop(free if free < ready else ready):
-                self._start(i)
-        self._check_end()
-
-    def _fill_spaced(self) -> None:
-        """`_fill` for a DAG with `delaySec`: one start per period, as Dagu spaces them."""
-        sched = self._sched
-        loop = asyncio.get_running_loop()
-        while not self._stopping and sched.ready_count:
-            if self._procs.free_slots() <= 0:
-                break
-            now = loop.time()
-            if now < self._next_start:
-                loop.call_at(self._next_start, self._fill)
-                break
-            self._next_start = now + self.dag.delay_sec
-            for i in sched.pop(1):
-                self._start(i)
-        self._check_end()
-
-    def _start(self, i: int) -> None:
-        step = self.dag.steps[i]
-        if step.extra is not None:
-            return _slow_path().start(self, i)
-        run_dir = self.run_dir
-        record = self._records[i]
-        record.status = StepStatus.RUNNING
-        record.started_at = time.time()
-        env = self._base_env.copy()
-        env[b"DAG_RUN_STEP_NAME"] = step.name.encode()
-        for k, v in step.env:
-            if "\ue002" in v:  # an output no upstream step gives: the DAG's value or ""
-                from dagfast.runtime.outputs import fill_refs
-
-                env[k.encode()] = fill_refs(v, env).encode("utf-8", "surrogateescape")
-            else:
-                env[k.encode()] = v.encode()
-        argv = step.argv
-        try:
-            if step.script is not None:
-                argv = self._write_script(i, step.script, argv)
-            self._procs.start(
-                i, argv, env, step.dir or self.dag.dir,
-                run_dir.stdout_path(i), run_dir.stderr_path(i),
-            )
-            if self._featured:
-                self._running.add(i)
-        except SpawnError as exc:
-            self.reporter.step_started(i)
-            self._ended(i, _FAILED, 127, str(exc))
-            return
-        self.reporter.step_started(i)
-
-    def _write_script(self, i: int, text: str, argv: tuple[str, ...]) -> tuple[str, ...]:
-        path = self.run_dir.script_path(i)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o700)
-            try:
-                os.write(fd, text.encode())
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise SpawnError(f"cannot write the script file `{path}`: {exc.strerror}") from None
-        return argv + (path,) if argv else (path,)
-
-    def _on_exits(self, exits: list) -> None:
-        """Exits picked up by the process manager, in one batch: record, then refill."""
-        stopping = self._stopping
-        featured = self._featured
-        for i, wait_status in exits:
-            if featured:
-                self._running.discard(i)
-                waiter = self._waiters.pop(i, None)
-                if waiter is not None:
-                    waiter.set_result(wait_status)  # a featured step's coroutine goes on
-                    continue
-            if wait_status == 0:  # the common case, without a call
-                self._ended(i, _SUCCEEDED, 0, "")
-            else:
-                code, error = describe(wait_status)
-                if code == 127:
-                    step = self.dag.steps[i]
-                    error = too_long(error, lambda: {**self._base_env, **{
-                        k.encode(): v.encode() for k, v in step.env}}, step.argv, self.dag)
-                self._ended(i, _ABORTED if stopping else _FAILED, code, error)
-        if self._steps_allowed:
-            self._fill()
-
-    def _ended(
-        self, i: int, status: StepStatus, code: int | None, error: str, outcome: int = -1
-    ) -> None:
-        record = self._records[i]
-        record.status = status
-        record.exit_code = code
-        record.finished_at = time.time()
-        record.error = error
-        if self.outputs:
-            record.output = self.outputs.get(i)  # kept in the record for a retry
-        self.reporter.step_finished(i, record)
-        if outcome < 0:
-            if status == _SUCCEEDED or status == StepStatus.PARTIALLY_SUCCEEDED:
-                outcome = _sched.PASS
-            elif status == StepStatus.SKIPPED:
-                outcome = _sched.SKIP
-            else:
-                outcome = _sched.ABORT
-        cancelled = self._sched.finish(i, outcome)
-        if cancelled:
-            status, why = _ABORTED, "upstream failed"
-            if outcome == _sched.SKIP:
-                status, why = StepStatus.SKIPPED, "upstream skipped"
-            records = self._records
-            for j in cancelled:
-                r = records[j]
-                r.status = status
-                r.error = why
-            self.reporter.steps_cancelled(cancelled, status, why)
-
-    def _check_end(self) -> None:
-        if self._procs.running_count or self._active:
-            return
-        sched = self._sched
-        if self._stopping or sched.finished():
-            if not self._done.done():
-                self._done.set_result(None)
-            return
-        if not sched.ready_count:
-            waiting = [self.dag.steps[i].name for i in range(sched.n) if sched.state(i) == _sched.WAITING]
-            raise SchedulerBug(
-                f"stuck: nothing runs and nothing is ready, but {len(waiting)} steps wait "
-                f"(first: {waiting[:3]})"
-            )
-
     async def _sweep(self) -> None:
         """After a stop: wait for every step's process group (background children
         included) to go, and SIGKILL what is left when the clean-up period ends."""
-        procs = self._procs
+        procs = self.executor
         while procs.live_groups():
             if time.monotonic() >= self._stop_deadline:
                 self._kill()
@@ -462,76 +429,17 @@ class Engine:
             await asyncio.sleep(0.02)
 
     def _kill(self) -> None:
-        self._procs.signal_running(signal.SIGKILL)
-        self._procs.signal_all_groups(signal.SIGKILL)
+        self.executor.signal_running(signal.SIGKILL)
+        self.executor.signal_all_groups(signal.SIGKILL)
 
     def _run_timed_out(self) -> None:
         """The DAG's timeoutSec passed: kill what runs; the run ends failed (as Dagu)."""
-        self._timed_out = True
+        self.run.timed_out = True
         self.stop(signal.SIGTERM)
         self._kill()
 
-    # Helpers ----------------------------------------------------------------------------
 
-    def _make_base_env(self) -> dict:
-        env = dict(self._environ)
-        for k, v in self.dag.env:
-            env[k.encode()] = v.encode()
-        for k, v in self.dag.params:
-            if k is not None:
-                env[k.encode()] = v.encode()
-        env[b"DAG_NAME"] = self.dag.name.encode()
-        env[b"DAG_RUN_ID"] = self.run_dir.run_id.encode()
-        return env
-
-    def _final_status(self) -> RunStatus:
-        if self._timed_out or self._failed_handler:
-            return RunStatus.FAILED
-        if self._stopping:
-            return RunStatus.ABORTED
-        if not self._featured:
-            for r in self._records:
-                if r.status != _SUCCEEDED:
-                    return RunStatus.FAILED
-            return RunStatus.SUCCEEDED
-        return _slow_path().final_status(self)
-
-
-_E2BIG = os.strerror(errno.E2BIG)
-MAX_ARG_STRLEN = 128 * 1024  # Linux: the most one argument or `NAME=value` may hold
-
-
-def too_long(error: str, get_env, argv, dag: Dag) -> str:
-    """`error` of a step that could not start; for E2BIG, said in the user's terms: which
-    value is too big (an output over 128 KiB is the usual one). `get_env()` gives the
-    step's environment, built only then."""
-    if not error.endswith(_E2BIG):
-        return error
-    env = get_env()
-    big = max(env.items(), key=lambda kv: len(kv[0]) + len(kv[1]), default=None)
-    outputs = {s.extra.output for s in dag.steps if s.extra is not None and s.extra.output}
-    if big is not None and len(big[0]) + len(big[1]) + 1 >= MAX_ARG_STRLEN:
-        name = os.fsdecode(big[0])
-        kind = "output" if name in outputs else "variable"
-        return (
-            f"{error}: an environment value or the command is over 128 KiB "
-            f"({kind} `{name}` holds {len(big[1])} bytes)"
-        )
-    longest = max((len(os.fsencode(a)) for a in argv), default=0)
-    if longest >= MAX_ARG_STRLEN:
-        return f"{error}: the command is over 128 KiB ({longest} bytes)"
-    return f"{error}: the environment and the command together are over the system's limit"
-
-
-def _slow_path():
-    """The stepflow module, imported by the first run that has a featured step: a DAG of
-    plain steps never loads it (~10 ms of a one-step run's start-up)."""
-    from dagfast.runtime import flow as stepflow
-
-    return stepflow
-
-
-def _flags(dag: Dag):
+def _flags(dag):
     """PASS_SKIPPED for the steps with continueOn.skipped (None when no step has it)."""
     marked = [
         i for i, s in enumerate(dag.steps)
@@ -543,5 +451,3 @@ def _flags(dag: Dag):
     for i in marked:
         flags[i] = _sched.PASS_SKIPPED
     return flags
-
-

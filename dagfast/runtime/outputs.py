@@ -8,21 +8,14 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["OutputTooLarge", "capture", "expand_refs", "fill_refs", "lookup", "output_ref"]
+from dagfast.errors import OutputTooLarge
+
+__all__ = ["capture", "expand_refs", "fill_refs", "lookup", "output_ref"]
 
 _PATH = re.compile(r"\.([A-Za-z0-9_-]+)|\[(\d+)\]")
 _REF = re.compile("\ue002([A-Za-z_][A-Za-z0-9_]*)([^\ue003]*)\ue003")
 
 
-class OutputTooLarge(Exception):
-    """The step printed more than `maxOutputSize` bytes."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(limit)
-        self.limit = limit
-
-    def __str__(self) -> str:
-        return f"output exceeded maximum size limit of {self.limit} bytes (maxOutputSize)"
 
 
 def capture(path: str, limit: int) -> str:

@@ -15,10 +15,10 @@ import stat
 
 import msgspec
 
-from dagfast.errors import RunError
+from dagfast.errors import SecretError
 from dagfast.model import Dag, Secret
 
-__all__ = ["MASK", "MaskStream", "Masker", "SecretError", "fill", "read_all"]
+__all__ = ["MASK", "MaskStream", "Masker", "fill", "read_all"]
 
 MASK = "*******"  # what Dagu prints
 _MASK_BYTES = MASK.encode()
@@ -28,20 +28,6 @@ _MASK_BYTES = MASK.encode()
 MAX_VALUE = 128 * 1024
 
 _REF = re.compile("\ue000([A-Za-z_][A-Za-z0-9_]*)\ue001")  # model.secret_ref
-
-
-class SecretError(RunError):
-    """A secret cannot be read when the run starts: which one, where, and why."""
-
-    def __init__(self, secret: Secret, index: int, why: str) -> None:
-        super().__init__(why)
-        self.secret = secret
-        self.index = index
-        self.why = why
-
-    def __str__(self) -> str:
-        where = self.secret.where or "<dag>"
-        return f"{where}: {self.why} - at `$.secrets[{self.index}].key`"
 
 
 def read_all(dag: Dag, env: dict) -> dict[bytes, bytes]:

@@ -1,17 +1,39 @@
-"""`dagfast.run`: run a DAG from Python and get its result back."""
+"""One way to start a run (STYLE rule 14): `dagfast run`, `retry`, `dry` and the Python
+API (`dagfast.run`) all come through here.
+
+First, the DAG is loaded with its params and the executor chosen; second, the limit in
+force is computed once (the file, `--max-active-steps`, the system's descriptor and
+process caps) and written into the DAG the run records, so the banner, `status`,
+`--json` and the record all show it; third, a run slot is taken or the run directory
+made; last, the engine runs, and the slot is released. `exit_status` is the one rule
+that turns an end into an exit status.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 
-from dagfast.runtime.engine import Engine, RunResult
-from dagfast.errors import UsageError
-from dagfast.model import Dag
-from dagfast.report.base import Reporter
-from dagfast.records.store import RunDir, home
+import msgspec
 
-__all__ = ["run"]
+from dagfast.errors import LoadError, RunError, UsageError
+from dagfast.exec.base import UNLIMITED
+from dagfast.exec.choose import choose
+from dagfast.exec.dry import DryRun
+from dagfast.exec.local import ProcessManager, end_leftovers
+from dagfast.loader.load import load, load_sub
+from dagfast.loader.params import ParamsError, parse
+from dagfast.model import Dag
+from dagfast.records import runslots
+from dagfast.records.read import find_run, read_run
+from dagfast.records.store import OUTPUT_LOST, RunDir, home
+from dagfast.report.base import Reporter
+from dagfast.runtime.engine import Engine
+from dagfast.runtime.state import Run, RunResult
+from dagfast.status import RunStatus, StepStatus
+
+__all__ = ["Children", "dry", "exit_status", "limit_in_force", "retry", "run", "run_in"]
 
 
 def run(
@@ -36,49 +58,248 @@ def run(
     local cluster for the run) and `shared_dir` override DAGFAST_EXECUTOR,
     DAGFAST_DASK_SCHEDULER, DAGFAST_DASK_SHARED_DIR and the DAG's own keys.
     Raises LoadError for an invalid file, MissingExtra when Dask is asked for and not
-    installed; a failed run is a result, not an exception."""
-    if max_active_steps is not None and max_active_steps < 0:
-        raise UsageError("max_active_steps must be 0 (unlimited) or more")
-    given = None
-    if params is not None:
-        from dagfast.loader.params import ParamsError, parse
-
-        if not isinstance(params, (str, Mapping, list, tuple)):
-            raise UsageError(
-                f"params must be a mapping, a list or a string, not {type(params).__name__}"
-            )
-
-        try:
-            given = parse(dict(params) if isinstance(params, Mapping) else params)
-        except ParamsError as exc:
-            raise UsageError(f"params: {exc}") from None
-    if isinstance(dag, Dag):
-        if given:  # parameters are applied when loading: load the same file again
-            if not dag.path:
-                raise UsageError("params need the DAG's file; this Dag was not loaded from one")
-            dag = _load(dag.path, given)
-    else:
-        dag = _load(dag, given)
-    from dagfast.exec.base import choose
-
-    factory = choose(dag, executor, scheduler, shared_dir)
+    installed, RunError when the record could not be kept; a failed run is a result,
+    not an exception."""
+    _check_limit(max_active_steps)
+    dag = _load(dag, _params(params))
+    factory = choose(dag, executor, scheduler, shared_dir)  # before any record
+    dag, notice = _in_force(dag, max_active_steps, factory)
+    home_dir = home_dir or home()
     slot = None
-    if dag.max_active_runs:  # issue 5: at most maxActiveRuns at once, queued in order
-        from dagfast.records import runslots
-
-        slot, run_dir = runslots.run_dir_for(dag, home_dir or home(), queue=queue)
+    if dag.max_active_runs:  # at most maxActiveRuns at once, queued in order
+        slot, run_dir = runslots.run_dir_for(dag, home_dir, queue=queue)
     else:
-        run_dir = RunDir.create(dag, home_dir or home())
+        run_dir = RunDir.create(dag, home_dir)
     try:
-        return Engine(
-            dag, run_dir, reporter, max_active_steps=max_active_steps, executor=factory
-        ).run()
+        return run_in(dag, run_dir, reporter, factory=factory, notice=notice)
     finally:
         if slot is not None:
             slot.release()
 
 
-def _load(path, params) -> Dag:
-    from dagfast.loader.load import load
+def retry(
+    target: str,
+    *,
+    step: str | None = None,
+    reporter: Reporter | None = None,
+    home_dir: str | None = None,
+    executor: str | None = None,
+    scheduler: str | None = None,
+    shared_dir: str | None = None,
+    out=sys.stdout,
+) -> RunResult | None:
+    """A new attempt of run `target` (its id): the steps that did not succeed run again
+    (or only `step`), the others keep their records. Progress lines go to `out`.
+    Returns None when there is nothing to retry."""
+    home_dir = home_dir or home()
+    path = find_run(home_dir, target)
+    if path is None:
+        raise RunError(f"no run `{target}` under `{home_dir}`")
+    run_dir = RunDir.reopen(path, os.path.basename(path))  # RunError if it still runs
+    slot = None
+    try:
+        state = read_run(path)
+        dag = state.dag()
+        # A step whose output the record could not keep (the disk filled) runs again:
+        # its dependents need the value.
+        records = [
+            msgspec.structs.replace(r, status=StepStatus.NOT_STARTED)
+            if r.status == StepStatus.SUCCEEDED and r.error == OUTPUT_LOST else r
+            for r in state.steps
+        ]
+        if len(records) != len(dag.steps):
+            raise RunError(f"the record of run `{state.run_id}` does not match its DAG")
+        # Where the steps run: the flags, else the environment, else the DAG as recorded.
+        factory = choose(dag, executor, scheduler, shared_dir)
+        dag, notice = _in_force(dag, None, factory)
+        end_leftovers(state.run_id, out)
+        if step is not None:
+            target_id = dag.step_id(step)
+            rerun = [target_id]  # the engine keeps every other step's record as it is
+            kept = {i: r for i, r in enumerate(records) if i != target_id and r.status}
+        else:
+            rerun = [i for i, r in enumerate(records) if r.status != StepStatus.SUCCEEDED]
+            kept = {i: r for i, r in enumerate(records) if r.status == StepStatus.SUCCEEDED}
+        if not rerun:
+            out.write(f"dagfast: every step of run {state.run_id} succeeded: nothing to retry\n")
+            run_dir.close()
+            return None
+        if dag.max_active_runs:
+            # A retry is a run too: it waits for a slot like any other, before its new
+            # attempt is recorded (until then the record still tells the last attempt,
+            # and a SIGINT or SIGTERM while it waits leaves that record as it was).
+            def queued() -> None:
+                out.write(f"dagfast: run {state.run_id}: waiting for a run slot "
+                          f"(maxActiveRuns {dag.max_active_runs})\n")
+                out.flush()
 
-    return load(path, params=params)
+            slot = runslots.take_or_stop(
+                dag.name, dag.max_active_runs, home_dir, on_queued=queued
+            )
+        run_dir.begin_attempt(state.attempt + 1, kept, state.journal_end, rerun)
+    except BaseException:
+        if slot is not None:
+            slot.release()
+        run_dir.close()
+        raise
+    out.write(f"dagfast: attempt {state.attempt + 1} of run {state.run_id}: "
+              f"{len(rerun)} of {len(dag.steps)} steps to run again\n")
+    try:
+        return run_in(
+            dag, run_dir, reporter, factory=factory, notice=notice, previous=records,
+            rerun=rerun if step is not None else None,
+        )
+    finally:
+        if slot is not None:
+            slot.release()
+
+
+def dry(dag: Dag, reporter: Reporter, max_active_steps: int | None = None) -> RunResult:
+    """The real engine with an executor whose steps all exit 0 at once (ninja's dry
+    run): the order steps would start in, as if each took the same time. Nothing is
+    started and nothing is recorded; no condition or sub-DAG is evaluated."""
+    _check_limit(max_active_steps)
+    dag, _ = _in_force(dag, max_active_steps, DryRun)
+    run = Run(dag, "dry", {})
+    engine = Engine(run, DryRun, reporter, limit=dag.max_active_steps, plain=True)
+    return engine.run_to_end()
+
+
+def run_in(
+    dag: Dag,
+    run_dir: RunDir,
+    reporter: Reporter | None = None,
+    *,
+    factory=ProcessManager,
+    notice: str = "",
+    previous=None,
+    rerun=None,
+    environ=None,
+) -> RunResult:
+    """Run `dag` (its limit in force already in `dag.max_active_steps`) in `run_dir`,
+    which it releases; RunError when the record could not be kept. `previous`: the
+    step records of the attempt a retry continues. `environ` (str -> str): the steps'
+    base environment instead of this process's."""
+    environ = os.environb if environ is None else {
+        os.fsencode(k): os.fsencode(v) for k, v in environ.items()
+    }
+    state = Run(dag, run_dir.run_id, environ)
+    keep = state.keep(previous, rerun) if previous is not None else ()
+    engine = Engine(
+        state, factory, reporter, limit=dag.max_active_steps, run_dir=run_dir,
+        children=Children(factory), keep=keep, notice=notice,
+    )
+    result = engine.run_to_end()
+    if run_dir.failure is not None:  # the record could not be kept: the run was stopped
+        raise RunError(f"the run was stopped: {run_dir.failure}")
+    return result
+
+
+def exit_status(result: RunResult) -> int:
+    """The exit status of a run (`run` and `retry` alike): 128+N when signal N stopped
+    it; 0 when it succeeded, when every failure was allowed by continueOn
+    (partially_succeeded), or when the DAG's preconditions were not met (aborted
+    without a signal, as Dagu); 1 otherwise."""
+    if result.signal:
+        return 128 + int(result.signal)
+    ok = (RunStatus.SUCCEEDED, RunStatus.PARTIALLY_SUCCEEDED, RunStatus.ABORTED)
+    return 0 if result.status in ok else 1
+
+
+def limit_in_force(dag: Dag, override: int | None, factory) -> tuple[int, str]:
+    """(how many steps may run at once, why it is fewer than asked or ""): the file's
+    maxActiveSteps or `override`, lowered to what the system allows the executor."""
+    limit = dag.max_active_steps if override is None else override
+    room, why = factory.room(bool(dag.secrets))
+    # A cap no step count can reach changes nothing: the limit stays as asked.
+    steps = len(dag.steps) + len(dag.handlers)
+    if room < min(limit or UNLIMITED, steps):
+        capped = max(1, room)
+        return capped, (
+            f"running at most {capped} steps at once: {why} "
+            f"(maxActiveSteps {limit or 'unlimited'})"
+        )
+    return limit, ""
+
+
+class Children:
+    """Runs sub-DAGs for the engines of one run: loads the file, makes its run
+    directory under the caller's (`children/`), and runs a child engine on the same
+    loop and with the same executor factory (a sub-DAG's steps run where the caller's
+    do, on its Dask cluster say, whatever the sub-DAG's own file says)."""
+
+    def __init__(self, factory) -> None:
+        self.factory = factory
+
+    async def run(self, caller: Engine, i: int, k: int, path: str, params):
+        """Sub-run `k` of step `i` of `caller`: its RunResult, or why it could not
+        start (text)."""
+        parent = caller.run
+        steps = parent.dag.steps
+        done = frozenset(
+            steps[j].name for j, r in enumerate(parent.records)
+            if r.status in (StepStatus.SUCCEEDED, StepStatus.PARTIALLY_SUCCEEDED,
+                            StepStatus.SKIPPED)
+        )  # fmt: skip
+        environ = {os.fsdecode(a): os.fsdecode(b) for a, b in parent.base_env.items()}
+        try:
+            sub = load_sub(path, environ=environ, params=params, work_dir=parent.dag.dir,
+                           done=done)
+        except LoadError as e:
+            return "cannot load the sub-DAG: " + "; ".join(str(p) for p in e.problems[:5])
+        sub, _ = _in_force(sub, None, self.factory)
+        # The sub-run's record: a run directory of its own, kept under the caller's.
+        mask = parent.masker.bytes if parent.masker is not None else None
+        run_dir = RunDir.create(sub, os.path.join(caller.run_dir.path, "children"),
+                                f"{parent.run_id}.{i}.{k}", mask=mask)
+        state = Run(sub, run_dir.run_id, parent.base_env, parent=parent)
+        child = Engine(state, self.factory, limit=sub.max_active_steps, run_dir=run_dir,
+                       children=self, nested=True)
+        caller.adopt(child)
+        try:
+            return await child.run_nested()
+        finally:
+            caller.disown(child)
+
+
+# Helpers -------------------------------------------------------------------------------
+
+
+def _check_limit(max_active_steps: int | None) -> None:
+    if max_active_steps is not None and max_active_steps < 0:
+        raise UsageError("--max-active-steps must be 0 (unlimited) or more")
+
+
+def _in_force(dag: Dag, override: int | None, factory) -> tuple[Dag, str]:
+    """`dag` with the limit in force as its maxActiveSteps, and the notice to give when
+    the system lowered it and that matters (more steps than the limit)."""
+    limit, why = limit_in_force(dag, override, factory)
+    if limit != dag.max_active_steps:
+        dag = msgspec.structs.replace(dag, max_active_steps=limit)
+    return dag, why
+
+
+def _params(params):
+    """`run`'s params, parsed (None: none given)."""
+    if params is None:
+        return None
+    if not isinstance(params, (str, Mapping, list, tuple)):
+        raise UsageError(
+            f"params must be a mapping, a list or a string, not {type(params).__name__}"
+        )
+    try:
+        return parse(dict(params) if isinstance(params, Mapping) else params)
+    except ParamsError as exc:
+        raise UsageError(f"params: {exc}") from None
+
+
+def _load(dag, given) -> Dag:
+    """The DAG to run: `dag` as loaded, or loaded again with `given` params."""
+    if isinstance(dag, Dag):
+        if not given:
+            return dag
+        # parameters are applied when loading: load the same file again
+        if not dag.path:
+            raise UsageError("params need the DAG's file; this Dag was not loaded from one")
+        return load(dag.path, params=given)
+    return load(dag, params=given)

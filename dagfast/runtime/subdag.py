@@ -1,9 +1,11 @@
 """`call:`/`run:` steps: another DAG (or a bare list of steps) run inside this engine.
 
-A sub-DAG runs on the same event loop as a child Engine, with its own maxActiveSteps
-and its own run directory under the caller's (`children/<step id>.<k>/`); the step's
-status is the sub-run's and its stdout (so its `output:`) is a JSON object of the
-sub-run's outputs. `parallel:` runs one sub-DAG per item, at most maxConcurrent at once.
+A sub-DAG runs on the same event loop as a child engine, with its own maxActiveSteps
+and its own run directory under the caller's (`children/<step id>.<k>/`); the engine's
+`children` (session.Children) loads and runs it, so this module needs neither the
+loader nor the engine. The step's status is the sub-run's and its stdout (so its
+`output:`) is a JSON object of the sub-run's outputs. `parallel:` runs one sub-DAG per
+item, at most maxConcurrent at once.
 """
 
 from __future__ import annotations
@@ -13,13 +15,11 @@ import os
 
 import msgspec
 
-from dagfast.errors import LoadError
 from dagfast.loader.expand import ExpandError, expand
+from dagfast.loader.params import override
 from dagfast.model import Params, Step
 from dagfast.runtime.outputs import expand_refs
-from dagfast.loader.params import override
 from dagfast.status import RunStatus, StepStatus
-from dagfast.records.store import RunDir
 
 __all__ = ["run"]
 
@@ -31,15 +31,16 @@ _STEP_STATUS = {
 _OK = (RunStatus.SUCCEEDED, RunStatus.PARTIALLY_SUCCEEDED)
 
 
-async def run(engine, i: int, step: Step, env: dict):
-    """Run step `i`'s sub-DAG(s): (status, exit code, error)."""
+async def run(flow, i: int, step: Step, env: dict):
+    """Run step `i`'s sub-DAG(s) for `flow` (flow.Flow): (status, exit code, error)."""
+    engine = flow.engine
+    state = flow.run
     ex = step.extra
     scope = {os.fsdecode(k): os.fsdecode(v) for k, v in env.items()}
-    dag = engine.dag
+    dag = state.dag
     base = os.path.dirname(dag.path) if dag.path else dag.dir
     # `${NAME.key[0]}` reads an output's JSON wherever `${NAME}` works.
-    steps = dag.steps
-    refs = {steps[p].extra.output: engine.outputs.get(p, "") for p in ex.sees}
+    refs = state.seen_values(ex.sees)
     try:
         path = os.path.join(base, os.path.expanduser(expand(expand_refs(ex.call, refs), scope)))
     except ExpandError as e:
@@ -68,7 +69,7 @@ async def run(engine, i: int, step: Step, env: dict):
 
     async def each(k: int, item):
         async with gate:
-            if engine._stopping:
+            if state.stopping:
                 return "the run was stopped"
             local = dict(scope, ITEM=item if type(item) is str else msgspec.json.encode(item).decode())
             params = _params(ex.params, local, refs)
@@ -90,7 +91,7 @@ async def run(engine, i: int, step: Step, env: dict):
         "outputs": [{} if isinstance(r, str) else r.outputs for r in results],
     }
     _write(engine, i, doc)
-    if engine._stopping:
+    if state.stopping:
         return StepStatus.ABORTED, None, "the run was stopped"
     if ok < len(results):
         return StepStatus.FAILED, 1, f"{len(results) - ok} of {len(results)} sub-DAG runs failed"
@@ -99,43 +100,18 @@ async def run(engine, i: int, step: Step, env: dict):
 
 async def _one(engine, i: int, k: int, path: str, params: Params):
     """One sub-run to its end: its RunResult, or the text of why it could not start."""
-    from dagfast.runtime.engine import Engine
-    from dagfast.loader.load import load_sub
-
-    steps = engine.dag.steps
-    done = frozenset(
-        steps[j].name for j, r in enumerate(engine._records)
-        if r.status in (StepStatus.SUCCEEDED, StepStatus.PARTIALLY_SUCCEEDED,
-                        StepStatus.SKIPPED)
-    )  # fmt: skip
-    loop = _recursion(engine, path)
+    loop = _recursion(engine.run, path)
     if loop:
         return f"the sub-DAG calls itself: {loop}"
-    environ = {os.fsdecode(a): os.fsdecode(b) for a, b in engine._base_env.items()}
-    try:
-        sub = load_sub(path, environ=environ, params=params, work_dir=engine.dag.dir, done=done)
-    except LoadError as e:
-        return "cannot load the sub-DAG: " + "; ".join(str(p) for p in e.problems[:5])
-    # The sub-run's record: a run directory of its own, kept under the caller's.
-    children = os.path.join(engine.run_dir.path, "children")
-    mask = engine.masker.bytes if engine.masker is not None else None
-    run_dir = RunDir.create(sub, children, f"{engine.run_dir.run_id}.{i}.{k}", mask=mask)
-    # The caller's executor: a sub-DAG's steps run where the caller's do (on its Dask
-    # cluster, say), whatever the sub-DAG's own file says.
-    child = Engine(sub, run_dir, None, parent=engine, executor=engine._executor)
-    engine._children.add(child)
-    try:
-        return await child.run_nested()
-    finally:
-        engine._children.discard(child)
+    return await engine.children.run(engine, i, k, path, params)
 
 
-def _recursion(engine, path: str) -> str:
+def _recursion(run, path: str) -> str:
     """`a.yaml -> b.yaml -> a.yaml` when the file `path` is already running in the
-    chain of callers of `engine` (a run that would never end), else ""."""
+    chain of callers of `run` (a run that would never end), else ""."""
     target = os.path.realpath(path)
     chain = []
-    caller = engine
+    caller = run
     while caller is not None:
         chain.append(caller.dag.path)
         if caller.dag.path and os.path.realpath(caller.dag.path) == target:
@@ -176,15 +152,15 @@ def _items(fanout, scope: dict, refs: dict) -> list:
 def _write(engine, i: int, doc) -> None:
     """The step's stdout log holds the JSON (so `output:` captures it)."""
     data = msgspec.json.encode(doc) + b"\n"
-    if engine.masker is not None:
-        data = engine.masker.bytes(data)
+    if engine.run.masker is not None:
+        data = engine.run.masker.bytes(data)
     with open(engine.run_dir.stdout_path(i), "wb", opener=_private) as f:
         f.write(data)
 
 
 def _fail(engine, i: int, error: str):
-    if engine.masker is not None:
-        error = engine.masker.text(error)
+    if engine.run.masker is not None:
+        error = engine.run.masker.text(error)
     with open(engine.run_dir.stderr_path(i), "a", encoding="utf-8", opener=_private) as f:
         f.write(error + "\n")
     return StepStatus.FAILED, 1, error
