@@ -100,13 +100,7 @@ def retry(
     try:
         state = read_run(path)
         dag = state.dag()
-        # A step whose output the record could not keep (the disk filled) runs again:
-        # its dependents need the value.
-        records = [
-            msgspec.structs.replace(r, status=StepStatus.NOT_STARTED)
-            if r.status == StepStatus.SUCCEEDED and r.error == OUTPUT_LOST else r
-            for r in state.steps
-        ]
+        records = [_for_retry(r) for r in state.steps]
         if len(records) != len(dag.steps):
             raise RunError(f"the record of run `{state.run_id}` does not match its DAG")
         # Where the steps run: the flags, else the environment, else the DAG as recorded.
@@ -250,8 +244,11 @@ class Children:
         sub, _ = _in_force(sub, None, self.factory)
         # The sub-run's record: a run directory of its own, kept under the caller's.
         mask = parent.masker.bytes if parent.masker is not None else None
-        run_dir = RunDir.create(sub, os.path.join(caller.run_dir.path, "children"),
-                                f"{parent.run_id}.{i}.{k}", mask=mask)
+        # A retry's sub-runs are new runs beside the earlier attempts' (kept as they were).
+        attempt = caller.run_dir.attempt
+        run_id = f"{parent.run_id}.{i}.{k}" + (f".a{attempt}" if attempt > 1 else "")
+        run_dir = RunDir.create(sub, os.path.join(caller.run_dir.path, "children"), run_id,
+                                mask=mask)
         state = Run(sub, run_dir.run_id, parent.base_env, parent=parent)
         child = Engine(state, self.factory, limit=sub.max_active_steps, run_dir=run_dir,
                        children=self, nested=True)
@@ -263,6 +260,22 @@ class Children:
 
 
 # Helpers -------------------------------------------------------------------------------
+
+
+# A step that was running when its engine died, as a retry that does not run it keeps it.
+INTERRUPTED = "interrupted: its engine died while it ran (`dagfast retry` runs it again)"
+
+
+def _for_retry(record):
+    """A step's record as a retry starts from it. A step whose output the record could
+    not keep (the disk filled) runs again: its dependents need the value. A step that
+    was running when the engine died ended then, aborted: kept by a `retry --step` of
+    another step, it must not read as running."""
+    if record.status == StepStatus.SUCCEEDED and record.error == OUTPUT_LOST:
+        return msgspec.structs.replace(record, status=StepStatus.NOT_STARTED)
+    if record.status == StepStatus.RUNNING:
+        return msgspec.structs.replace(record, status=StepStatus.ABORTED, error=INTERRUPTED)
+    return record
 
 
 def _check_limit(max_active_steps: int | None) -> None:

@@ -1,0 +1,129 @@
+"""`retry` finishes what the first attempt left: sub-DAG steps whose sub-run failed or
+was stopped, and steps a killed engine left running."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from spectools import dagfast
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def status_doc(target: str, home: Path) -> dict:
+    res = dagfast("status", target, "--json", home=home)
+    assert res.code == 0, res.err
+    return json.loads(res.out)
+
+
+SUB = """\
+    steps:
+      - name: inner
+        command: test -e {ok}
+    """
+
+CALLERS = {
+    "run": """\
+        steps:
+          - name: call
+            run: sub.yaml
+        """,
+    "call": """\
+        steps:
+          - name: call
+            call: sub.yaml
+        """,
+    "parallel": """\
+        steps:
+          - name: call
+            call: sub.yaml
+            parallel:
+              items: [one, two]
+        """,
+}
+
+
+@pytest.mark.parametrize("form", sorted(CALLERS))
+def test_retry_finishes_a_run_whose_sub_dag_failed(tmp_path, form):
+    home = tmp_path / "home"
+    write(tmp_path / "sub.yaml", SUB.format(ok=tmp_path / "ok"))
+    dag = write(tmp_path / "dag.yaml", CALLERS[form])
+    assert dagfast("run", str(dag), home=home).code == 1
+    run_id = status_doc(str(dag), home)["run_id"]
+    (tmp_path / "ok").touch()
+    again = dagfast("retry", run_id, home=home)
+    assert again.code == 0, again.out + again.err
+    doc = status_doc(run_id, home)
+    assert doc["status"] == "succeeded" and doc["attempt"] == 2
+    # The first attempt's sub-runs are kept as they were, beside the retry's.
+    children = sorted(p.name for p in (home / "runs" / "dag" / run_id / "children" / "runs"
+                                       / "sub").iterdir())
+    items = 2 if form == "parallel" else 1
+    assert len(children) == 2 * items, children
+
+
+def test_retry_finishes_a_run_whose_sub_dag_was_stopped(tmp_path):
+    home = tmp_path / "home"
+    write(tmp_path / "sub.yaml", f"""\
+        steps:
+          - name: inner
+            command: test -e {tmp_path}/ok || {{ touch {tmp_path}/started; sleep 60; }}
+        """)
+    dag = write(tmp_path / "dag.yaml", CALLERS["call"])
+    env = dict(os.environ, DAGFAST_HOME=str(home))
+    proc = subprocess.Popen([sys.executable, "-m", "dagfast", "run", str(dag)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "started").exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143
+    (tmp_path / "ok").touch()
+    run_id = status_doc(str(dag), home)["run_id"]
+    again = dagfast("retry", run_id, home=home)
+    assert again.code == 0, again.out + again.err
+    assert status_doc(run_id, home)["status"] == "succeeded"
+
+
+def test_retry_of_one_step_after_a_kill_keeps_the_killed_step_aborted_not_running(tmp_path):
+    # `slow` runs when the engine is killed; `retry --step fast` runs `fast` only: the
+    # console and the record agree that `slow` was aborted by the engine's death.
+    home = tmp_path / "home"
+    dag = write(tmp_path / "k.yaml", f"""\
+        steps:
+          - name: slow
+            command: touch {tmp_path}/started; exec sleep 60
+          - name: fast
+            command: "true"
+        """)
+    env = dict(os.environ, DAGFAST_HOME=str(home))
+    proc = subprocess.Popen([sys.executable, "-m", "dagfast", "run", str(dag)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "started").exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait(timeout=60)
+    run_id = status_doc(str(dag), home)["run_id"]
+    res = dagfast("retry", "--step", "fast", run_id, home=home)
+    assert res.code == 1, res.out + res.err  # `slow` never finished: the run failed
+    assert "running" not in res.out.splitlines()[-2]
+    assert "1 aborted, 1 succeeded" in res.out
+    slow = status_doc(run_id, home)["steps"][0]
+    assert slow["status"] == "aborted"
+    assert slow["error"].startswith("interrupted: its engine died while it ran")
+    assert "could not be kept" not in slow["error"]
