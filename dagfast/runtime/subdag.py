@@ -53,7 +53,8 @@ async def run(flow, i: int, step: Step, env: dict):
         _write(engine, i, result.outputs)
         status = _STEP_STATUS.get(result.status, StepStatus.FAILED)
         if status == StepStatus.FAILED:
-            why = f": {result.error}" if result.error else ""
+            why = result.error or _first_failure(result)
+            why = f": {why}" if why else ""
             return status, 1, f"sub-DAG `{result.dag.name}` {RunStatus(result.status).label}{why}"
         return status, (0 if result.status in _OK else None), ""
     try:
@@ -104,6 +105,15 @@ async def _one(engine, i: int, k: int, path: str, params: Params):
     if loop:
         return f"the sub-DAG calls itself: {loop}"
     return await engine.children.run(engine, i, k, path, params)
+
+
+def _first_failure(result) -> str:
+    """`step: error` of the sub-run's first failed step (a loop of sub-DAGs is found in
+    the innermost one: its callers' records say it too)."""
+    for step, record in zip(result.dag.steps, result.steps):
+        if record.status == StepStatus.FAILED and record.error:
+            return f"step `{step.name}`: {record.error}"
+    return ""
 
 
 def _recursion(run, path: str) -> str:
