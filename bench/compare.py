@@ -45,7 +45,7 @@ REPO = BENCH.parent
 SHAPES = ("fanout", "mapreduce", "chain", "layered")
 COMMANDS = {"true": "true", "sleep": "sleep 0.01"}
 SLEEP_S = 0.01
-ENGINES = ("dagfast", "dask", "c", "c-logs", "xargs", "ninja", "make", "dagu")
+ENGINES = ("dagfast", "dagfast-base", "dask", "c", "c-logs", "xargs", "ninja", "make", "dagu")
 LAYERS = 10
 LAYER_SEED = 1234
 CHAIN_MAX = 1_000
@@ -306,10 +306,13 @@ class Dagfast(Engine):
     name = "dagfast"
     run_flags: list[str] = []  # between `run` and the DAG
 
+    def _script(self) -> str | None:
+        return shutil.which("dagfast")
+
     def find(self, args, tmp):
         self.home = tmp / f"{self.name}-home"
         env = {**os.environ, "DAGFAST_HOME": str(self.home)}
-        script = shutil.which("dagfast")
+        script = self._script()
         if script:
             self.base = [script]
             self.python = self._shebang(script) or sys.executable
@@ -583,8 +586,26 @@ class DaskEngine(Dagfast):
             self.version += ", --executor dask (a LocalCluster per run)"
 
 
+class DagfastBase(Dagfast):
+    """Another build of dagfast, timed beside this one in the same minutes (before and
+    after a change): the `dagfast` console script named by DAGFAST_BASE, e.g. a venv's
+    `bin/dagfast` with the base commit installed (`pip install` from a `git worktree`)."""
+
+    name = "dagfast-base"
+
+    def _script(self) -> str | None:
+        return os.environ.get("DAGFAST_BASE")
+
+    def find(self, args, tmp):
+        if not os.environ.get("DAGFAST_BASE"):
+            self.unusable("not asked for", "set DAGFAST_BASE to another dagfast script")
+            return
+        super().find(args, tmp)
+
+
 ENGINE_CLASSES = {
-    cls.name: cls for cls in (Dagfast, DaskEngine, CSpawn, CSpawnLogs, Xargs, Ninja, Make, Dagu)
+    cls.name: cls for cls in (Dagfast, DagfastBase, DaskEngine, CSpawn, CSpawnLogs, Xargs,
+                              Ninja, Make, Dagu)
 }
 
 

@@ -20,13 +20,10 @@ import msgspec
 from dagfast.errors import LoadError, RunError, UsageError
 from dagfast.exec.base import UNLIMITED
 from dagfast.exec.choose import choose
-from dagfast.exec.dry import DryRun
 from dagfast.exec.local import ProcessManager, end_leftovers
 from dagfast.loader.load import load, load_sub
 from dagfast.loader.params import ParamsError, parse
 from dagfast.model import Dag
-from dagfast.records import runslots
-from dagfast.records.read import find_run, read_run
 from dagfast.records.store import OUTPUT_LOST, RunDir, home
 from dagfast.report.base import Reporter
 from dagfast.runtime.engine import Engine
@@ -67,6 +64,8 @@ def run(
     home_dir = home_dir or home()
     slot = None
     if dag.max_active_runs:  # at most maxActiveRuns at once, queued in order
+        from dagfast.records import runslots  # only DAGs with maxActiveRuns (start-up)
+
         slot, run_dir = runslots.run_dir_for(dag, home_dir, queue=queue)
     else:
         run_dir = RunDir.create(dag, home_dir)
@@ -91,6 +90,8 @@ def retry(
     """A new attempt of run `target` (its id): the steps that did not succeed run again
     (or only `step`), the others keep their records. Progress lines go to `out`.
     Returns None when there is nothing to retry."""
+    from dagfast.records.read import find_run, read_run  # retries only (start-up)
+
     home_dir = home_dir or home()
     path = find_run(home_dir, target)
     if path is None:
@@ -122,6 +123,8 @@ def retry(
             # A retry is a run too: it waits for a slot like any other, before its new
             # attempt is recorded (until then the record still tells the last attempt,
             # and a SIGINT or SIGTERM while it waits leaves that record as it was).
+            from dagfast.records import runslots  # only DAGs with maxActiveRuns
+
             def queued() -> None:
                 out.write(f"dagfast: run {state.run_id}: waiting for a run slot "
                           f"(maxActiveRuns {dag.max_active_runs})\n")
@@ -152,6 +155,8 @@ def dry(dag: Dag, reporter: Reporter, max_active_steps: int | None = None) -> Ru
     """The real engine with an executor whose steps all exit 0 at once (ninja's dry
     run): the order steps would start in, as if each took the same time. Nothing is
     started and nothing is recorded; no condition or sub-DAG is evaluated."""
+    from dagfast.exec.dry import DryRun  # only `dagfast dry` (start-up of `run`)
+
     _check_limit(max_active_steps)
     dag, _ = _in_force(dag, max_active_steps, DryRun)
     run = Run(dag, "dry", {})
