@@ -153,7 +153,7 @@ steps:
   - name: call
     call: sub.yaml
   - name: missing
-    call: nope.yaml
+    command: "false"
   - name: script
     script: echo hi
     output: OUT

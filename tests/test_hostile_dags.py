@@ -279,10 +279,16 @@ def write(path: Path, text: str) -> Path:
 
 
 def test_a_sub_dag_that_calls_itself_fails_its_step_with_the_loop(tmp_path):
+    # The path comes from an upstream step's output, so only running finds the loop (a
+    # path written out is refused before anything runs: test_subdag_errors.py).
     write(tmp_path / "self.yaml", """\
         steps:
+          - name: which
+            command: echo self.yaml
+            output: SUB
           - name: again
-            call: self.yaml
+            call: ${SUB}
+            depends: which
         """)
     res = dagfast("run", str(tmp_path / "self.yaml"), home=tmp_path / "home")
     assert res.code == 1
@@ -291,8 +297,10 @@ def test_a_sub_dag_that_calls_itself_fails_its_step_with_the_loop(tmp_path):
 
 
 def test_sub_dags_that_call_each_other_fail_with_the_loop(tmp_path):
-    #   a.yaml -> b.yaml -> a.yaml
-    write(tmp_path / "a.yaml", "steps:\n  - name: to_b\n    call: b.yaml\n")
+    #   a.yaml -> b.yaml -> a.yaml   (a.yaml names b.yaml through an output: found running)
+    write(tmp_path / "a.yaml", "steps:\n  - name: which\n    command: echo b.yaml\n"
+                               "    output: SUB\n  - name: to_b\n    call: ${SUB}\n"
+                               "    depends: which\n")
     write(tmp_path / "b.yaml", "steps:\n  - name: to_a\n    call: a.yaml\n")
     home = tmp_path / "home"
     res = dagfast("run", str(tmp_path / "a.yaml"), home=home)
@@ -480,11 +488,14 @@ def test_a_bare_list_sub_dag_reports_its_own_lines_and_paths(tmp_path):
           command: echo
           depends: nope
         """)
-    dag = write(tmp_path / "dag.yaml", "steps:\n  - name: fan\n    call: gen.yaml\n")
+    # Named through an output (as a generated file is), so it is loaded when it runs.
+    dag = write(tmp_path / "dag.yaml", "steps:\n  - name: which\n    command: echo gen.yaml\n"
+                                      "    output: GEN\n  - name: fan\n    call: ${GEN}\n"
+                                      "    depends: which\n")
     home = tmp_path / "home"
     res = dagfast("run", str(dag), home=home)
     assert res.code == 1, res
-    (err,) = [p.read_text() for p in home.rglob("*.err")]
+    (err,) = [text for text in (p.read_text() for p in home.rglob("*.err")) if text]
     gen = tmp_path / "gen.yaml"
     assert err == (
         f"cannot load the sub-DAG: {gen}:2:3: unknown key `comand` (did you mean `command`?)"

@@ -239,8 +239,10 @@ def _exit_status(exc: DagfastError) -> int:
 
 def _validate(args) -> int:
     from dagfast.loader.load import load
+    from dagfast.runtime.session import check_calls
 
     dag = load(args.dag)
+    check_calls(dag)
     print(f"{args.dag}: valid ({len(dag.steps)} steps)")
     return EXIT_OK
 

@@ -30,7 +30,7 @@ from dagfast.runtime.engine import Engine
 from dagfast.runtime.state import Run, RunResult
 from dagfast.status import RunStatus, StepStatus
 
-__all__ = ["Children", "dry", "exit_status", "limit_in_force", "retry", "run", "run_in"]
+__all__ = ["Children", "check_calls", "dry", "exit_status", "limit_in_force", "retry", "run", "run_in"]
 
 
 def run(
@@ -59,6 +59,7 @@ def run(
     not an exception."""
     _check_limit(max_active_steps)
     dag = _load(dag, _params(params))
+    check_calls(dag)  # every sub-DAG named statically loads, before anything runs
     factory = choose(dag, executor, scheduler, shared_dir)  # before any record
     dag, notice = _in_force(dag, max_active_steps, factory)
     home_dir = home_dir or home()
@@ -281,6 +282,14 @@ def _for_retry(record):
     if record.status == StepStatus.RUNNING:
         return msgspec.structs.replace(record, status=StepStatus.ABORTED, error=INTERRUPTED)
     return record
+
+
+def check_calls(dag: Dag) -> None:
+    """LoadError unless every sub-DAG that `dag` names statically loads (recursively)."""
+    if any(s.extra is not None and s.extra.call is not None for s in dag.steps):
+        from dagfast.loader.subdags import check_sub_dags  # only DAGs that call others
+
+        check_sub_dags(dag)
 
 
 def _check_limit(max_active_steps: int | None) -> None:

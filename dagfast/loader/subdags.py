@@ -1,0 +1,92 @@
+"""Every sub-DAG a DAG names statically, loaded before anything runs.
+
+`validate` (and `run`, before its first step) loads the file of each `run:`/`call:`
+step whose path is written out (or built from variables the DAG itself defines),
+recursively: a missing file, a problem inside it, a bare-list sub-DAG that depends on
+an unknown step, or sub-DAGs that call each other in a loop are located errors that
+name both files. A path built from anything else is checked when the step runs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from dagfast.errors import LoadError, Problem
+from dagfast.loader.expand import ExpandError, expand
+from dagfast.model import Dag
+
+__all__ = ["check_sub_dags"]
+
+# How deep a chain of sub-DAG files may go before it is called a loop (files differ).
+MAX_DEPTH = 64
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)[^}]*\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def check_sub_dags(dag: Dag, environ=None, evaluate: bool = True) -> None:
+    """Load every sub-DAG that `dag` names statically, recursively; LoadError with
+    every problem found. `evaluate`: False keeps backtick commands unrun (validate)."""
+    problems: list[Problem] = []
+    _check(dag, dict(os.environ if environ is None else environ), [_real(dag.path)],
+           problems, {}, evaluate)
+    if problems:
+        raise LoadError(problems)
+
+
+def _check(dag: Dag, environ: dict, chain: list[str], problems: list[Problem],
+           checked: dict, evaluate: bool) -> None:
+    from dagfast.loader.load import load_sub  # the loader calls back into this module
+
+    scope = dict(environ)
+    scope.update((k, v) for k, v in dag.env)
+    scope.update((k, v) for k, v in dag.params if k is not None)
+    base = os.path.dirname(dag.path) if dag.path else dag.dir
+    names = frozenset(s.name for s in dag.steps)
+    here = dag.path or "<dag>"
+    for i, step in enumerate(dag.steps):
+        ex = step.extra
+        if ex is None or ex.call is None or "\ue002" in ex.call or "`" in ex.call:
+            continue  # no sub-DAG, or a path made by an upstream step or a command
+        if not _known(ex.call, scope):
+            continue  # a variable the DAG does not define: checked when the step runs
+        try:
+            written = expand(ex.call, scope)
+        except ExpandError:
+            continue  # said where the step runs
+        path = os.path.join(base, os.path.expanduser(written))
+        real = _real(path)
+        where = f"$.steps[{i}].call"
+        if real in chain:
+            loop = " -> ".join(os.path.basename(p) for p in chain + [real])
+            problems.append(Problem(f"the sub-DAGs call each other in a loop: {loop}",
+                                    where, here))
+            continue
+        if real in checked:
+            continue
+        if not os.path.exists(path):
+            problems.append(Problem(f"the sub-DAG `{ex.call}` does not exist (no file "
+                                    f"`{path}`)", where, here))
+            continue
+        if len(chain) >= MAX_DEPTH:
+            problems.append(Problem(f"sub-DAGs nested more than {MAX_DEPTH} deep", where, here))
+            continue
+        try:
+            sub = load_sub(path, environ=scope, params=ex.params, work_dir=dag.dir,
+                           done=names)
+        except LoadError as e:
+            for p in e.problems:  # where it is, and which step of which file calls it
+                problems.append(Problem(f"{p.message} (in the sub-DAG that {here} calls at "
+                                        f"`{where}`)", p.path, p.file, p.line, p.column))
+            checked[real] = False
+            continue
+        checked[real] = True
+        _check(sub, environ, chain + [real], problems, checked, evaluate)
+
+
+def _known(text: str, scope: dict) -> bool:
+    """Whether every `$NAME` / `${NAME}` in `text` is in `scope`."""
+    return all((m.group(1) or m.group(2)) in scope for m in _VAR.finditer(text))
+
+
+def _real(path: str) -> str:
+    return os.path.realpath(path) if path else ""
