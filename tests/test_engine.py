@@ -184,8 +184,9 @@ def test_background_child_does_not_keep_the_step_running(tmp_path):
         steps:
           - name: monitor
             command: |
-              (while true; do echo tick; sleep 0.1; done) &
+              (while true; do echo tick; touch ticked; sleep 0.1; done) &
               echo $! > monitor.pid
+              until [ -e ticked ]; do sleep 0.01; done
           - name: next
             command: echo next
             depends: monitor

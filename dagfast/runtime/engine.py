@@ -32,6 +32,7 @@ DEFAULT_CLEANUP_SEC = 5.0
 _SUCCEEDED = StepStatus.SUCCEEDED
 _FAILED = StepStatus.FAILED
 _ABORTED = StepStatus.ABORTED
+_RUNNING = StepStatus.RUNNING
 
 
 class Engine:
@@ -63,6 +64,10 @@ class Engine:
         self.run = run
         self.dag = dag
         self.run_dir = run_dir
+        # The run's lists, bound once for the hot path (the run still owns them).
+        self._steps = dag.steps
+        self._records = run.records
+        self._outputs = run.outputs
         self.children = children
         hooks = [reporter or Reporter()]
         if run_dir is not None:  # the record is kept whatever the caller wants to hear
@@ -307,24 +312,25 @@ class Engine:
         self._check_end()
 
     def _start(self, i: int) -> None:
-        step = self.dag.steps[i]
-        if (step.extra is not None or self._all_slow) and self._flow is not None:
-            return self._flow.start(i)
-        record = self.run.records[i]
-        record.status = StepStatus.RUNNING
+        step = self._steps[i]
+        flow = self._flow
+        if flow is not None and (step.extra is not None or self._all_slow):
+            return flow.start(i)
+        record = self._records[i]
+        record.status = _RUNNING
         record.started_at = time.time()
-        env = self.run.env_for(step)
         argv = step.argv
         run_dir = self.run_dir
         try:
             if step.script is not None:
                 argv = self.write_script(i, step.script, argv)
-            self.executor.start(
-                i, argv, env, step.dir or self.dag.dir,
-                run_dir.stdout_path(i) if run_dir is not None else None,
-                run_dir.stderr_path(i) if run_dir is not None else None,
-            )
-            if self._flow is not None:
+            if run_dir is not None:
+                out, err = run_dir.stdout_path(i), run_dir.stderr_path(i)
+            else:
+                out = err = None  # a dry run: nothing starts, nothing is written
+            self.executor.start(i, argv, self.run.env_for(step), step.dir or self.dag.dir,
+                                out, err)
+            if flow is not None:
                 self._running.add(i)  # a stop with signalOnStop signals it one by one
         except SpawnError as exc:
             self.reporter.step_started(i)
@@ -356,14 +362,13 @@ class Engine:
     def _ended(
         self, i: int, status: StepStatus, code: int | None, error: str, outcome: int = -1
     ) -> None:
-        run = self.run
-        record = run.records[i]
+        record = self._records[i]
         record.status = status
         record.exit_code = code
         record.finished_at = time.time()
         record.error = error
-        if run.outputs:
-            record.output = run.outputs.get(i)  # kept in the record for a retry
+        if self._outputs:
+            record.output = self._outputs.get(i)  # kept in the record for a retry
         self.reporter.step_finished(i, record)
         if outcome < 0:
             if status == _SUCCEEDED or status == StepStatus.PARTIALLY_SUCCEEDED:
@@ -377,7 +382,7 @@ class Engine:
             status, why = _ABORTED, "upstream failed"
             if outcome == _sched.SKIP:
                 status, why = StepStatus.SKIPPED, "upstream skipped"
-            records = run.records
+            records = self._records
             for j in cancelled:
                 r = records[j]
                 r.status = status

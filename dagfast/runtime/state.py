@@ -102,16 +102,17 @@ class Run:
         if extra:
             for k, v in extra.items():
                 env[k.encode()] = v.encode()
-        secret = self.dag.secrets
-        for k, v in step.env:
-            if "\ue002" in v:  # references to outputs are filled in (see the loader)
-                v = fill_refs(v, env)
-            if secret and "\ue000" in v:  # and so are references to secrets
-                from dagfast.runtime.secrets import fill  # only runs with secrets
+        if step.env:
+            secret = self.dag.secrets
+            for k, v in step.env:
+                if "\ue002" in v:  # references to outputs are filled in (see the loader)
+                    v = fill_refs(v, env)
+                if secret and "\ue000" in v:  # and so are references to secrets
+                    from dagfast.runtime.secrets import fill  # only runs with secrets
 
-                env[k.encode()] = fill(v, self.base_env)
-            else:
-                env[k.encode()] = v.encode("utf-8", "surrogateescape")
+                    env[k.encode()] = fill(v, self.base_env)
+                else:
+                    env[k.encode()] = v.encode("utf-8", "surrogateescape")
         env[b"DAG_RUN_STEP_NAME"] = step.name.encode()
         return env
 
