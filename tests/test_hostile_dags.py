@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from dagfast import LoadError
 from dagfast.runtime.engine import Engine
-from dagfast.loader.load import load, load_text
+from dagfast.loader import load, load_text
 from dagfast.records.store import RunDir
 from dagfast.loader.tree import MAX_BYTES
 from doubles import InstantExits
@@ -322,14 +322,14 @@ REFUSED_BEFORE_BACKTICKS = {
     ),
     "negative retry limit": (
         "    retryPolicy: {limit: -5}\n",
-        "6:26: `limit` is `-5` after expansion; expected an integer >= 0",
+        "6:26: expected an integer >= 0, got `-5`",
     ),
     "output name": (
         '    output: "bad name"\n', "6:13: `bad name` is not a valid variable name",
     ),
     "negative maxConcurrent": (
         "  - name: c\n    call: sub.yaml\n    parallel: {items: [1], maxConcurrent: -1}\n",
-        "8:43: `maxConcurrent` is `-1` after expansion; expected an integer >= 0",
+        "8:43: expected an integer >= 0, got `-1`",
     ),
     "handler signal": (
         "handlerOn:\n  exit:\n    command: echo\n    signalOnStop: 99\n",

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dagfast.errors import LoadError
-from dagfast.loader.load import load, load_text
+from dagfast.loader import load, load_text
 from dagfast.model import Dag
 
 REPO = Path(__file__).resolve().parent.parent
@@ -257,7 +257,7 @@ def test_type_errors_read_like_msgspec_and_show_the_value():
             working_dir: [x]
         """)
         == [
-            "dag.yaml:2:17: Expected `int` >= 0, got `-1` - at `$.maxActiveSteps`",
+            "dag.yaml:2:17: expected an integer >= 0, got `-1` - at `$.maxActiveSteps`",
             "dag.yaml:3:7: Expected `graph` or `chain`, got `dag` - at `$.type`",
             "dag.yaml:4:14: Expected `str | null`, got `array` - at `$.description`",
             "dag.yaml:7:14: Expected `str | array | null`, got `object` - at `$.steps[0].command`",
@@ -281,10 +281,10 @@ def test_yaml_scalars_convert_where_the_schema_wants_a_number():
 
 def test_max_active_steps_that_is_not_an_int():
     assert errors("maxActiveSteps: abc\n") == [
-        "dag.yaml:1:17: Expected `int`, got `abc` - at `$.maxActiveSteps`"
+        "dag.yaml:1:17: expected an integer >= 0, got `abc` - at `$.maxActiveSteps`"
     ]
     assert errors("maxActiveSteps: 2.5\n") == [
-        "dag.yaml:1:17: Expected `int`, got `2.5` - at `$.maxActiveSteps`"
+        "dag.yaml:1:17: expected an integer >= 0, got `2.5` - at `$.maxActiveSteps`"
     ]
 
 
@@ -1037,7 +1037,7 @@ def test_every_problem_is_reported_at_once_in_file_order():
             "dag.yaml:5:14: depends on unknown step `zz` - at `$.steps[0].depends`",
             "dag.yaml:7:5: unknown key `comand` (did you mean `command`?) - at `$.steps[1].comand`",
             "dag.yaml:8:11: duplicate step name `a` - at `$.steps[2].name`",
-            "dag.yaml:10:17: Expected `int`, got `many` - at `$.maxActiveSteps`",
+            "dag.yaml:10:17: expected an integer >= 0, got `many` - at `$.maxActiveSteps`",
         ]
     )
 

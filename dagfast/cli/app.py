@@ -238,7 +238,7 @@ def _exit_status(exc: DagfastError) -> int:
 
 
 def _validate(args) -> int:
-    from dagfast.loader.load import load
+    from dagfast.loader import load
 
     dag = load(args.dag)
     print(f"{args.dag}: valid ({len(dag.steps)} steps)")
@@ -246,7 +246,7 @@ def _validate(args) -> int:
 
 
 def _run(args) -> int:
-    from dagfast.loader.load import load
+    from dagfast.loader import load
 
     if args.max_active_steps is not None and args.max_active_steps < 0:
         raise UsageError("--max-active-steps must be 0 (unlimited) or more")
@@ -445,7 +445,7 @@ def _command_examples(sub) -> None:
 
 def _graph(args) -> int:
     from dagfast.report.graph import render
-    from dagfast.loader.load import load
+    from dagfast.loader import load
 
     sys.stdout.write(render(load(args.dag), args.format))
     return EXIT_OK

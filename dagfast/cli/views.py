@@ -30,7 +30,7 @@ def resolve_run(home_dir: str, target: str | None) -> str:
         return path
     name = target
     if os.path.isfile(target):
-        from dagfast.loader.load import load
+        from dagfast.loader import load
 
         name = load(target).name
     path = latest_run(home_dir, name)
@@ -148,7 +148,7 @@ def history(args, out=sys.stdout) -> int:
     """List the runs of a DAG, newest first."""
     name = args.dag
     if os.path.isfile(name):
-        from dagfast.loader.load import load
+        from dagfast.loader import load
 
         name = load(name).name
     paths = runs_of(home(), name)
@@ -252,7 +252,7 @@ def _follow(run_path: str, path: str, out) -> int:
 def dry(args, out=sys.stdout) -> int:
     """Print the order steps would start in (as if each took the same time); run nothing."""
     from dagfast import sched as _sched
-    from dagfast.loader.load import load
+    from dagfast.loader import load
 
     dag = load(args.dag)
     limit = dag.max_active_steps if args.max_active_steps is None else args.max_active_steps

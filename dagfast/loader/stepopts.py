@@ -1,6 +1,6 @@
 """The step and DAG keys beyond "run this command": spec values -> model values.
 
-Used by `load` only, for the few steps that set any of these keys; a step that sets
+Used by the loader's `steps` only, for the few steps that set any of these keys; a step that sets
 none keeps `extra=None` and runs on the engine's fast path. `check_extra` runs before
 anything is evaluated (every check the text as written can answer); `build_extra`,
 after, checks only what needed the DAG's variables.
@@ -14,8 +14,9 @@ import signal
 from collections.abc import Callable, Mapping
 from operator import attrgetter
 
-from dagfast.loader import tree as yamlsrc
+import dagfast.loader.tree as yamlsrc
 from dagfast.loader.expand import ExpandError, expand, has_references
+from dagfast.loader.integers import integer as check_integer
 from dagfast.model import Condition, ContinueOn, Fanout, Repeat, Retry, StepExtra
 from dagfast.loader.params import ParamsError, parse
 from dagfast.loader.spec import ConditionSpec, ContinueOnSpec, OutputSpec, ParallelSpec, StepSpec
@@ -29,7 +30,6 @@ EXTRA_FIELDS = (
 )  # fmt: skip
 _EXTRA = attrgetter(*EXTRA_FIELDS)
 _NONE = (None,) * len(EXTRA_FIELDS)
-_UINT = re.compile(r"[0-9]+")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _RESOURCE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 _SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([A-Za-z]*)\s*")
@@ -58,29 +58,26 @@ def featured(specs: list[StepSpec]) -> list[int]:
 
 
 def integer(value, key: str, where: tuple, scope: Mapping[str, str], problems) -> int:
-    """An integer field: an int as is, a string expanded over `scope` first."""
+    """A step's integer key once the DAG's variables are known: `${VAR}` expanded over
+    `scope` (backticks left as written), then checked by `integers.integer`."""
     if value is None:
         return 0
-    if type(value) is int:
-        return value
-    try:
-        text = expand(value, scope).strip()
-    except ExpandError as e:
-        problems.add(where, str(e))
-        return 0
-    if not _UINT.fullmatch(text):
-        shown = f"is `{text}`" if text else "is empty"
-        problems.add(where, f"`{key}` {shown} after expansion; expected an integer >= 0")
-        return 0
-    return int(text)
+    expanded = type(value) is str and has_references(value)
+    if expanded:
+        try:
+            value = expand(value, scope)
+        except ExpandError as e:
+            problems.add(where, str(e))
+            return 0
+    n = check_integer(value, key, where, problems, expanded=expanded)
+    return 0 if n is None else n
 
 
 def _literal_integer(value, key: str, where: tuple, problems) -> None:
-    """An integer field written as plain text (no `$`, no backtick): checked now, as
-    `integer` would after expansion; one with references waits for its variables."""
-    if type(value) is str and not has_references(value) and not _UINT.fullmatch(value.strip()):
-        shown = f"is `{value.strip()}`" if value.strip() else "is empty"
-        problems.add(where, f"`{key}` {shown} after expansion; expected an integer >= 0")
+    """An integer key as written, checked before anything is evaluated; one written
+    with references waits for its variables (`integer`)."""
+    if value is not None and not (type(value) is str and has_references(value)):
+        check_integer(value, key, where, problems)
 
 
 def conditions(value) -> tuple[Condition, ...]:
@@ -137,8 +134,7 @@ def _typed(value, at: tuple, expected: str, problems) -> None:
     text is expected (`stdout: 5`); the tree keeps the text, so the source decides."""
     if type(value) is not str or yamlsrc.typed_text(value) is None:
         return
-    data = getattr(problems, "data", None)
-    kind = yamlsrc.plain_type(data, at) if data is not None else None
+    kind = problems.plain_type(at)
     if kind is not None:
         problems.add(at, f"Expected {expected}, got the {kind} `{value}` (quote it to mean "
                          "the text)")

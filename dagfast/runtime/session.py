@@ -79,6 +79,6 @@ def run(
 
 
 def _load(path, params) -> Dag:
-    from dagfast.loader.load import load
+    from dagfast.loader import load
 
     return load(path, params=params)

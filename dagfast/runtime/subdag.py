@@ -100,7 +100,7 @@ async def run(engine, i: int, step: Step, env: dict):
 async def _one(engine, i: int, k: int, path: str, params: Params):
     """One sub-run to its end: its RunResult, or the text of why it could not start."""
     from dagfast.runtime.engine import Engine
-    from dagfast.loader.load import load_sub
+    from dagfast.loader import load_sub
 
     steps = engine.dag.steps
     done = frozenset(
