@@ -168,15 +168,8 @@ def _check_types(s: StepSpec, where: Where, problems) -> None:
         _typed(p, where("parallel"), "`str | array | object`", problems)
 
 
-def check_extra(s: StepSpec, where: Where, problems) -> None:
-    """Every check of one step's extra keys that needs no variable: run before any
-    `env` value is evaluated, so that a file refused runs none of its backticks."""
-    output = s.output
-    if type(output) is OutputSpec:
-        output = output.name
-    if output is not None and not _NAME.fullmatch(output.lstrip("$")):
-        problems.add(where("output"), f"`{output.lstrip('$')}` is not a valid variable name")
-
+def _check_policies(s: StepSpec, where: Where, problems) -> None:
+    """`retryPolicy` and `repeatPolicy` as written."""
     r = s.retry_policy
     if r is not None:
         w = lambda k: where("retryPolicy", k)  # noqa: E731
@@ -196,11 +189,10 @@ def check_extra(s: StepSpec, where: Where, problems) -> None:
             _literal_integer(r.limit, "limit", w("limit"), problems)
             _literal_integer(r.max_interval_sec, "maxIntervalSec", w("maxIntervalSec"), problems)
             _backoff(r.backoff, w("backoff"), problems)
-    _literal_integer(s.timeout_sec, "timeoutSec", where("timeoutSec"), problems)
-    _literal_integer(s.delay_sec, "delaySec", where("delaySec"), problems)
-    if s.signal_on_stop:
-        _signal(s.signal_on_stop, where("signalOnStop"), problems)
 
+
+def _check_call(s: StepSpec, where: Where, problems):
+    """`run`/`call` and the keys that cannot go with it; the sub-DAG called, or None."""
     call = s.call
     if s.run is not None:
         if call is not None:
@@ -213,6 +205,24 @@ def check_extra(s: StepSpec, where: Where, problems) -> None:
                 at = where(key)
                 problems.add(at, f"`{at[-1]}` cannot be used with `{by}`: the step runs the "
                                  "sub-DAG, no process of its own", True)
+    return call
+
+
+def check_extra(s: StepSpec, where: Where, problems) -> None:
+    """Every check of one step's extra keys that needs no variable: run before any
+    `env` value is evaluated, so that a file refused runs none of its backticks."""
+    output = s.output
+    if type(output) is OutputSpec:
+        output = output.name
+    if output is not None and not _NAME.fullmatch(output.lstrip("$")):
+        problems.add(where("output"), f"`{output.lstrip('$')}` is not a valid variable name")
+
+    _check_policies(s, where, problems)
+    _literal_integer(s.timeout_sec, "timeoutSec", where("timeoutSec"), problems)
+    _literal_integer(s.delay_sec, "delaySec", where("delaySec"), problems)
+    if s.signal_on_stop:
+        _signal(s.signal_on_stop, where("signalOnStop"), problems)
+    call = _check_call(s, where, problems)
     _check_types(s, where, problems)
     if s.parallel is not None:
         if call is None:
@@ -245,69 +255,8 @@ def build_extra(
     if output is not None:
         output = output.lstrip("$")
 
-    cont = s.continue_on
-    continue_on = None
-    if type(cont) is str:
-        continue_on = ContinueOn(skipped=True) if cont == "skipped" else ContinueOn(failure=True)
-    elif type(cont) is ContinueOnSpec:
-        out = cont.output
-        continue_on = ContinueOn(
-            cont.failure, cont.skipped, _codes(cont.exit_code),
-            () if out is None else ((out,) if type(out) is str else tuple(out)),
-            cont.mark_success,
-        )  # fmt: skip
-
-    retry = None
-    if s.retry_policy is not None:
-        r = s.retry_policy
-        w = lambda k: where("retryPolicy", k)  # noqa: E731
-        retry = Retry(
-            integer(r.limit, "limit", w("limit"), scope, problems),
-            integer(r.interval_sec, "intervalSec", w("intervalSec"), scope, problems),
-            _codes(r.exit_code),
-            _backoff(r.backoff, w("backoff"), problems),
-            integer(r.max_interval_sec, "maxIntervalSec", w("maxIntervalSec"), scope, problems),
-        )
-
-    repeat = None
-    if s.repeat_policy is not None:
-        r = s.repeat_policy
-        w = lambda k: where("repeatPolicy", k)  # noqa: E731
-        mode = r.repeat
-        if mode is True:
-            mode = "while"
-        elif mode is False:
-            mode = ""
-        cond = None if r.condition is None else Condition(r.condition, r.expected)
-        if mode:
-            repeat = Repeat(
-                mode, cond, _codes(r.exit_code),
-                integer(r.interval_sec, "intervalSec", w("intervalSec"), scope, problems),
-                integer(r.limit, "limit", w("limit"), scope, problems),
-                _backoff(r.backoff, w("backoff"), problems),
-                integer(r.max_interval_sec, "maxIntervalSec", w("maxIntervalSec"), scope, problems),
-            )  # fmt: skip
-
     call = s.run if s.run is not None else s.call
-    fanout = None
-    if s.parallel is not None:
-        p = s.parallel
-        if type(p) is ParallelSpec:
-            mc = integer(p.max_concurrent, "maxConcurrent", where("parallel", "maxConcurrent"),
-                         scope, problems)  # fmt: skip
-            p = p.items
-        else:
-            mc = 10
-        if type(p) is str:
-            fanout = Fanout((), p, mc or 10)
-        else:
-            items = tuple(
-                {k: "" if v is None else str(v) for k, v in x.items()} if type(x) is dict else x
-                for x in p
-            )
-            fanout = Fanout(items, None, mc or 10)
     params = parse(s.params) if s.params is not None else ()
-
     files = []
     for key in ("stdout", "stderr"):
         value = getattr(s, key)
@@ -323,9 +272,9 @@ def build_extra(
 
     return StepExtra(
         output=output,
-        continue_on=continue_on,
-        retry=retry,
-        repeat=repeat,
+        continue_on=_continue_on(s.continue_on),
+        retry=_retry(s.retry_policy, where, scope, problems) if s.retry_policy is not None else None,
+        repeat=_repeat(s.repeat_policy, where, scope, problems) if s.repeat_policy is not None else None,
         preconditions=conditions(s.preconditions),
         timeout_sec=integer(s.timeout_sec, "timeoutSec", where("timeoutSec"), scope, problems),
         delay_sec=integer(s.delay_sec, "delaySec", where("delaySec"), scope, problems),
@@ -334,11 +283,68 @@ def build_extra(
         ),
         call=call,
         params=params,
-        parallel=fanout,
+        parallel=_fanout(s.parallel, where, scope, problems) if s.parallel is not None else None,
         stdout=files[0],
         stderr=files[1],
         resources=_resources(s.resources, where, problems) if s.resources else (),
     )
+
+
+def _continue_on(cont) -> ContinueOn | None:
+    if type(cont) is str:
+        return ContinueOn(skipped=True) if cont == "skipped" else ContinueOn(failure=True)
+    if type(cont) is ContinueOnSpec:
+        out = cont.output
+        return ContinueOn(
+            cont.failure, cont.skipped, _codes(cont.exit_code),
+            () if out is None else ((out,) if type(out) is str else tuple(out)),
+            cont.mark_success,
+        )  # fmt: skip
+    return None
+
+
+def _retry(r, where: Where, scope, problems) -> Retry:
+    w = lambda k: where("retryPolicy", k)  # noqa: E731
+    return Retry(
+        integer(r.limit, "limit", w("limit"), scope, problems),
+        integer(r.interval_sec, "intervalSec", w("intervalSec"), scope, problems),
+        _codes(r.exit_code),
+        _backoff(r.backoff, w("backoff"), problems),
+        integer(r.max_interval_sec, "maxIntervalSec", w("maxIntervalSec"), scope, problems),
+    )
+
+
+def _repeat(r, where: Where, scope, problems) -> Repeat | None:
+    w = lambda k: where("repeatPolicy", k)  # noqa: E731
+    mode = r.repeat
+    if mode is True:
+        mode = "while"
+    elif mode is False:
+        return None
+    cond = None if r.condition is None else Condition(r.condition, r.expected)
+    return Repeat(
+        mode, cond, _codes(r.exit_code),
+        integer(r.interval_sec, "intervalSec", w("intervalSec"), scope, problems),
+        integer(r.limit, "limit", w("limit"), scope, problems),
+        _backoff(r.backoff, w("backoff"), problems),
+        integer(r.max_interval_sec, "maxIntervalSec", w("maxIntervalSec"), scope, problems),
+    )  # fmt: skip
+
+
+def _fanout(p, where: Where, scope, problems) -> Fanout:
+    if type(p) is ParallelSpec:
+        mc = integer(p.max_concurrent, "maxConcurrent", where("parallel", "maxConcurrent"),
+                     scope, problems)  # fmt: skip
+        p = p.items
+    else:
+        mc = 10
+    if type(p) is str:
+        return Fanout((), p, mc or 10)
+    items = tuple(
+        {k: "" if v is None else str(v) for k, v in x.items()} if type(x) is dict else x
+        for x in p
+    )
+    return Fanout(items, None, mc or 10)
 
 
 def _resources(value: dict, where: Where, problems) -> tuple[tuple[str, float], ...]:
