@@ -1,6 +1,7 @@
 """The loader: DAG file -> `model.Dag`, the only code that joins the `spec` and `model`
 layers. One module per job, joined here:
 
+    files     the files read: regular ones only, bounded
     tree      YAML bytes -> plain values (bounded; positions found only for errors)
     convert   plain values -> spec Structs (`spec.py`); msgspec errors -> problems
     problems  the problems found, located (file:line:col, `$.path`) when raised
@@ -20,6 +21,7 @@ from collections import ChainMap
 from collections.abc import Mapping
 
 from dagfast.errors import LoadError, Problem
+from dagfast.loader import files
 from dagfast.loader import header as hdr
 from dagfast.loader import steps as stp
 from dagfast.loader import tree as yamlsrc
@@ -113,8 +115,7 @@ def _load_file(path, environ, params, sub) -> Dag:
     file = os.fspath(path)
     full = os.path.abspath(file)
     try:
-        with open(full, "rb") as f:
-            data = f.read(yamlsrc.MAX_BYTES + 1)
+        data = files.read(full, yamlsrc.MAX_BYTES)
     except OSError as e:
         raise LoadError([Problem(f"cannot read the file: {e.strerror}", file=file)]) from None
     stem = os.path.splitext(os.path.basename(full))[0]
@@ -127,8 +128,7 @@ def _bare_list_paths(error: LoadError, path) -> None:
     if not any(p.path and p.path.startswith("$.steps") for p in error.problems):
         return
     try:
-        with open(path, "rb") as f:
-            data = f.read(yamlsrc.MAX_BYTES + 1)
+        data = files.read(os.fspath(path), yamlsrc.MAX_BYTES)
     except OSError:
         return
     if not yamlsrc.is_list(data):

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from msgspec import UNSET
 from msgspec.structs import replace
 
+import dagfast.loader.tree as yamlsrc
+import dagfast.loader.files as files
 from dagfast.loader.convert import Steps
 from dagfast.loader.evaluate import ENV_NAME, Evaluator
 from dagfast.loader.expand import has_references
@@ -214,19 +216,14 @@ def check_cluster(header: DagSpec, spell, problems: Problems) -> None:
 
 
 def dotenv(value, cwd: str, where: Path, problems: Problems) -> list:
-    """The entries of the dotenv file(s), `NAME=value` lines, as env entries."""
-    files = [value] if type(value) is str else value
+    """The entries of the dotenv file(s), `NAME=value` lines, as env entries. Each is
+    read as a DAG file is: a regular file, within `tree.MAX_BYTES`, in UTF-8."""
+    names = [value] if type(value) is str else value
     out = []
-    for k, name in enumerate(files):
+    for k, name in enumerate(names):
         at = where if type(value) is str else where + (k,)
-        path = os.path.join(cwd, os.path.expanduser(name))
-        try:
-            with open(path, encoding="utf-8") as f:
-                lines = f.read().splitlines()
-        except OSError as e:
-            problems.add(at, f"cannot read the dotenv file `{name}`: {e.strerror}")
-            continue
-        for line in lines:
+        text = _dotenv_text(name, os.path.join(cwd, os.path.expanduser(name)), at, problems)
+        for line in text.splitlines():
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
@@ -241,3 +238,29 @@ def dotenv(value, cwd: str, where: Path, problems: Problems) -> list:
                 val = val[1:-1]
             out.append((key, val, at))
     return out
+
+
+def _dotenv_text(name: str, path: str, at: Path, problems: Problems) -> str:
+    """The text of one dotenv file, or "" with the reason it cannot be used reported."""
+    try:
+        data = files.read(path, yamlsrc.MAX_BYTES)
+    except OSError as e:
+        problems.add(at, f"cannot read the dotenv file `{name}`: {e.strerror}")
+        return ""
+    if len(data) > yamlsrc.MAX_BYTES:
+        problems.add(at, f"the dotenv file `{name}` is larger than "
+                         f"{yamlsrc.MAX_BYTES // (1024 * 1024)} MiB")
+        return ""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        problems.add(at, f"the dotenv file `{name}` is not UTF-8 "
+                         f"(byte 0x{data[e.start]:02x}, line {line})")
+        return ""
+    nul = text.find("\0")
+    if nul >= 0:  # no process can receive it
+        line = text.count("\n", 0, nul) + 1
+        problems.add(at, f"the dotenv file `{name}` holds a NUL character (`\\0`) on line {line}")
+        return ""
+    return text
