@@ -165,6 +165,7 @@ def _load(data: bytes, src: _Source, environ, given_params, sub: _Sub | None) ->
 def _check(header, spell, steps: Steps, environ, problems: Problems, sub) -> _Checked:
     """Check the header and the steps, resolving what needs no variable."""
     c = _Checked()
+    hdr.name(header, spell, problems)
     c.ints, c.int_exprs = hdr.integers(header, spell, problems)
     shell = hdr.dag_shell(header, spell, environ, problems)
     c.dag_entries = env_entries(header.env, (spell.get("env", "env"),), problems)

@@ -24,8 +24,8 @@ from dagfast.loader.tree import Path
 from dagfast.model import Secret
 
 __all__ = [
-    "check_cluster", "cluster", "dag_shell", "dotenv", "handler_steps", "integers",
-    "located_secrets", "schedule", "secrets",
+    "NAME_MAX", "check_cluster", "cluster", "dag_shell", "dotenv", "handler_steps", "integers",
+    "located_secrets", "name", "schedule", "secrets",
 ]  # fmt: skip
 
 SECRET_PROVIDERS = ("env", "file")
@@ -36,6 +36,18 @@ _ATTRS = {
     "timeoutSec": "timeout_sec", "delaySec": "delay_sec",
     "maxCleanUpTimeSec": "max_clean_up_time_sec", "maxOutputSize": "max_output_size",
 }  # fmt: skip
+
+
+NAME_MAX = 255
+"""Bytes in a DAG name: its runs are kept in a directory of that name (`records`)."""
+
+
+def name(header: DagSpec, spell: dict[str, str], problems: Problems) -> None:
+    """The DAG's `name`, if it gives one, must fit in a directory name."""
+    size = len(header.name.encode("utf-8", "surrogatepass")) if header.name else 0
+    if size > NAME_MAX:
+        problems.add((spell.get("name", "name"),), f"the name is {size:,} bytes long; a DAG name "
+                     f"takes at most {NAME_MAX} (its runs are kept in a directory of that name)")
 
 
 def integers(header: DagSpec, spell: dict[str, str], problems: Problems):

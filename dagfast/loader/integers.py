@@ -18,8 +18,9 @@ __all__ = ["MAX_INT", "MOST", "integer"]
 MAX_INT = 2**63 - 1
 """The largest integer any key takes: the engine's and the system's counters are 64-bit."""
 
-MOST: dict[str, int] = {}
-"""Integer keys with a tighter bound than MAX_INT (canonical key -> largest value)."""
+MOST: dict[str, int] = {"maxActiveRuns": 10_000}
+"""Integer keys with a tighter bound than MAX_INT (canonical key -> largest value).
+`maxActiveRuns`: each run slot is a lock file that a waiting run scans."""
 
 _UINT = re.compile(r"[0-9]+")
 

@@ -244,12 +244,17 @@ class _Depends:
     def resolve(self, deps: list, names: list[str]) -> list[tuple[int, ...]]:
         """Each step's dependencies as ids, then a check for cycles."""
         out: list[tuple[int, ...]] = [()] * len(deps)
+        chain, index = self.chain, self.index  # locals: this loop runs once per step
         for i, dep in enumerate(deps):
             if dep is UNSET or dep is None:
-                if self.chain and i:
+                if chain and i:
                     out[i] = (i - 1,)
             elif dep.__class__ is str:
-                out[i] = self._one(i, dep)
+                j = index.get(dep)
+                if j is None or (chain and i and j != i - 1) or j >= i:
+                    out[i] = self._one(i, dep)
+                else:
+                    out[i] = (j,)
             elif dep:  # `depends: []`: explicitly nothing, even in a chain
                 out[i] = self._many(i, [(d, self.steps.path(i, "depends", k))
                                         for k, d in enumerate(dep)])  # fmt: skip
@@ -265,7 +270,7 @@ class _Depends:
         return self.id_index.get(name) if j is None else j
 
     def _one(self, i: int, dep: str) -> tuple[int, ...]:
-        """`depends: name`, the common case, without building a list."""
+        """`depends: name` that is not simply an earlier step's name."""
         j = self._find(dep)
         if j is None:
             return self._many(i, [(dep, self.steps.path(i, "depends"))])
