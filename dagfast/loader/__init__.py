@@ -41,10 +41,12 @@ def load(
     *,
     environ: Mapping[str, str] | None = None,
     params: Params | None = None,
+    evaluate: bool = True,
 ) -> Dag:
     """Load and check the DAG file at `path`; raises LoadError listing every problem.
-    `params` (see `dagfast.loader.params`) override the file's own."""
-    return _load_file(path, environ, params, None)
+    `params` (see `dagfast.loader.params`) override the file's own. `evaluate=False`
+    (`validate`, `dry`, `graph`) checks as much but runs no backtick: its text stays."""
+    return _load_file(path, environ, params, None, evaluate)
 
 
 def load_sub(
@@ -54,11 +56,12 @@ def load_sub(
     params: Params,
     work_dir: str,
     done: frozenset[str],
+    evaluate: bool = True,
 ) -> Dag:
     """Load a DAG that a `call`/`run` step runs: a DAG file or a bare list of steps,
     whose `depends` on the caller's finished steps (`done`) are already satisfied."""
     try:
-        return _load_file(path, environ, params, _Sub(work_dir, done))
+        return _load_file(path, environ, params, _Sub(work_dir, done), evaluate)
     except LoadError as e:
         _bare_list_paths(e, path)
         raise
@@ -71,6 +74,7 @@ def load_text(
     base_dir: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
     params: Params | None = None,
+    evaluate: bool = True,
 ) -> Dag:
     """Load DAG YAML given as text; relative directories are taken from `base_dir`
     (default: the current directory) and the DAG is named "dag" unless it says."""
@@ -84,7 +88,7 @@ def load_text(
     else:
         data = bytes(text)
     base = os.path.abspath(os.fspath(base_dir) if base_dir is not None else os.getcwd())
-    return _load(data, _Source(file, "", base, "dag"), environ, params, None)
+    return _load(data, _Source(file, "", base, "dag"), environ, params, None, evaluate)
 
 
 class _Sub:
@@ -111,7 +115,7 @@ class _Source:
         self.default_name = default_name
 
 
-def _load_file(path, environ, params, sub) -> Dag:
+def _load_file(path, environ, params, sub, evaluate: bool) -> Dag:
     file = os.fspath(path)
     full = os.path.abspath(file)
     try:
@@ -119,7 +123,8 @@ def _load_file(path, environ, params, sub) -> Dag:
     except OSError as e:
         raise LoadError([Problem(f"cannot read the file: {e.strerror}", file=file)]) from None
     stem = os.path.splitext(os.path.basename(full))[0]
-    return _load(data, _Source(file, full, os.path.dirname(full), stem), environ, params, sub)
+    src = _Source(file, full, os.path.dirname(full), stem)
+    return _load(data, src, environ, params, sub, evaluate)
 
 
 def _bare_list_paths(error: LoadError, path) -> None:
@@ -145,7 +150,8 @@ class _Checked:
                  "handlers_built", "secrets", "schedule")  # fmt: skip
 
 
-def _load(data: bytes, src: _Source, environ, given_params, sub: _Sub | None) -> Dag:
+def _load(data: bytes, src: _Source, environ, given_params, sub: _Sub | None,
+          evaluate: bool = True) -> Dag:  # fmt: skip
     if environ is None:
         environ = os.environ
     tree = yamlsrc.parse(data, src.file, steps_list=sub is not None)
@@ -159,7 +165,8 @@ def _load(data: bytes, src: _Source, environ, given_params, sub: _Sub | None) ->
             problems.add(path, "a NUL character (`\\0`) is not allowed", at_key)
     problems.raise_if_any()
     # Third: evaluation, which may run commands (backticks).
-    return _evaluate(header, spell, steps, checked, src, environ, given_params, sub, problems)
+    ev = Evaluator(problems, commands=evaluate)
+    return _evaluate(header, spell, steps, checked, src, environ, given_params, sub, ev)
 
 
 def _check(header, spell, steps: Steps, environ, problems: Problems, sub) -> _Checked:
@@ -190,10 +197,10 @@ def _check(header, spell, steps: Steps, environ, problems: Problems, sub) -> _Ch
 
 
 def _evaluate(header, spell, steps: Steps, c: _Checked, src: _Source, environ, given_params,
-              sub, problems: Problems) -> Dag:  # fmt: skip
+              sub, ev: Evaluator) -> Dag:  # fmt: skip
     """Directories first, since commands run in the DAG's; then the env, then params
     (which see the env), then the integer keys written as `${VAR}`, then each step."""
-    ev = Evaluator(problems)
+    problems = ev.problems
     dag_dir = src.base_dir if sub is None else sub.work_dir
     if header.working_dir:
         where = (spell.get("workingDir", "workingDir"),)

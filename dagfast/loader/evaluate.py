@@ -68,6 +68,10 @@ class Evaluator:
         self.problems = problems
         self.commands = commands
 
+    def known(self, value: str) -> bool:
+        """Whether `value` is what a run would see (no backtick was left unevaluated)."""
+        return self.commands or "`" not in value
+
     def text(self, value: str, scope: Mapping[str, str], cwd: str, where: Path, paths=None):
         """`value` expanded over `scope`; None (and a problem) when it cannot be."""
         try:
@@ -125,7 +129,7 @@ class Evaluator:
         value = self.text(expr, scope, cwd, where)
         if value is None:
             return 0
-        if not self.commands and "`" in value:
+        if not self.known(value):
             return 0  # a backtick left as written: its value is not known here
         n = integer(value, key, where, self.problems, expanded=True, most=most)
         return 0 if n is None else n

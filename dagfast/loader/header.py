@@ -195,12 +195,12 @@ def cluster(header: DagSpec, spell, scope, cwd: str, ev: Evaluator) -> tuple[str
         text = ev.text(header.dask_scheduler, scope, cwd, where)
         if text is not None:
             address = text.strip()
-            if kind == "dask":  # else check_cluster says so
+            if kind == "dask" and ev.known(address):  # else check_cluster says so
                 _check_address(address, where, ev.problems)
     if header.dask_shared_dir is not None:
         where = (spell.get("daskSharedDir", "daskSharedDir"),)
         shared = ev.directory(cwd, header.dask_shared_dir, scope, where)
-        if kind == "dask" and not os.path.isdir(shared):  # the logs would have nowhere to go
+        if kind == "dask" and ev.known(shared) and not os.path.isdir(shared):  # logs go there
             why = "not a directory" if os.path.exists(shared) else "no such directory"
             ev.problems.add(where, f"`{show(header.dask_shared_dir)}`: {why}")
     return kind, address, shared

@@ -12,6 +12,7 @@ import os
 import re
 import signal
 from collections.abc import Callable, Mapping
+from functools import partial
 from operator import attrgetter
 
 import dagfast.loader.tree as yamlsrc
@@ -57,9 +58,12 @@ def featured(specs: list[StepSpec]) -> list[int]:
     return [i for i, t in enumerate(map(_EXTRA, specs)) if t != _NONE]
 
 
-def integer(value, key: str, where: tuple, scope: Mapping[str, str], problems) -> int:
+def integer(
+    value, key: str, where: tuple, scope: Mapping[str, str], problems, known=None
+) -> int:
     """A step's integer key once the DAG's variables are known: `${VAR}` expanded over
-    `scope` (backticks left as written), then checked by `integers.integer`."""
+    `scope` (backticks left as written), then checked by `integers.integer`. A value
+    that `known` says is not what a run would see (`load(evaluate=False)`) is 0."""
     if value is None:
         return 0
     expanded = type(value) is str and has_references(value)
@@ -68,6 +72,8 @@ def integer(value, key: str, where: tuple, scope: Mapping[str, str], problems) -
             value = expand(value, scope)
         except ExpandError as e:
             problems.add(where, str(e))
+            return 0
+        if known is not None and not known(value):
             return 0
     n = check_integer(value, key, where, problems, expanded=expanded)
     return 0 if n is None else n
@@ -245,10 +251,12 @@ def check_extra(s: StepSpec, where: Where, problems) -> None:
 
 
 def build_extra(
-    s: StepSpec, where: Where, scope: Mapping[str, str], step_dir: str, problems
+    s: StepSpec, where: Where, scope: Mapping[str, str], step_dir: str, problems, known=None
 ) -> StepExtra:
     """The StepExtra of one step, once `check_extra` passed for the whole file; it
-    reports only what needed `scope` (integers and file names written with variables)."""
+    reports only what needed `scope` (integers and file names written with variables).
+    `known(text)`: whether an expanded value is what a run would see (see `integer`)."""
+    num = partial(integer, scope=scope, problems=problems, known=known)
     output = s.output
     if type(output) is OutputSpec:
         output = output.name
@@ -273,17 +281,17 @@ def build_extra(
     return StepExtra(
         output=output,
         continue_on=_continue_on(s.continue_on),
-        retry=_retry(s.retry_policy, where, scope, problems) if s.retry_policy is not None else None,
-        repeat=_repeat(s.repeat_policy, where, scope, problems) if s.repeat_policy is not None else None,
+        retry=_retry(s.retry_policy, where, num, problems) if s.retry_policy is not None else None,
+        repeat=_repeat(s.repeat_policy, where, num, problems) if s.repeat_policy is not None else None,
         preconditions=conditions(s.preconditions),
-        timeout_sec=integer(s.timeout_sec, "timeoutSec", where("timeoutSec"), scope, problems),
-        delay_sec=integer(s.delay_sec, "delaySec", where("delaySec"), scope, problems),
+        timeout_sec=num(s.timeout_sec, "timeoutSec", where("timeoutSec")),
+        delay_sec=num(s.delay_sec, "delaySec", where("delaySec")),
         signal_on_stop=(
             _signal(s.signal_on_stop, where("signalOnStop"), problems) if s.signal_on_stop else 0
         ),
         call=call,
         params=params,
-        parallel=_fanout(s.parallel, where, scope, problems) if s.parallel is not None else None,
+        parallel=_fanout(s.parallel, where, num) if s.parallel is not None else None,
         stdout=files[0],
         stderr=files[1],
         resources=_resources(s.resources, where, problems) if s.resources else (),
@@ -303,18 +311,18 @@ def _continue_on(cont) -> ContinueOn | None:
     return None
 
 
-def _retry(r, where: Where, scope, problems) -> Retry:
+def _retry(r, where: Where, num, problems) -> Retry:
     w = lambda k: where("retryPolicy", k)  # noqa: E731
     return Retry(
-        integer(r.limit, "limit", w("limit"), scope, problems),
-        integer(r.interval_sec, "intervalSec", w("intervalSec"), scope, problems),
+        num(r.limit, "limit", w("limit")),
+        num(r.interval_sec, "intervalSec", w("intervalSec")),
         _codes(r.exit_code),
         _backoff(r.backoff, w("backoff"), problems),
-        integer(r.max_interval_sec, "maxIntervalSec", w("maxIntervalSec"), scope, problems),
+        num(r.max_interval_sec, "maxIntervalSec", w("maxIntervalSec")),
     )
 
 
-def _repeat(r, where: Where, scope, problems) -> Repeat | None:
+def _repeat(r, where: Where, num, problems) -> Repeat | None:
     w = lambda k: where("repeatPolicy", k)  # noqa: E731
     mode = r.repeat
     if mode is True:
@@ -324,17 +332,16 @@ def _repeat(r, where: Where, scope, problems) -> Repeat | None:
     cond = None if r.condition is None else Condition(r.condition, r.expected)
     return Repeat(
         mode, cond, _codes(r.exit_code),
-        integer(r.interval_sec, "intervalSec", w("intervalSec"), scope, problems),
-        integer(r.limit, "limit", w("limit"), scope, problems),
+        num(r.interval_sec, "intervalSec", w("intervalSec")),
+        num(r.limit, "limit", w("limit")),
         _backoff(r.backoff, w("backoff"), problems),
-        integer(r.max_interval_sec, "maxIntervalSec", w("maxIntervalSec"), scope, problems),
+        num(r.max_interval_sec, "maxIntervalSec", w("maxIntervalSec")),
     )  # fmt: skip
 
 
-def _fanout(p, where: Where, scope, problems) -> Fanout:
+def _fanout(p, where: Where, num) -> Fanout:
     if type(p) is ParallelSpec:
-        mc = integer(p.max_concurrent, "maxConcurrent", where("parallel", "maxConcurrent"),
-                     scope, problems)  # fmt: skip
+        mc = num(p.max_concurrent, "maxConcurrent", where("parallel", "maxConcurrent"))
         p = p.items
     else:
         mc = 10

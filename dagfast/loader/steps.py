@@ -324,7 +324,7 @@ def finish(
         for entries in built.env_entries
     ]
     dirs = _dirs(built, steps, dag_dir, scope, step_envs, ev)
-    extras = _extras(built, steps, scope, step_envs, dirs, ev.problems)
+    extras = _extras(built, steps, scope, step_envs, dirs, ev)
     argvs = built.argv
     positional = tuple(v for k, v in params if k is None)
     if positional:
@@ -362,13 +362,13 @@ def _dirs(built: Built, steps: Steps, dag_dir: str, scope, step_envs, ev: Evalua
     return dirs
 
 
-def _extras(built: Built, steps: Steps, scope, step_envs, dirs, problems: Problems):
+def _extras(built: Built, steps: Steps, scope, step_envs, dirs, ev: Evaluator):
     """Each step's StepExtra (None for a plain step), and who sees which outputs."""
     extras: list = [None] * len(built.names)
     for i in steps.featured:
         step_scope = scope.new_child(dict(step_envs[i])) if step_envs[i] else scope
         extras[i] = build_extra(
-            steps.specs[i], partial(steps.path, i), step_scope, dirs[i], problems
+            steps.specs[i], partial(steps.path, i), step_scope, dirs[i], ev.problems, ev.known
         )
     producers = {i: e.output for i, e in enumerate(extras) if e is not None and e.output}
     if producers:
