@@ -17,7 +17,7 @@ from dagfast.loader.convert import Steps
 from dagfast.loader.evaluate import ENV_NAME, Evaluator
 from dagfast.loader.expand import has_references
 from dagfast.loader.integers import MAX_INT, MOST, integer
-from dagfast.loader.problems import Problems, show
+from dagfast.loader.problems import Problems, name_problem, show
 from dagfast.loader.shellcmd import shell_words_or_report
 from dagfast.loader.spec import INT_KEYS, DagSpec
 from dagfast.loader.tree import Path
@@ -43,11 +43,17 @@ NAME_MAX = 255
 
 
 def name(header: DagSpec, spell: dict[str, str], problems: Problems) -> None:
-    """The DAG's `name`, if it gives one, must fit in a directory name."""
-    size = len(header.name.encode("utf-8", "surrogatepass")) if header.name else 0
+    """The DAG's `name`, if it gives one, must fit in a directory name and one line."""
+    if not header.name:
+        return
+    where = (spell.get("name", "name"),)
+    size = len(header.name.encode("utf-8", "surrogatepass"))
     if size > NAME_MAX:
-        problems.add((spell.get("name", "name"),), f"the name is {size:,} bytes long; a DAG name "
-                     f"takes at most {NAME_MAX} (its runs are kept in a directory of that name)")
+        problems.add(where, f"the name is {size:,} bytes long; a DAG name takes at most "
+                            f"{NAME_MAX} (its runs are kept in a directory of that name)")
+    why = name_problem(header.name)
+    if why is not None:
+        problems.add(where, why)
 
 
 def integers(header: DagSpec, spell: dict[str, str], problems: Problems):

@@ -4,13 +4,18 @@ value inside backticks, `did_you_mean` for the nearest known name)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from dagfast.errors import LoadError, Problem
 import dagfast.loader.tree as yamlsrc
 from dagfast.loader.tree import Path
 
-__all__ = ["MAX_PROBLEMS", "Problems", "did_you_mean", "show"]
+__all__ = ["CONTROL", "MAX_PROBLEMS", "Problems", "did_you_mean", "name_problem", "show"]
+
+CONTROL = re.compile("[\x01-\x1f\x7f-\x9f\u2028\u2029]")
+"""Characters a terminal acts on (C0, DEL, C1, Unicode line and paragraph separators);
+NUL is not among them: no process can receive it, and `tree.nul_paths` says so."""
 
 MAX_PROBLEMS = 1000
 """Problems listed in one LoadError; the rest are counted."""
@@ -87,3 +92,17 @@ def did_you_mean(word: str, candidates) -> str:
 
     close = difflib.get_close_matches(word, candidates, n=1)
     return f" (did you mean `{close[0]}`?)" if close else ""
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot name a step or a DAG (printed in rows by `status`, `history`:
+    a newline or an escape would forge or hide rows), or None."""
+    if CONTROL.search(name) is None:
+        return None
+    shown = CONTROL.sub(lambda m: _escape(m.group()), name)
+    return f"a name cannot hold a control character: `{show(shown)}`"
+
+
+def _escape(c: str) -> str:
+    n = ord(c)
+    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}"

@@ -20,7 +20,7 @@ from msgspec.structs import replace
 
 from dagfast.loader.convert import Steps
 from dagfast.loader.evaluate import Evaluator, env_entries
-from dagfast.loader.problems import Problems, did_you_mean, show
+from dagfast.loader.problems import CONTROL, Problems, did_you_mean, name_problem, show
 from dagfast.loader.shellcmd import Shell, sets_errexit, shell_words_or_report, text_argv
 from dagfast.loader.spec import StepSpec
 from dagfast.loader.stepopts import build_extra, check_extra, featured
@@ -97,6 +97,7 @@ def _shorthand(item: str | None) -> StepSpec:
 def _names(steps: Steps, cols: _Columns, problems: Problems) -> list[str]:
     """Each step's name: its key (steps as a mapping), as written, or made up."""
     written, keys = cols.written, steps.keys
+    _check_names(steps, written, problems)
     if keys is not None:
         for i, name in enumerate(written):
             if name and name != keys[i]:
@@ -111,6 +112,18 @@ def _names(steps: Steps, cols: _Columns, problems: Problems) -> list[str]:
             for i, w in enumerate(written)
         ]
     return written
+
+
+def _check_names(steps: Steps, written: list, problems: Problems) -> None:
+    """Names holding a control character (one C-level pass over all names when none do)."""
+    if steps.keys is not None and CONTROL.search("".join(steps.keys)):
+        for i, key in enumerate(steps.keys):
+            if (why := name_problem(key)) is not None:
+                problems.add(steps.path(i), why, True)
+    if CONTROL.search("".join(w for w in written if w)):
+        for i, name in enumerate(written):
+            if name and (why := name_problem(name)) is not None:
+                problems.add(steps.path(i, "name"), why)
 
 
 def _index(steps: Steps, names: list[str], written: list, problems: Problems) -> dict[str, int]:
