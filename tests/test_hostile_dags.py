@@ -448,14 +448,14 @@ def test_text_fields_written_as_numbers_or_booleans_are_refused(tmp_path):
     assert res.code == 2, res
     q = "(quote it to mean the text)"
     assert res.err.splitlines() == [
-        f"{dag}:4:20: Expected `str | object | array`, got the number `5` {q} - at `$.steps[0].preconditions`",
-        f"{dag}:5:13: Expected `str` (a file name), got the number `5` {q} - at `$.steps[0].stdout`",
-        f"{dag}:6:26: Expected `str | array`, got the number `5` {q} - at `$.steps[0].continueOn.output`",
-        f"{dag}:9:23: Expected `str | array`, got the number `5` {q} - at `$.steps[1].parallel.items`",
-        f"{dag}:10:21: Expected `str | object`, got the boolean `true` {q} - at `$.steps[1].preconditions[0]`",
-        f"{dag}:13:15: Expected `str | array | object`, got the number `1.5` {q} - at `$.steps[2].parallel`",
-        f"{dag}:14:13: Expected `str` (a file name), got the boolean `off` {q} - at `$.steps[2].stderr`",
-        f"{dag}:15:32: Expected `str`, got the number `7` {q} - at `$.steps[2].continueOn.output[1]`",
+        f"{dag}:4:20: expected text, a mapping or a list, got the number `5` {q} - at `$.steps[0].preconditions`",
+        f"{dag}:5:13: expected a file name, got the number `5` {q} - at `$.steps[0].stdout`",
+        f"{dag}:6:26: expected text or a list, got the number `5` {q} - at `$.steps[0].continueOn.output`",
+        f"{dag}:9:23: expected text or a list, got the number `5` {q} - at `$.steps[1].parallel.items`",
+        f"{dag}:10:21: expected text or a mapping, got the boolean `true` {q} - at `$.steps[1].preconditions[0]`",
+        f"{dag}:13:15: expected text, a list or a mapping, got the number `1.5` {q} - at `$.steps[2].parallel`",
+        f"{dag}:14:13: expected a file name, got the boolean `off` {q} - at `$.steps[2].stderr`",
+        f"{dag}:15:32: expected text, got the number `7` {q} - at `$.steps[2].continueOn.output[1]`",
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dag.yaml"]
     # Quoted, the same values are text, as written.
@@ -543,7 +543,7 @@ def test_unknown_keys_inside_conditions_and_outputs_are_located_with_a_suggestio
     res = dagfast("validate", str(dag), home=tmp_path / "home")
     assert res.code == 2, res
     assert res.err.splitlines() == [
-        f"{dag}:1:16: Expected `str | object | array`, got the number `5` (quote it to mean "
+        f"{dag}:1:16: expected text, a mapping or a list, got the number `5` (quote it to mean "
         "the text) - at `$.preconditions`",
         f"{dag}:7:9: unknown key `expectd` (did you mean `expected`?) - at "
         "`$.steps[0].preconditions[0].expectd`",

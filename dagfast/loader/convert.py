@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 from msgspec.structs import replace
 
-from dagfast.loader.problems import Problems, did_you_mean, show
+from dagfast.loader.problems import Problems, did_you_mean, got, show, type_words
 from dagfast.loader.spec import (
     ALIASES, DAG_TYPES, NESTED, STEP_EXECUTORS, SUPPORTED, DagSpec, SecretSpec, StepSpec,
 )
@@ -24,6 +24,15 @@ __all__ = ["Steps", "convert", "explain", "normalize"]
 
 _MSGSPEC_PATH = re.compile(r"\.([^.\[]+)|\[(\d+)\]|\[\.\.\.\]")
 _STEPS_TYPE = list[StepSpec | str | None]
+_CHOICES = {
+    "type": " or ".join(f"`{t}`" for t in DAG_TYPES),
+    "stepExecutor": " or ".join(f"`{t}`" for t in STEP_EXECUTORS),
+    "continueOn": "`failure`, `skipped` or a mapping",
+    "repeat": "`true`, `false`, `while` or `until`",
+}
+"""What a key written with a wrong word takes (msgspec says only "Invalid enum value")."""
+_MISSING = re.compile(r"Object missing required field `([^`]*)`")
+_EXPECTED = re.compile(r"Expected `([^`]*)`([^,]*)(?:, got `[^`]*`)?")
 
 
 class Steps:
@@ -81,7 +90,7 @@ def _step_items(raw, key: str, problems: Problems) -> tuple[Steps, list]:
     if type(raw) is list:
         return Steps(key, None), raw
     if raw is not None:
-        problems.add((key,), f"Expected a list or a mapping of steps, got `{show(raw)}`")
+        problems.add((key,), f"expected a list or a mapping, got {got(raw)}")
     return Steps(key, None), []
 
 
@@ -215,7 +224,7 @@ def explain(text: str, raw: Any) -> tuple[Path, str]:
     """A msgspec message as a path and a message that shows the value as written."""
     message, sep, where = text.rpartition(" - at `")
     if not sep:
-        return (), text
+        return (), _in_words(text, [], raw)
     rel: list[str | int] = []
     for m in _MSGSPEC_PATH.finditer(where.rstrip("`"), 1):
         if m.group(1) is not None:
@@ -231,10 +240,21 @@ def explain(text: str, raw: Any) -> tuple[Path, str]:
         except (KeyError, IndexError, TypeError):
             value = None
             break
-    if message.startswith("Invalid enum value") and rel == ["type"]:
-        message = "Expected " + " or ".join(f"`{t}`" for t in DAG_TYPES)
-    if message.startswith("Invalid enum value") and rel == ["stepExecutor"]:
-        message = "Expected " + " or ".join(f"`{t}`" for t in STEP_EXECUTORS)
-    if message.startswith("Expected") and type(value) is str:
-        message = re.sub(r", got `[^`]*`$", "", message) + f", got `{show(value)}`"
-    return tuple(rel), message
+    return tuple(rel), _in_words(message, rel, value)
+
+
+def _in_words(message: str, rel: list, value: Any) -> str:
+    """msgspec's "Expected `str | null`, got `array`" as "expected text, got a list"."""
+    if message.startswith("Invalid enum value") and rel and rel[-1] in _CHOICES:
+        return f"expected {_CHOICES[rel[-1]]}, got {got(value)}"
+    m = _EXPECTED.fullmatch(message)
+    if m is None:
+        missing = _MISSING.fullmatch(message)
+        return f"`{missing.group(1)}` is missing" if missing else message
+    if rel and rel[-1] == "depends":
+        expect = "a step name or a list of them"
+    elif len(rel) > 1 and rel[-2] == "depends":
+        expect = "a step name"
+    else:
+        expect = type_words(m.group(1)) + m.group(2)
+    return f"expected {expect}, got {got(value)}"

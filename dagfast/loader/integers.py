@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from dagfast.loader.problems import show
+from dagfast.loader.problems import got, show
 from dagfast.loader.tree import Path
 
 __all__ = ["MAX_INT", "MOST", "integer"]
@@ -45,13 +45,5 @@ def integer(
         shown = f"is `{show(text)}`" if text else "is empty"
         problems.add(where, f"`{key}` {shown} after expansion; expected {expect}")
     else:
-        problems.add(where, f"expected {expect}, got {_got(text)}")
+        problems.add(where, f"expected {expect}, got {got(text)}")
     return None
-
-
-def _got(value) -> str:
-    if type(value) in (list, dict):
-        return show(value)
-    if value == "":
-        return "an empty value"
-    return f"`{show(value if type(value) is str or value is None else str(value))}`"

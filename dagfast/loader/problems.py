@@ -11,7 +11,10 @@ from dagfast.errors import LoadError, Problem
 import dagfast.loader.tree as yamlsrc
 from dagfast.loader.tree import Path
 
-__all__ = ["CONTROL", "MAX_PROBLEMS", "Problems", "did_you_mean", "name_problem", "show"]
+__all__ = [
+    "CONTROL", "MAX_PROBLEMS", "Problems", "did_you_mean", "got", "name_problem", "show",
+    "type_words",
+]
 
 CONTROL = re.compile("[\x01-\x1f\x7f-\x9f\u2028\u2029]")
 """Characters a terminal acts on (C0, DEL, C1, Unicode line and paragraph separators);
@@ -106,3 +109,27 @@ def name_problem(name: str) -> str | None:
 def _escape(c: str) -> str:
     n = ord(c)
     return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}"
+
+
+_TYPE_WORDS = {
+    "int": "an integer", "float": "a number", "str": "text", "bool": "`true` or `false`",
+    "array": "a list", "object": "a mapping",
+}  # fmt: skip
+
+
+def type_words(types: str) -> str:
+    """msgspec's `str | array | null` in the user's words: "text or a list"."""
+    words = [_TYPE_WORDS.get(t, f"`{t}`") for t in map(str.strip, types.split("|"))
+             if t != "null"]  # fmt: skip
+    if len(words) <= 1:
+        return words[0] if words else "nothing"
+    return ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def got(value: Any) -> str:
+    """What the file gave, for "expected X, got ...": `5`, a list, a mapping, `null`."""
+    if type(value) in (list, dict):
+        return show(value)
+    if value == "":
+        return "an empty value"
+    return f"`{show(value if type(value) is str or value is None else str(value))}`"

@@ -142,7 +142,7 @@ def _typed(value, at: tuple, expected: str, problems) -> None:
         return
     kind = problems.plain_type(at)
     if kind is not None:
-        problems.add(at, f"Expected {expected}, got the {kind} `{value}` (quote it to mean "
+        problems.add(at, f"expected {expected}, got the {kind} `{value}` (quote it to mean "
                          "the text)")
 
 
@@ -150,28 +150,28 @@ def check_condition_types(pre, where: Where, problems) -> None:
     """`preconditions` (a DAG's or a step's) written as a number or a boolean."""
     if type(pre) is list:
         for k, c in enumerate(pre):
-            _typed(c, where("preconditions", k), "`str | object`", problems)
+            _typed(c, where("preconditions", k), "text or a mapping", problems)
     else:
-        _typed(pre, where("preconditions"), "`str | object | array`", problems)
+        _typed(pre, where("preconditions"), "text, a mapping or a list", problems)
 
 
 def _check_types(s: StepSpec, where: Where, problems) -> None:
     """Fields whose text must not have been written as a number or a boolean."""
     check_condition_types(s.preconditions, where, problems)
     for key in ("stdout", "stderr"):
-        _typed(getattr(s, key), where(key), "`str` (a file name)", problems)
+        _typed(getattr(s, key), where(key), "a file name", problems)
     if type(s.continue_on) is ContinueOnSpec:
         out = s.continue_on.output
         if type(out) is list:
             for k, x in enumerate(out):
-                _typed(x, where("continueOn", "output", k), "`str`", problems)
+                _typed(x, where("continueOn", "output", k), "text", problems)
         else:
-            _typed(out, where("continueOn", "output"), "`str | array`", problems)
+            _typed(out, where("continueOn", "output"), "text or a list", problems)
     p = s.parallel
     if type(p) is ParallelSpec:
-        _typed(p.items, where("parallel", "items"), "`str | array`", problems)
+        _typed(p.items, where("parallel", "items"), "text or a list", problems)
     else:
-        _typed(p, where("parallel"), "`str | array | object`", problems)
+        _typed(p, where("parallel"), "text, a list or a mapping", problems)
 
 
 def _check_policies(s: StepSpec, where: Where, problems) -> None:

@@ -24,6 +24,7 @@ from dagfast.loader.problems import CONTROL, Problems, did_you_mean, name_proble
 from dagfast.loader.shellcmd import Shell, sets_errexit, shell_words_or_report, text_argv
 from dagfast.loader.spec import StepSpec
 from dagfast.loader.stepopts import build_extra, check_extra, featured
+from dagfast.loader.tree import typed_text
 from dagfast.model import Params, Step, StepExtra
 from dagfast.topo import cycles, seen_outputs
 
@@ -71,6 +72,7 @@ def build(
     specs = steps.specs
     n = len(specs)
     if n and set(map(type, specs)) != {StepSpec}:
+        _check_shorthands(steps, problems)
         specs = steps.specs = [s if type(s) is StepSpec else _shorthand(s) for s in specs]
     cols = _Columns(specs)
     built = Built()
@@ -87,6 +89,16 @@ def build(
     depends = _Depends(steps, index, id_index, chain, problems, outer)
     built.depends = depends.resolve(cols.deps, names)
     return built
+
+
+def _check_shorthands(steps: Steps, problems: Problems) -> None:
+    """A step written as a bare number (`- 42`) is no command anyone means; `- true`
+    is (the shell's `true`)."""
+    for i, item in enumerate(steps.specs):
+        if type(item) is str and typed_text(item) == "number":
+            if problems.plain_type(steps.path(i)) == "number":
+                problems.add(steps.path(i), f"expected a step (a command or a mapping), got the "
+                                            f"number `{item}` (quote it to mean the command)")
 
 
 def _shorthand(item: str | None) -> StepSpec:
@@ -160,7 +172,11 @@ def _argvs(steps: Steps, cols: _Columns, default: Shell, problems: Problems):
         s = steps.specs[i]
         if not s.command and not s.script:
             argvs[i] = ()
-            if i not in steps.incomplete and s.run is None and s.call is None:
+            if i in steps.incomplete or s.run is not None or s.call is not None:
+                pass
+            elif s.command is not None and s.script is None:
+                problems.add(steps.path(i, "command"), "`command` is empty")
+            else:
                 problems.add(
                     steps.path(i), "the step has nothing to run (no `command` or `script`)"
                 )
