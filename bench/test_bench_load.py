@@ -16,7 +16,7 @@ import pytest
 from yaml._yaml import CParser
 from yaml.events import StreamEndEvent
 
-from dagfast.loader.load import load
+from dagfast.loader import load
 from dagfast.loader.tree import parse
 
 N = 100_000

@@ -48,7 +48,7 @@ _WHERE = {
 
 # Bound eagerly, as the public function (the loader lives in `dagfast.loader`).
 # Loading needs only yaml and msgspec, which every command uses.
-from dagfast.loader.load import load  # noqa: E402
+from dagfast.loader import load  # noqa: E402
 
 
 def __getattr__(name: str):

@@ -1,6 +1,6 @@
 """The normalised, frozen, integer-indexed DAG that the engine runs.
 
-`load.py` is the only producer. Steps are ids `0..n-1` in file order; every field is
+`dagfast.loader` is the only producer. Steps are ids `0..n-1` in file order; every field is
 already resolved (absolute directories, final argv, evaluated environment), so the
 engine never parses anything.
 """
@@ -23,6 +23,7 @@ __all__ = [
     "Secret",
     "Step",
     "StepExtra",
+    "output_ref",
     "secret_ref",
 ]
 
@@ -143,6 +144,13 @@ def secret_ref(name: str) -> str:
     """How a step's `env` value refers to secret `name` until the run starts and fills
     it in: the name between two private-use characters, which no DAG file holds."""
     return f"\ue000{name}\ue001"
+
+
+def output_ref(name: str, path: str = "") -> str:
+    """How a step's `env` value refers to output `name` (and a JSON `path` in it) until
+    the step starts: between two private-use characters, which no DAG file holds (as
+    `secret_ref`, with another pair)."""
+    return f"\ue002{name}{path}\ue003"
 
 
 class Dag(msgspec.Struct, frozen=True):

@@ -554,7 +554,7 @@ def test_a_bad_cluster_key_in_the_dag_fails_validation_at_its_place(tmp_path, li
 ])
 def test_the_flag_beats_the_environment_which_beats_the_dag(flag, env, dag_key, chosen):
     from dagfast.exec.choose import choose
-    from dagfast.loader.load import load_text
+    from dagfast.loader import load_text
     from dagfast.exec.local import ProcessManager
 
     text = "steps:\n  - echo\n" + (f"stepExecutor: {dag_key}\n" if dag_key else "")
@@ -565,7 +565,7 @@ def test_the_flag_beats_the_environment_which_beats_the_dag(flag, env, dag_key, 
 
 def test_the_scheduler_the_dag_names_yields_to_the_environment_and_the_flag():
     from dagfast.exec.choose import choose
-    from dagfast.loader.load import load_text
+    from dagfast.loader import load_text
 
     dag = load_text("stepExecutor: dask\ndaskScheduler: tcp://dag:1\nsteps:\n  - echo\n")
     assert choose(dag, environ={}).address == "tcp://dag:1"
@@ -602,7 +602,7 @@ def test_wrong_set_ups_are_usage_errors(tmp_path, monkeypatch):
         steps:
           - echo
         """)))
-    assert res.err == (f"{tmp_path}/v.yaml:1:15: Expected `local` or `dask`, got `dusk` - at "
+    assert res.err == (f"{tmp_path}/v.yaml:1:15: expected `local` or `dask`, got `dusk` - at "
                        "`$.stepExecutor`\n")
     res = dagfast("validate", str(write(tmp_path / "v.yaml", """\
         daskScheduler: tcp://x:1

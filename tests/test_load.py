@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dagfast.errors import LoadError
-from dagfast.loader.load import load, load_text
+from dagfast.loader import load, load_text
 from dagfast.model import Dag
 
 REPO = Path(__file__).resolve().parent.parent
@@ -257,12 +257,12 @@ def test_type_errors_read_like_msgspec_and_show_the_value():
             working_dir: [x]
         """)
         == [
-            "dag.yaml:2:17: Expected `int` >= 0, got `-1` - at `$.maxActiveSteps`",
-            "dag.yaml:3:7: Expected `graph` or `chain`, got `dag` - at `$.type`",
-            "dag.yaml:4:14: Expected `str | null`, got `array` - at `$.description`",
-            "dag.yaml:7:14: Expected `str | array | null`, got `object` - at `$.steps[0].command`",
-            "dag.yaml:8:14: Expected `str | array | null`, got `object` - at `$.steps[0].depends`",
-            "dag.yaml:11:18: Expected `str | null`, got `array` - at `$.steps[1].working_dir`",
+            "dag.yaml:2:17: expected an integer >= 0, got `-1` - at `$.maxActiveSteps`",
+            "dag.yaml:3:7: expected `graph` or `chain`, got `dag` - at `$.type`",
+            "dag.yaml:4:14: expected text, got a list - at `$.description`",
+            "dag.yaml:7:14: expected text or a list, got a mapping - at `$.steps[0].command`",
+            "dag.yaml:8:14: expected a step name or a list of them, got a mapping - at `$.steps[0].depends`",
+            "dag.yaml:11:18: expected text, got a list - at `$.steps[1].working_dir`",
         ]
     )
 
@@ -281,10 +281,10 @@ def test_yaml_scalars_convert_where_the_schema_wants_a_number():
 
 def test_max_active_steps_that_is_not_an_int():
     assert errors("maxActiveSteps: abc\n") == [
-        "dag.yaml:1:17: Expected `int`, got `abc` - at `$.maxActiveSteps`"
+        "dag.yaml:1:17: expected an integer >= 0, got `abc` - at `$.maxActiveSteps`"
     ]
     assert errors("maxActiveSteps: 2.5\n") == [
-        "dag.yaml:1:17: Expected `int`, got `2.5` - at `$.maxActiveSteps`"
+        "dag.yaml:1:17: expected an integer >= 0, got `2.5` - at `$.maxActiveSteps`"
     ]
 
 
@@ -434,8 +434,8 @@ def test_a_step_with_nothing_to_run():
         """)
         == [
             "dag.yaml:3:5: the step has nothing to run (no `command` or `script`) - at `$.steps[0]`",
-            "dag.yaml:4:5: the step has nothing to run (no `command` or `script`) - at `$.steps[1]`",
-            "dag.yaml:6:5: the step has nothing to run (no `command` or `script`) - at `$.steps[2]`",
+            "dag.yaml:5:14: `command` is empty - at `$.steps[1].command`",
+            "dag.yaml:7:14: `command` is empty - at `$.steps[2].command`",
             "dag.yaml:8:4: the step has nothing to run (no `command` or `script`) - at `$.steps[3]`",
         ]
     )
@@ -460,7 +460,7 @@ def test_no_steps_is_a_valid_empty_dag():
     assert dag("name: empty\n").steps == ()
     assert dag("steps:\n").steps == ()
     assert errors("steps: foo\n") == [
-        "dag.yaml:1:8: Expected a list or a mapping of steps, got `foo` - at `$.steps`"
+        "dag.yaml:1:8: expected a list or a mapping, got `foo` - at `$.steps`"
     ]
 
 
@@ -1037,7 +1037,7 @@ def test_every_problem_is_reported_at_once_in_file_order():
             "dag.yaml:5:14: depends on unknown step `zz` - at `$.steps[0].depends`",
             "dag.yaml:7:5: unknown key `comand` (did you mean `command`?) - at `$.steps[1].comand`",
             "dag.yaml:8:11: duplicate step name `a` - at `$.steps[2].name`",
-            "dag.yaml:10:17: Expected `int`, got `many` - at `$.maxActiveSteps`",
+            "dag.yaml:10:17: expected an integer >= 0, got `many` - at `$.maxActiveSteps`",
         ]
     )
 

@@ -296,7 +296,7 @@ def test_the_final_record_uses_the_space_set_aside(tmp_path, small_disk):
     # full exactly when the run ends.
     from types import SimpleNamespace
 
-    from dagfast.loader.load import load
+    from dagfast.loader import load
     from dagfast.records.store import Recorder, RunDir, StepRecord
 
     dag = load(str(write(tmp_path / "d.yaml", "steps:\n  - name: a\n    command: 'true'\n")))
@@ -321,7 +321,7 @@ def test_the_final_record_uses_the_space_set_aside(tmp_path, small_disk):
 
 def test_the_final_snapshot_is_durable_rename_and_all(tmp_path, monkeypatch):
     # fsync the file, rename it, then fsync the directory: the rename is on disk too.
-    from dagfast.loader.load import load
+    from dagfast.loader import load
     from dagfast.records.store import RunDir, Snapshot
 
     dag = load(str(write(tmp_path / "d.yaml", "steps:\n  - command: 'true'\n")))
@@ -446,7 +446,7 @@ def test_a_finished_run_whose_record_lacks_a_step_end_reads_it_aborted(tmp_path)
     # step's (a disk that filled in between). It is not `running` in an ended run.
     import msgspec as _msgspec
 
-    from dagfast.loader.load import load
+    from dagfast.loader import load
     from dagfast.records.store import Recorder, RunDir, StepRecord
 
     dag = load(str(write(tmp_path / "d.yaml", "steps:\n  - name: a\n    command: 'true'\n")))
@@ -625,7 +625,7 @@ def test_a_run_killed_before_its_first_record_reads_interrupted(tmp_path):
     assert read_run(str(run)).status == 4
     # A run its owner let go of before its first record (an executor that could not
     # open) is not_started, not interrupted.
-    from dagfast.loader.load import load
+    from dagfast.loader import load
     from dagfast.records.store import RunDir
 
     rd = RunDir.create(load(str(dag)), str(home))

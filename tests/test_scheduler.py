@@ -381,7 +381,7 @@ def test_each_schedule_entry_is_checked_at_its_own_place(tmp_path):
         "brackets.yaml": ["brackets.yaml:1:11: not a cron expression: `start: [1, 2` "
                           "- at `$.schedule`"],
     }
-    from dagfast.loader.load import load
+    from dagfast.loader import load
 
     good = tmp_path / "good.yaml"
     good.write_text('schedule:\n  start: ["0 8 * * *", "CRON_TZ=UTC 0 9 * * 1-5"]\n'

@@ -277,11 +277,11 @@ def test_bad_secrets_entries_are_all_reported_with_their_places(tmp_path):
         "dag.yaml:3:15: secret provider `vault` is not supported yet (dagfast has `env` and "
         "`file`) - at `$.secrets[0].provider`",
         "dag.yaml:4:10: `key` is empty - at `$.secrets[0].key`",
-        "dag.yaml:5:5: Object missing required field `key` - at `$.secrets[1]`",
+        "dag.yaml:5:5: `key` is missing - at `$.secrets[1]`",
         "dag.yaml:10:5: unknown key `bogus` - at `$.secrets[2].bogus`",
         "dag.yaml:14:11: duplicate secret name `C` (first at `$.secrets[3]`) - at "
         "`$.secrets[4].name`",
-        "dag.yaml:17:5: Expected `object`, got `str` - at `$.secrets[5]`",
+        "dag.yaml:17:5: expected a mapping, got `just a string` - at `$.secrets[5]`",
     ]
 
 

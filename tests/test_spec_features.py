@@ -91,7 +91,7 @@ def test_fan_out_pattern_captures_files_then_processes_in_parallel(tmp_path):
     calls = s.calls()
     assert s.labels() == [f"process.py data/file{i}.csv" for i in (1, 2, 3)]
     assert max_overlap(calls) == 3
-    from dagfast.loader.load import load
+    from dagfast.loader import load
     from dagfast.runtime.session import run as api_run
 
     result = api_run(load(dag, environ=dict(os.environ, **s.env())), home_dir=str(tmp_path / "h2"))
@@ -167,7 +167,7 @@ def test_multiple_dag_runs_loads_and_a_run_without_steps_succeeds(tmp_path):
     dag = example(tmp_path, "multiple-dag-runs")
     res = run(dag)
     assert res.code == 0, res.err
-    from dagfast.loader.load import load
+    from dagfast.loader import load
 
     d = load(dag)
     assert (d.max_active_runs, d.schedule, d.skip_if_successful) == (1, ("*/5 * * * *",), True)
@@ -249,7 +249,7 @@ def test_params_map_and_list_forms_and_integer_fields_from_params(tmp_path):
         """)
     assert run(dag).code == 0
     assert (tmp_path / "who.txt").read_text() == "world\n"
-    from dagfast.loader.load import load
+    from dagfast.loader import load
 
     assert load(dag).max_active_steps == 2
     res = run(dag, "N=two")

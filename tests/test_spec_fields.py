@@ -308,6 +308,6 @@ def test_a_negative_max_active_steps_is_refused_when_loading(tmp_path):
     res = run(dag)
     assert res.code == 2
     assert res.err.splitlines() == [
-        f"{dag}:1:17: Expected `int` >= 0, got `-1` - at `$.maxActiveSteps`"
+        f"{dag}:1:17: expected an integer >= 0, got `-1` - at `$.maxActiveSteps`"
     ]
     assert not (tmp_path / "ran.txt").exists() and not (tmp_path / "home" / "runs").exists()

@@ -238,11 +238,11 @@ def _exit_status(exc: DagfastError) -> int:
 
 
 def _validate(args) -> int:
-    from dagfast.loader.load import load
+    from dagfast.loader import load
     from dagfast.runtime.session import check_calls
 
-    dag = load(args.dag)
-    check_calls(dag)
+    dag = load(args.dag, evaluate=False)  # a lint step: no backtick command runs
+    check_calls(dag, evaluate=False)
     print(f"{args.dag}: valid ({len(dag.steps)} steps)")
     return EXIT_OK
 
@@ -415,9 +415,9 @@ def _command_examples(sub) -> None:
 
 def _graph(args) -> int:
     from dagfast.report.graph import render
-    from dagfast.loader.load import load
+    from dagfast.loader import load
 
-    sys.stdout.write(render(load(args.dag), args.format))
+    sys.stdout.write(render(load(args.dag, evaluate=False), args.format))
     return EXIT_OK
 
 

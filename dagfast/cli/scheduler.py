@@ -174,7 +174,7 @@ class Scheduler:
     def _load(self, f: DagFile, now: float, how: str) -> None:
         from dagfast.loader.cron import parse_all
         from dagfast.errors import LoadError
-        from dagfast.loader.load import load
+        from dagfast.loader import load
 
         try:
             f.dag = load(f.path)

@@ -31,7 +31,7 @@ def resolve_run(home_dir: str, target: str | None) -> str:
         return path
     name = target
     if os.path.isfile(target):
-        from dagfast.loader.load import load
+        from dagfast.loader import load
 
         name = load(target).name
     path = latest_run(home_dir, name)
@@ -151,7 +151,7 @@ def history(args, out=sys.stdout) -> int:
     """List the runs of a DAG, newest first."""
     name = args.dag
     if os.path.isfile(name):
-        from dagfast.loader.load import load
+        from dagfast.loader import load
 
         name = load(name).name
     paths = runs_of(home(), name)
@@ -245,10 +245,10 @@ def _follow(run_path: str, path: str, out) -> int:
 def dry(args, out=sys.stdout) -> int:
     """Print the order steps would start in (as if each took the same time): the real
     engine with an executor whose steps exit at once; runs nothing."""
-    from dagfast.loader.load import load
+    from dagfast.loader import load
     from dagfast.runtime.session import dry as dry_run
 
-    dag = load(args.dag)
+    dag = load(args.dag, evaluate=False)  # "runs nothing": no backtick command either
     dry_run(dag, _Rounds(out), args.max_active_steps)
     return 0
 

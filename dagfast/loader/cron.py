@@ -56,7 +56,7 @@ class Cron:
             raise ScheduleError(self.expr, f"no date before {_iso(before)}") from None
 
     def _iter(self, at: float):
-        from croniter import croniter
+        from croniter import croniter  # start-up speed: only scheduled DAGs pay for it
 
         return croniter(self.fields, datetime.fromtimestamp(at, self.tz or _local_zone()))
 
@@ -67,7 +67,7 @@ class Cron:
 def parse(expr: str) -> Cron:
     """One `schedule` expression, parsed; ScheduleError when it is not one we can run
     (not 5 or 6 fields nor a nickname, invalid, an unknown zone, or never matching)."""
-    from croniter import croniter
+    from croniter import croniter  # start-up speed: only scheduled DAGs pay for it
 
     text = expr.strip()
     tz = None
@@ -102,7 +102,7 @@ def _iso(t: float) -> str:
 
 
 def _zone(expr: str, name: str) -> tzinfo:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # start-up speed: zones on use
 
     try:
         return ZoneInfo(name)
@@ -113,7 +113,7 @@ def _zone(expr: str, name: str) -> tzinfo:
 def _local_zone() -> tzinfo:
     """The local zone as an IANA zone when it can be found (so that daylight saving
     moves ticks right), else the current fixed offset."""
-    from zoneinfo import ZoneInfo
+    from zoneinfo import ZoneInfo  # start-up speed: zones on use
 
     name = os.environ.get("TZ", "").lstrip(":")
     if not name:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import shlex
 
-__all__ = ["SH_LIKE", "Shell", "sets_errexit", "shell_words", "text_argv"]
+__all__ = [
+    "SH_LIKE", "Shell", "sets_errexit", "shell_words", "shell_words_or_report", "text_argv",
+]
 
 SH_LIKE = frozenset(("sh", "bash", "dash", "zsh", "ksh", "ash", "mksh"))
 
@@ -22,6 +24,15 @@ def shell_words(value: str | list[str]) -> tuple[str, ...]:
     if not words or not words[0]:
         raise ValueError("the shell is empty")
     return tuple(words)
+
+
+def shell_words_or_report(value, path: tuple, problems) -> tuple[str, ...] | None:
+    """`shell_words`, or None with the reason reported at `path` in `problems`."""
+    try:
+        return shell_words(value)
+    except ValueError as e:
+        problems.add(path, str(e))
+        return None
 
 
 def is_sh_like(words: tuple[str, ...]) -> bool:

@@ -8,14 +8,14 @@ key: Dagu 2's snake_case, and `dir` for a step's `workingDir`.
 
 
 import re
-from typing import Annotated, Literal, get_args
+from typing import Any, Literal, get_args
 
-from msgspec import UNSET, Meta, Struct, UnsetType
+from msgspec import UNSET, Struct, UnsetType
 
 __all__ = [
     "ALIASES",
     "DAG_TYPES",
-    "INT_FIELDS",
+    "INT_KEYS",
     "KEYS",
     "NESTED",
     "STEP_EXECUTORS",
@@ -33,8 +33,6 @@ __all__ = [
     "StepSpec",
 ]
 
-NonNegInt = Annotated[int, Meta(ge=0)]
-
 DagType = Literal["graph", "chain"]
 DAG_TYPES: tuple[str, ...] = get_args(DagType)
 
@@ -48,8 +46,10 @@ Shell = str | list[str]
 """A command line split with shlex, or the words themselves."""
 
 
-Int = NonNegInt | str
-"""An integer, or a `${VAR}` expression that must expand to one (checked on load)."""
+Int = Any
+"""An integer key as written: text that must be an integer >= 0, or a `${VAR}`
+expression that must expand to one. msgspec takes it as it is; `integers.integer`
+checks every one, at DAG and step level alike, so that they all speak one way."""
 
 Params = str | dict[str, str | None] | list[dict[str, str | None] | str]
 """`"A=1 B=2 positional"`, a map, or a list of single-key maps and plain values."""
@@ -172,8 +172,8 @@ class SecretSpec(Struct, forbid_unknown_fields=True, gc=False):
 
 
 class DagSpec(Struct, forbid_unknown_fields=True, rename="camel", gc=False):
-    """The whole file as written. Integer fields may also be `${VAR}` expressions;
-    the loader takes those out before conversion and expands them after the env."""
+    """The whole file as written. Integer keys (`Int`) are checked by the loader, and
+    those written as `${VAR}` expressions expanded after the env."""
 
     name: str | None = None
     description: str | None = None
@@ -181,12 +181,12 @@ class DagSpec(Struct, forbid_unknown_fields=True, rename="camel", gc=False):
     env: EnvSpec | None = None
     dotenv: str | list[str] | None = None
     params: Params | None = None
-    max_active_steps: NonNegInt = 0
-    max_active_runs: NonNegInt = 0
-    timeout_sec: NonNegInt = 0
-    delay_sec: NonNegInt = 0
-    max_clean_up_time_sec: NonNegInt = 5
-    max_output_size: NonNegInt = 1 << 20
+    max_active_steps: Int = 0
+    max_active_runs: Int = 0
+    timeout_sec: Int = 0
+    delay_sec: Int = 0
+    max_clean_up_time_sec: Int = 5
+    max_output_size: Int = 1 << 20
     schedule: str | list[str] | dict[str, str | list[str]] | None = None
     skip_if_successful: bool = False
     preconditions: Conditions | None = None
@@ -202,11 +202,15 @@ class DagSpec(Struct, forbid_unknown_fields=True, rename="camel", gc=False):
     steps: list[StepSpec | str | None] | dict[str, StepSpec | str | None] | None = None
 
 
-INT_FIELDS: tuple[str, ...] = (
-    "maxActiveSteps", "maxActiveRuns", "timeoutSec", "delaySec", "maxCleanUpTimeSec",
-    "maxOutputSize",
-)  # fmt: skip
-"""DAG integer keys that may be `${VAR}` expressions, expanded after `env` and `params`."""
+INT_KEYS: dict[str, tuple[str, ...]] = {
+    "dag": ("maxActiveSteps", "maxActiveRuns", "timeoutSec", "delaySec",
+            "maxCleanUpTimeSec", "maxOutputSize"),
+    "step": ("timeoutSec", "delaySec"),
+    "retryPolicy": ("limit", "intervalSec", "maxIntervalSec"),
+    "repeatPolicy": ("limit", "intervalSec", "maxIntervalSec"),
+    "parallel": ("maxConcurrent",),
+}  # fmt: skip
+"""Every integer key (typed `Int` above), per mapping kind: each may be a `${VAR}`."""
 
 
 def _fields(cls: type[Struct]) -> tuple[str, ...]:

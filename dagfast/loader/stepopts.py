@@ -1,6 +1,6 @@
 """The step and DAG keys beyond "run this command": spec values -> model values.
 
-Used by `load` only, for the few steps that set any of these keys; a step that sets
+Used by the loader's `steps` only, for the few steps that set any of these keys; a step that sets
 none keeps `extra=None` and runs on the engine's fast path. `check_extra` runs before
 anything is evaluated (every check the text as written can answer); `build_extra`,
 after, checks only what needed the DAG's variables.
@@ -12,10 +12,12 @@ import os
 import re
 import signal
 from collections.abc import Callable, Mapping
+from functools import partial
 from operator import attrgetter
 
-from dagfast.loader import tree as yamlsrc
+import dagfast.loader.tree as yamlsrc
 from dagfast.loader.expand import ExpandError, expand, has_references
+from dagfast.loader.integers import integer as check_integer
 from dagfast.model import Condition, ContinueOn, Fanout, Repeat, Retry, StepExtra
 from dagfast.loader.params import ParamsError, parse
 from dagfast.loader.spec import ConditionSpec, ContinueOnSpec, OutputSpec, ParallelSpec, StepSpec
@@ -29,7 +31,6 @@ EXTRA_FIELDS = (
 )  # fmt: skip
 _EXTRA = attrgetter(*EXTRA_FIELDS)
 _NONE = (None,) * len(EXTRA_FIELDS)
-_UINT = re.compile(r"[0-9]+")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _RESOURCE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 _SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([A-Za-z]*)\s*")
@@ -57,30 +58,32 @@ def featured(specs: list[StepSpec]) -> list[int]:
     return [i for i, t in enumerate(map(_EXTRA, specs)) if t != _NONE]
 
 
-def integer(value, key: str, where: tuple, scope: Mapping[str, str], problems) -> int:
-    """An integer field: an int as is, a string expanded over `scope` first."""
+def integer(
+    value, key: str, where: tuple, scope: Mapping[str, str], problems, known=None
+) -> int:
+    """A step's integer key once the DAG's variables are known: `${VAR}` expanded over
+    `scope` (backticks left as written), then checked by `integers.integer`. A value
+    that `known` says is not what a run would see (`load(evaluate=False)`) is 0."""
     if value is None:
         return 0
-    if type(value) is int:
-        return value
-    try:
-        text = expand(value, scope).strip()
-    except ExpandError as e:
-        problems.add(where, str(e))
-        return 0
-    if not _UINT.fullmatch(text):
-        shown = f"is `{text}`" if text else "is empty"
-        problems.add(where, f"`{key}` {shown} after expansion; expected an integer >= 0")
-        return 0
-    return int(text)
+    expanded = type(value) is str and has_references(value)
+    if expanded:
+        try:
+            value = expand(value, scope)
+        except ExpandError as e:
+            problems.add(where, str(e))
+            return 0
+        if known is not None and not known(value):
+            return 0
+    n = check_integer(value, key, where, problems, expanded=expanded)
+    return 0 if n is None else n
 
 
 def _literal_integer(value, key: str, where: tuple, problems) -> None:
-    """An integer field written as plain text (no `$`, no backtick): checked now, as
-    `integer` would after expansion; one with references waits for its variables."""
-    if type(value) is str and not has_references(value) and not _UINT.fullmatch(value.strip()):
-        shown = f"is `{value.strip()}`" if value.strip() else "is empty"
-        problems.add(where, f"`{key}` {shown} after expansion; expected an integer >= 0")
+    """An integer key as written, checked before anything is evaluated; one written
+    with references waits for its variables (`integer`)."""
+    if value is not None and not (type(value) is str and has_references(value)):
+        check_integer(value, key, where, problems)
 
 
 def conditions(value) -> tuple[Condition, ...]:
@@ -137,10 +140,9 @@ def _typed(value, at: tuple, expected: str, problems) -> None:
     text is expected (`stdout: 5`); the tree keeps the text, so the source decides."""
     if type(value) is not str or yamlsrc.typed_text(value) is None:
         return
-    data = getattr(problems, "data", None)
-    kind = yamlsrc.plain_type(data, at) if data is not None else None
+    kind = problems.plain_type(at)
     if kind is not None:
-        problems.add(at, f"Expected {expected}, got the {kind} `{value}` (quote it to mean "
+        problems.add(at, f"expected {expected}, got the {kind} `{value}` (quote it to mean "
                          "the text)")
 
 
@@ -148,39 +150,32 @@ def check_condition_types(pre, where: Where, problems) -> None:
     """`preconditions` (a DAG's or a step's) written as a number or a boolean."""
     if type(pre) is list:
         for k, c in enumerate(pre):
-            _typed(c, where("preconditions", k), "`str | object`", problems)
+            _typed(c, where("preconditions", k), "text or a mapping", problems)
     else:
-        _typed(pre, where("preconditions"), "`str | object | array`", problems)
+        _typed(pre, where("preconditions"), "text, a mapping or a list", problems)
 
 
 def _check_types(s: StepSpec, where: Where, problems) -> None:
     """Fields whose text must not have been written as a number or a boolean."""
     check_condition_types(s.preconditions, where, problems)
     for key in ("stdout", "stderr"):
-        _typed(getattr(s, key), where(key), "`str` (a file name)", problems)
+        _typed(getattr(s, key), where(key), "a file name", problems)
     if type(s.continue_on) is ContinueOnSpec:
         out = s.continue_on.output
         if type(out) is list:
             for k, x in enumerate(out):
-                _typed(x, where("continueOn", "output", k), "`str`", problems)
+                _typed(x, where("continueOn", "output", k), "text", problems)
         else:
-            _typed(out, where("continueOn", "output"), "`str | array`", problems)
+            _typed(out, where("continueOn", "output"), "text or a list", problems)
     p = s.parallel
     if type(p) is ParallelSpec:
-        _typed(p.items, where("parallel", "items"), "`str | array`", problems)
+        _typed(p.items, where("parallel", "items"), "text or a list", problems)
     else:
-        _typed(p, where("parallel"), "`str | array | object`", problems)
+        _typed(p, where("parallel"), "text, a list or a mapping", problems)
 
 
-def check_extra(s: StepSpec, where: Where, problems) -> None:
-    """Every check of one step's extra keys that needs no variable: run before any
-    `env` value is evaluated, so that a file refused runs none of its backticks."""
-    output = s.output
-    if type(output) is OutputSpec:
-        output = output.name
-    if output is not None and not _NAME.fullmatch(output.lstrip("$")):
-        problems.add(where("output"), f"`{output.lstrip('$')}` is not a valid variable name")
-
+def _check_policies(s: StepSpec, where: Where, problems) -> None:
+    """`retryPolicy` and `repeatPolicy` as written."""
     r = s.retry_policy
     if r is not None:
         w = lambda k: where("retryPolicy", k)  # noqa: E731
@@ -200,11 +195,10 @@ def check_extra(s: StepSpec, where: Where, problems) -> None:
             _literal_integer(r.limit, "limit", w("limit"), problems)
             _literal_integer(r.max_interval_sec, "maxIntervalSec", w("maxIntervalSec"), problems)
             _backoff(r.backoff, w("backoff"), problems)
-    _literal_integer(s.timeout_sec, "timeoutSec", where("timeoutSec"), problems)
-    _literal_integer(s.delay_sec, "delaySec", where("delaySec"), problems)
-    if s.signal_on_stop:
-        _signal(s.signal_on_stop, where("signalOnStop"), problems)
 
+
+def _check_call(s: StepSpec, where: Where, problems):
+    """`run`/`call` and the keys that cannot go with it; the sub-DAG called, or None."""
     call = s.call
     if s.run is not None:
         if call is not None:
@@ -217,6 +211,24 @@ def check_extra(s: StepSpec, where: Where, problems) -> None:
                 at = where(key)
                 problems.add(at, f"`{at[-1]}` cannot be used with `{by}`: the step runs the "
                                  "sub-DAG, no process of its own", True)
+    return call
+
+
+def check_extra(s: StepSpec, where: Where, problems) -> None:
+    """Every check of one step's extra keys that needs no variable: run before any
+    `env` value is evaluated, so that a file refused runs none of its backticks."""
+    output = s.output
+    if type(output) is OutputSpec:
+        output = output.name
+    if output is not None and not _NAME.fullmatch(output.lstrip("$")):
+        problems.add(where("output"), f"`{output.lstrip('$')}` is not a valid variable name")
+
+    _check_policies(s, where, problems)
+    _literal_integer(s.timeout_sec, "timeoutSec", where("timeoutSec"), problems)
+    _literal_integer(s.delay_sec, "delaySec", where("delaySec"), problems)
+    if s.signal_on_stop:
+        _signal(s.signal_on_stop, where("signalOnStop"), problems)
+    call = _check_call(s, where, problems)
     _check_types(s, where, problems)
     if s.parallel is not None:
         if call is None:
@@ -239,79 +251,20 @@ def check_extra(s: StepSpec, where: Where, problems) -> None:
 
 
 def build_extra(
-    s: StepSpec, where: Where, scope: Mapping[str, str], step_dir: str, problems
+    s: StepSpec, where: Where, scope: Mapping[str, str], step_dir: str, problems, known=None
 ) -> StepExtra:
     """The StepExtra of one step, once `check_extra` passed for the whole file; it
-    reports only what needed `scope` (integers and file names written with variables)."""
+    reports only what needed `scope` (integers and file names written with variables).
+    `known(text)`: whether an expanded value is what a run would see (see `integer`)."""
+    num = partial(integer, scope=scope, problems=problems, known=known)
     output = s.output
     if type(output) is OutputSpec:
         output = output.name
     if output is not None:
         output = output.lstrip("$")
 
-    cont = s.continue_on
-    continue_on = None
-    if type(cont) is str:
-        continue_on = ContinueOn(skipped=True) if cont == "skipped" else ContinueOn(failure=True)
-    elif type(cont) is ContinueOnSpec:
-        out = cont.output
-        continue_on = ContinueOn(
-            cont.failure, cont.skipped, _codes(cont.exit_code),
-            () if out is None else ((out,) if type(out) is str else tuple(out)),
-            cont.mark_success,
-        )  # fmt: skip
-
-    retry = None
-    if s.retry_policy is not None:
-        r = s.retry_policy
-        w = lambda k: where("retryPolicy", k)  # noqa: E731
-        retry = Retry(
-            integer(r.limit, "limit", w("limit"), scope, problems),
-            integer(r.interval_sec, "intervalSec", w("intervalSec"), scope, problems),
-            _codes(r.exit_code),
-            _backoff(r.backoff, w("backoff"), problems),
-            integer(r.max_interval_sec, "maxIntervalSec", w("maxIntervalSec"), scope, problems),
-        )
-
-    repeat = None
-    if s.repeat_policy is not None:
-        r = s.repeat_policy
-        w = lambda k: where("repeatPolicy", k)  # noqa: E731
-        mode = r.repeat
-        if mode is True:
-            mode = "while"
-        elif mode is False:
-            mode = ""
-        cond = None if r.condition is None else Condition(r.condition, r.expected)
-        if mode:
-            repeat = Repeat(
-                mode, cond, _codes(r.exit_code),
-                integer(r.interval_sec, "intervalSec", w("intervalSec"), scope, problems),
-                integer(r.limit, "limit", w("limit"), scope, problems),
-                _backoff(r.backoff, w("backoff"), problems),
-                integer(r.max_interval_sec, "maxIntervalSec", w("maxIntervalSec"), scope, problems),
-            )  # fmt: skip
-
     call = s.run if s.run is not None else s.call
-    fanout = None
-    if s.parallel is not None:
-        p = s.parallel
-        if type(p) is ParallelSpec:
-            mc = integer(p.max_concurrent, "maxConcurrent", where("parallel", "maxConcurrent"),
-                         scope, problems)  # fmt: skip
-            p = p.items
-        else:
-            mc = 10
-        if type(p) is str:
-            fanout = Fanout((), p, mc or 10)
-        else:
-            items = tuple(
-                {k: "" if v is None else str(v) for k, v in x.items()} if type(x) is dict else x
-                for x in p
-            )
-            fanout = Fanout(items, None, mc or 10)
     params = parse(s.params) if s.params is not None else ()
-
     files = []
     for key in ("stdout", "stderr"):
         value = getattr(s, key)
@@ -327,22 +280,78 @@ def build_extra(
 
     return StepExtra(
         output=output,
-        continue_on=continue_on,
-        retry=retry,
-        repeat=repeat,
+        continue_on=_continue_on(s.continue_on),
+        retry=_retry(s.retry_policy, where, num, problems) if s.retry_policy is not None else None,
+        repeat=_repeat(s.repeat_policy, where, num, problems) if s.repeat_policy is not None else None,
         preconditions=conditions(s.preconditions),
-        timeout_sec=integer(s.timeout_sec, "timeoutSec", where("timeoutSec"), scope, problems),
-        delay_sec=integer(s.delay_sec, "delaySec", where("delaySec"), scope, problems),
+        timeout_sec=num(s.timeout_sec, "timeoutSec", where("timeoutSec")),
+        delay_sec=num(s.delay_sec, "delaySec", where("delaySec")),
         signal_on_stop=(
             _signal(s.signal_on_stop, where("signalOnStop"), problems) if s.signal_on_stop else 0
         ),
         call=call,
         params=params,
-        parallel=fanout,
+        parallel=_fanout(s.parallel, where, num) if s.parallel is not None else None,
         stdout=files[0],
         stderr=files[1],
         resources=_resources(s.resources, where, problems) if s.resources else (),
     )
+
+
+def _continue_on(cont) -> ContinueOn | None:
+    if type(cont) is str:
+        return ContinueOn(skipped=True) if cont == "skipped" else ContinueOn(failure=True)
+    if type(cont) is ContinueOnSpec:
+        out = cont.output
+        return ContinueOn(
+            cont.failure, cont.skipped, _codes(cont.exit_code),
+            () if out is None else ((out,) if type(out) is str else tuple(out)),
+            cont.mark_success,
+        )  # fmt: skip
+    return None
+
+
+def _retry(r, where: Where, num, problems) -> Retry:
+    w = lambda k: where("retryPolicy", k)  # noqa: E731
+    return Retry(
+        num(r.limit, "limit", w("limit")),
+        num(r.interval_sec, "intervalSec", w("intervalSec")),
+        _codes(r.exit_code),
+        _backoff(r.backoff, w("backoff"), problems),
+        num(r.max_interval_sec, "maxIntervalSec", w("maxIntervalSec")),
+    )
+
+
+def _repeat(r, where: Where, num, problems) -> Repeat | None:
+    w = lambda k: where("repeatPolicy", k)  # noqa: E731
+    mode = r.repeat
+    if mode is True:
+        mode = "while"
+    elif mode is False:
+        return None
+    cond = None if r.condition is None else Condition(r.condition, r.expected)
+    return Repeat(
+        mode, cond, _codes(r.exit_code),
+        num(r.interval_sec, "intervalSec", w("intervalSec")),
+        num(r.limit, "limit", w("limit")),
+        _backoff(r.backoff, w("backoff"), problems),
+        num(r.max_interval_sec, "maxIntervalSec", w("maxIntervalSec")),
+    )  # fmt: skip
+
+
+def _fanout(p, where: Where, num) -> Fanout:
+    if type(p) is ParallelSpec:
+        mc = num(p.max_concurrent, "maxConcurrent", where("parallel", "maxConcurrent"))
+        p = p.items
+    else:
+        mc = 10
+    if type(p) is str:
+        return Fanout((), p, mc or 10)
+    items = tuple(
+        {k: "" if v is None else str(v) for k, v in x.items()} if type(x) is dict else x
+        for x in p
+    )
+    return Fanout(items, None, mc or 10)
 
 
 def _resources(value: dict, where: Where, problems) -> tuple[tuple[str, float], ...]:

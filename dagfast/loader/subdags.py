@@ -13,6 +13,7 @@ import os
 import re
 
 from dagfast.errors import LoadError, Problem
+from dagfast.loader import load_sub
 from dagfast.loader.expand import ExpandError, expand
 from dagfast.model import Dag
 
@@ -35,8 +36,6 @@ def check_sub_dags(dag: Dag, environ=None, evaluate: bool = True) -> None:
 
 def _check(dag: Dag, environ: dict, chain: list[str], problems: list[Problem],
            checked: dict, evaluate: bool) -> None:
-    from dagfast.loader.load import load_sub  # the loader calls back into this module
-
     scope = dict(environ)
     scope.update((k, v) for k, v in dag.env)
     scope.update((k, v) for k, v in dag.params if k is not None)
@@ -72,7 +71,7 @@ def _check(dag: Dag, environ: dict, chain: list[str], problems: list[Problem],
             continue
         try:
             sub = load_sub(path, environ=scope, params=ex.params, work_dir=dag.dir,
-                           done=names)
+                           done=names, evaluate=evaluate)
         except LoadError as e:
             for p in e.problems:  # where it is, and which step of which file calls it
                 problems.append(Problem(f"{p.message} (in the sub-DAG that {here} calls at "

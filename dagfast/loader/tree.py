@@ -33,8 +33,8 @@ from yaml.events import (
 from dagfast.errors import LoadError, Problem
 
 __all__ = [
-    "MAX_BYTES", "MAX_DEPTH", "MAX_VALUES", "Path", "is_list", "locate", "parse", "plain_type",
-    "render", "typed_text",
+    "MAX_BYTES", "MAX_DEPTH", "MAX_VALUES", "Path", "is_list", "locate", "nul_paths", "parse",
+    "plain_type", "render", "typed_text",
 ]  # fmt: skip
 
 MAX_BYTES = 32 * 1024 * 1024
@@ -509,3 +509,22 @@ def _bare_list(data: bytes, paths: list[Path]) -> list[Path] | None:
 
 def _in_bare(path: Path) -> Path:
     return path[1:] if path[:1] == ("steps",) else path
+
+
+def nul_paths(tree: dict) -> list[tuple[Path, bool]]:
+    """Where the tree holds a NUL character (no process can receive one): each path,
+    and whether it is in the key there rather than the value."""
+    found: list[tuple[Path, bool]] = []
+    work: list[tuple[Path, object]] = [((), tree)]
+    while work:
+        path, node = work.pop()
+        if type(node) is dict:
+            for key, value in node.items():
+                if "\0" in key:
+                    found.append((path + (key,), True))
+                work.append((path + (key,), value))
+        elif type(node) is list:
+            work.extend((path + (i,), v) for i, v in enumerate(node))
+        elif type(node) is str and "\0" in node:
+            found.append((path, False))
+    return found

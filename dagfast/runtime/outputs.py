@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from dagfast.errors import OutputTooLarge
+from dagfast.model import output_ref  # the marker lives with `secret_ref`; re-exported
 
 __all__ = ["capture", "expand_refs", "fill_refs", "lookup", "output_ref"]
 
@@ -64,13 +65,6 @@ def expand_refs(text: str, values: dict[str, str]) -> str:
         return "" if found is None else found
 
     return pattern.sub(sub, text)
-
-
-def output_ref(name: str, path: str = "") -> str:
-    """How a step's `env` value refers to output `name` (and a JSON `path` in it) until
-    the step starts: between two private-use characters, which no DAG file holds (as
-    `model.secret_ref`, with another pair)."""
-    return f"\ue002{name}{path}\ue003"
 
 
 def fill_refs(value: str, env: dict[bytes, bytes]) -> str:

@@ -21,7 +21,7 @@ from dagfast.errors import LoadError, RunError, UsageError
 from dagfast.exec.base import UNLIMITED
 from dagfast.exec.choose import choose
 from dagfast.exec.local import ProcessManager, end_leftovers
-from dagfast.loader.load import load, load_sub
+from dagfast.loader import load, load_sub
 from dagfast.loader.params import ParamsError, parse
 from dagfast.model import Dag
 from dagfast.records.store import OUTPUT_LOST, RunDir, home
@@ -284,12 +284,13 @@ def _for_retry(record):
     return record
 
 
-def check_calls(dag: Dag) -> None:
-    """LoadError unless every sub-DAG that `dag` names statically loads (recursively)."""
+def check_calls(dag: Dag, evaluate: bool = True) -> None:
+    """LoadError unless every sub-DAG that `dag` names statically loads (recursively);
+    `evaluate=False` runs no backtick command of theirs (validate)."""
     if any(s.extra is not None and s.extra.call is not None for s in dag.steps):
         from dagfast.loader.subdags import check_sub_dags  # only DAGs that call others
 
-        check_sub_dags(dag)
+        check_sub_dags(dag, evaluate=evaluate)
 
 
 def _check_limit(max_active_steps: int | None) -> None:

@@ -24,7 +24,7 @@ import atheris
 
 with atheris.instrument_imports(include=["dagfast"]):
     from dagfast.errors import LoadError
-    from dagfast.loader.load import load_text
+    from dagfast.loader import load_text
 
 _WHOLE_FILE = ("file is empty", "file is larger than")
 _TMP = tempfile.mkdtemp(prefix="dagfast-fuzz-")
