@@ -75,6 +75,10 @@ cdef extern from "spawnpool.h" nogil:
     void sp_free(sp_pool *p)
 
 
+cdef extern from "guardian.h" nogil:
+    int gd_start(const char *id, int *wfd)
+
+
 cdef enum:
     MAX_EVENTS = 256
 
@@ -276,3 +280,15 @@ cdef class Pool:
         if self._p == NULL:
             return 0
         return sp_signal_groups(self._p, sig)
+
+
+def guard(bytes run_id):
+    """Fork the guardian of run `run_id` (see guardian.h): (its pid, the write end of its
+    pipe). OSError when it cannot start; ValueError for an empty, too long or NUL id."""
+    if not run_id or len(run_id) >= 256 or b"\0" in run_id:
+        raise ValueError(f"a run id the guardian cannot hold: {run_id[:40]!r}")
+    cdef int wfd = -1
+    cdef int pid = gd_start(run_id, &wfd)
+    if pid < 0:
+        raise OSError(errno, "cannot start the guardian")
+    return pid, wfd

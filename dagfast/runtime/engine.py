@@ -21,6 +21,7 @@ from dagfast import sched as _sched
 from dagfast.errors import SchedulerBug
 from dagfast.model import Dag
 from dagfast.exec.base import describe
+from dagfast.exec import guardian
 from dagfast.exec.local import ProcessManager, SpawnError
 from dagfast.report.base import Reporter, Reporters
 from dagfast.status import RunStatus, StepStatus
@@ -232,6 +233,9 @@ class Engine:
         dag = self.dag
         self._base_env = self._make_base_env()
         self._done = loop.create_future()
+        guard = None  # guardian: this process's death ends the run's steps (exec/guardian.py),
+        if not nested and self._executor is ProcessManager:  # forked before the spawn threads
+            guard = guardian.start(self.run_dir.run_id)
         self._procs = self._executor(loop, self.limit, self._on_exits)
         capped = getattr(self._procs, "capped", "")
         if capped and not nested and self._procs.free_slots() < len(dag.steps):
@@ -288,6 +292,8 @@ class Engine:
             closing = getattr(self._procs, "aclose", None)
             if closing is not None:
                 await closing()
+            if guard is not None:  # guardian: the run ended, its background children stay
+                guard.stand_down()
         status = self._final_status()
         finished_at = time.time()
         names = {}
