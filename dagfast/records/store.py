@@ -24,6 +24,7 @@ The journal is the truth; a snapshot is a cache of it up to `journal_offset`.
 
 
 import fcntl
+import hashlib
 import os
 import re
 import shutil
@@ -166,9 +167,22 @@ _unsafe = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 def dag_dir_name(name: str) -> str:
-    """The directory under `runs/` that holds the runs of the DAG called `name`. A name
-    that starts with a dot gets a `_` first: `..` would put its runs outside `runs/`,
-    `.` in it, and a hidden directory is easily missed."""
+    """The directory under `runs/` (and `slots/`) of the DAG called `name`: the name
+    itself when it is made of `[A-Za-z0-9_.-]` and does not start with a dot; else its
+    readable part (others as `_`, a leading dot after a `_`: `..` would leave `runs/`)
+    then `+` and a hash of the exact name. `+` is in no plain name, so two names never
+    share a directory (`日本` and `中国`, `a/b` and `a_b`)."""
+    safe = old_dag_dir_name(name)
+    if safe == name and len(name) <= 255:  # a directory name holds 255 bytes
+        return name
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{safe[:200]}+{digest}"
+
+
+def old_dag_dir_name(name: str) -> str:
+    """The directory older homes keep a DAG's runs in: the same as `dag_dir_name` for
+    plain names; other names could share it, so its runs are told apart by the name
+    their record holds."""
     safe = _unsafe.sub("_", name) or "dag"
     return "_" + safe if safe.startswith(".") else safe
 
