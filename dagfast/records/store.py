@@ -38,8 +38,8 @@ from dagfast.model import Dag
 
 __all__ = [
     "Begin", "Cancel", "DAG_VERSION", "End", "Entry", "Finish", "JOURNAL_VERSION", "OUTPUT_LOST",
-    "Recorder", "RunDir", "SNAPSHOT_VERSION", "Snapshot", "Start", "StepRecord", "home",
-    "new_run_id", "run_id_time",
+    "Recorder", "RunDir", "SNAPSHOT_VERSION", "Snapshot", "Start", "StepRecord", "dag_dir_name",
+    "home", "new_run_id", "old_dag_dir_name", "run_id_time", "write_atomic",
 ]
 
 # What each record file's `version` says; a reader refuses a version newer than its own
@@ -351,30 +351,9 @@ class RunDir:
         self.write_atomic("status.json", _json.encode(snapshot), durable)
 
     def write_atomic(self, name: str, data: bytes, durable: bool = False) -> None:
-        """Write `name` in the run directory so that readers see old or new, never half;
-        with `durable`, the data reaches the disk before the rename, and the rename
-        before we return (the directory is fsynced)."""
-        final = os.path.join(self.path, name)
-        tmp = final + ".tmp"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            try:
-                _write_all(fd, data, durable)
-            finally:
-                os.close(fd)
-            os.replace(tmp, final)
-            if durable:
-                dfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-                try:
-                    os.fsync(dfd)
-                finally:
-                    os.close(dfd)
-        except OSError as exc:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise RunError(f"cannot write `{final}`: {exc.strerror}") from None
+        """Write `name` in the run directory so that readers see old or new, never half
+        (see `write_atomic`)."""
+        write_atomic(self.path, name, data, durable)
 
     def free_reserve(self) -> None:
         """Give the space set aside back (when the disk is full, or at the end)."""
@@ -426,6 +405,34 @@ class RunDir:
         except OSError as exc:
             self.free_reserve()
             raise RunError(f"cannot set space aside in `{self.path}`: {exc.strerror}") from None
+
+
+def write_atomic(directory: str, name: str, data: bytes, durable: bool = False) -> None:
+    """Write the file `name` in `directory` so that readers, and a crash at any moment,
+    see the old content or the new, never half (a temporary file, then a rename); with
+    `durable`, the data reaches the disk before the rename, and the rename before we
+    return (the directory is fsynced). One writer at a time. RunError if it cannot."""
+    final = os.path.join(directory, name)
+    tmp = final + ".tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            _write_all(fd, data, durable)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+        if durable:
+            dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise RunError(f"cannot write `{final}`: {exc.strerror}") from None
 
 
 def _write_all(fd: int, data: bytes, durable: bool) -> None:
