@@ -195,8 +195,8 @@ cdef class Pool:
     def reap(self):
         """What happened since the last call, without waiting: a list of
         (token, wait status) for processes that ended and (token, (errno, started,
-        path, cwd)) for jobs that failed (`started`: it ran but could not be watched,
-        and was killed)."""
+        path, cwd, stdout path or b"")) for jobs that failed (`started`: it ran but
+        could not be watched, and was killed)."""
         cdef epoll_event events[MAX_EVENTS]
         cdef siginfo_t info
         cdef int n, k, fd, token, status, rc
@@ -222,7 +222,8 @@ cdef class Pool:
                         # signal the moment it began (it never ran).
                         out.append((job.token, job.cancel_sig & 0x7F))
                     else:
-                        out.append((job.token, (job.err, bool(job.watch_err), job.path, job.cwd)))
+                        out.append((job.token, (job.err, bool(job.watch_err), job.path, job.cwd,
+                                                job.out)))
                     free(job)
                     job = nxt
                 continue

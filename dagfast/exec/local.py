@@ -13,6 +13,7 @@ wake-up, and reaping is one native call (`waitid(P_PIDFD)`, no pid table in Pyth
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import select
@@ -61,6 +62,7 @@ class ProcessManager:
         self._count = 0  # started (queued or running) and not yet reported ended
         self._held = 0  # slots held by steps that are between processes (see hold)
         self._env: dict = {}  # the last step's environment: its DAG_RUN_ID finds escapees
+        self._out = None  # the last step's stdout
         self._descendants: set[tuple[int, int]] = set()  # see note_descendants
         loop.add_reader(self._epoll.fileno(), self._on_readable)
 
@@ -106,6 +108,7 @@ class ProcessManager:
         except ValueError as exc:
             raise SpawnError(f"cannot start `{argv[0]}`: {exc}") from None
         self._env = env
+        self._out = stdout  # a log path (or a pipe): where to look when the disk fills
         self._count += 1
         return 0
 
@@ -185,25 +188,61 @@ class ProcessManager:
         if not ends:
             return
         self._count -= len(ends)
+        full = None  # whether the logs' file system is full: asked once, if a step failed
         for k, (token, end) in enumerate(ends):
             if end.__class__ is tuple:  # a start that failed on a spawn thread
                 ends[k] = (token, _start_failure(*end))
+            elif end and not end & 0x7F:  # exited, not 0: did the disk fill under it?
+                if full is None:
+                    full = _full(self._out)
+                if full:
+                    code = end >> 8
+                    ends[k] = (token, _outcome(code, f"exit status {code}: {full}"))
         self._on_exits(ends)
 
 
-def _start_failure(err: int, started: bool, path: bytes, cwd: bytes):
-    """The Outcome of a start that failed on a spawn thread, in the user's terms."""
-    from dagfast.exec.base import Outcome  # rare: only a failed start pays for the import
+def _outcome(code: int | None, text: str):
+    from dagfast.exec.base import Outcome  # rare: only a failed step pays for the import
 
+    return Outcome(code, text)
+
+
+def _start_failure(err: int, started: bool, path: bytes, cwd: bytes, out: bytes):
+    """The Outcome of a start that failed on a spawn thread, in the user's terms."""
     name = os.fsdecode(path)
     why = os.strerror(err)
     if started:
         text = f"cannot watch `{name}`: {why}"  # out of descriptors: it was killed
+    elif err in _NO_SPACE and out:
+        # The log files are created before the program starts: it is not the program's
+        # fault (an inode table full gives ENOSPC too).
+        text = f"{_NO_SPACE[err]}: cannot create the step's log `{os.fsdecode(out)}`"
     elif not os.path.isdir(cwd):
         text = f"working directory `{os.fsdecode(cwd)}`: {why}"
     else:
         text = f"cannot start `{name}`: {why}"
-    return Outcome(127, text)
+    return _outcome(127, text)
+
+
+_NO_SPACE = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
+
+
+def _full(log) -> str:
+    """`no space left on device at `DIR`` when the file system of the log file `log`
+    has no block or no inode left for us (a step that failed there may have failed of
+    it, silently: its stderr could not be written either); "" otherwise."""
+    if log.__class__ is not str and log.__class__ is not bytes:
+        return ""  # a pipe: the engine writes the logs, and says so itself
+    where = os.path.dirname(os.fsdecode(log))
+    try:
+        st = os.statvfs(where)
+    except OSError:
+        return ""
+    root = os.geteuid() == 0  # root may use the blocks and inodes kept for it
+    blocks, inodes = (st.f_bfree, st.f_ffree) if root else (st.f_bavail, st.f_favail)
+    if blocks and (inodes or not st.f_files):  # f_files 0: no inode limit
+        return ""
+    return f"no space left on device at `{where}`"
 
 
 def killpg(pgid: int, sig: int) -> None:

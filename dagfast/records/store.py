@@ -35,6 +35,7 @@ import msgspec
 from dagfast.errors import RunError
 from dagfast.records.journal import frame
 from dagfast.model import Dag
+from dagfast.status import RunStatus
 
 __all__ = [
     "Begin", "Cancel", "DAG_VERSION", "End", "Entry", "Finish", "JOURNAL_VERSION", "OUTPUT_LOST",
@@ -407,6 +408,22 @@ class RunDir:
             raise RunError(f"cannot set space aside in `{self.path}`: {exc.strerror}") from None
 
 
+_FULL = ("no space left on device", "disk quota exceeded")  # as exec.local says them
+
+
+def _no_space(dag, result) -> str:
+    """The run's error when a step failed because the disk (or its inodes, or a quota)
+    was full: a run that failed of it must say so, not only `1 failed`; "" otherwise."""
+    if result.status == RunStatus.SUCCEEDED:
+        return ""
+    for step, r in zip(dag.steps, result.steps):
+        for what in _FULL:
+            at = r.error.find(what) if r.error else -1
+            if at >= 0:
+                return f"{r.error[at:]} (step {step.name} failed of it)"
+    return ""
+
+
 def write_atomic(directory: str, name: str, data: bytes, durable: bool = False) -> None:
     """Write the file `name` in `directory` so that readers, and a crash at any moment,
     see the old content or the new, never half (a temporary file, then a rename); with
@@ -521,7 +538,9 @@ class Recorder:
         self.started_at = result.started_at
         error = self.error
         # A run that could not start says why (a secret that cannot be read).
-        self.error = error or getattr(result, "error", "")
+        self.error = error or getattr(result, "error", "") or _no_space(self.dag, result)
+        if self.error and not getattr(result, "error", "x"):
+            result.error = self.error  # the reporters after this one say it too
         rd = self.run_dir
         # The space set aside is for exactly this: the last step may have filled the
         # disk. (After a failure the journal was cut back to its last whole frame and
