@@ -170,9 +170,15 @@ class ProcessManager:
         self._descendants |= _descendants(self._pool.groups())
 
     def live_groups(self) -> int:
-        """How many started process groups still have members (prunes the dead ones),
-        plus the escaped processes of this run that are still alive."""
-        return self._pool.signal_groups(0) + self.signal_escaped(0)
+        """How many started process groups still have live members (prunes the dead
+        ones), plus the escaped processes of this run that are still alive. A group of
+        zombies only is gone: its members wait for a reaper that may never come (a
+        subreaper that does not reap, dagfast as PID 1), not for us."""
+        groups = self._pool.signal_groups(0)
+        if groups:
+            live = {pgrp for _, pgrp, _ in _proc_table().values()}  # zombies left out
+            groups = sum(1 for g in self._pool.groups() if g in live)
+        return groups + self.signal_escaped(0)
 
     def close(self) -> None:
         """Stop watching and stop the spawn threads; processes still running are not
@@ -289,7 +295,8 @@ def _user_processes() -> int:
 
 
 def _proc_table() -> dict[int, tuple[int, int, int]]:
-    """pid -> (parent pid, process group, start time) of every process but ours."""
+    """pid -> (parent pid, process group, start time) of every process but ours and
+    zombies (they are dead: nothing to signal or wait for)."""
     me = os.getpid()
     try:
         pids = [int(d) for d in os.listdir("/proc") if d.isdigit()]
@@ -305,11 +312,14 @@ def _proc_table() -> dict[int, tuple[int, int, int]]:
 
 
 def _stat(pid: int) -> tuple[int, int, int] | None:
-    """(parent pid, process group, start time) of `pid` from /proc, or None."""
+    """(parent pid, process group, start time) of `pid` from /proc, or None (also for a
+    zombie)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
         rest = data[data.rindex(b")") + 2:].split()
+        if rest[0] == b"Z":
+            return None
         return int(rest[1]), int(rest[2]), int(rest[19])
     except (OSError, ValueError, IndexError):
         return None
