@@ -276,6 +276,7 @@ def _run(args) -> int:
             print(f"dagfast: {exc}", file=sys.stderr)
             return EXIT_BUSY
         except runslots.Stopped as exc:
+            print(f"dagfast: {exc}", file=sys.stderr)
             return 128 + exc.signal
     else:
         run_dir = RunDir.create(dag, home())
