@@ -76,11 +76,14 @@ def test_a_killed_engine_leaves_another_live_run_of_the_same_dag_alone(tmp_path)
     home = tmp_path / "home"
     doomed, alive = uuid.uuid4().hex, uuid.uuid4().hex
     victim, survivor = engine(dag, home, doomed), engine(dag, home, alive)
-    wait_for(lambda: killloop.run_processes(doomed) and killloop.run_processes(alive))
-    clean = kill_and_time(victim, doomed)
-    assert clean is not None and clean <= killloop.PROMISE_S, clean
-    assert killloop.run_processes(alive), "the live run's step was killed"
-    flag.touch()
+    try:
+        wait_for(lambda: killloop.run_processes(doomed) and killloop.run_processes(alive))
+        clean = kill_and_time(victim, doomed)
+        assert clean is not None and clean <= killloop.PROMISE_S, clean
+        assert killloop.run_processes(alive), "the live run's step was killed"
+    finally:
+        flag.touch()  # whatever happened: both runs end
+        victim.wait(timeout=60)
     assert survivor.wait(timeout=60) == 0
 
 

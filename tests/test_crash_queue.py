@@ -19,6 +19,14 @@ def test_a_run_stopped_while_queued_says_so_and_keeps_its_queue_time(tmp_path, s
     dag = one_at_a_time(tmp_path, f"sh -c 'touch started.$N; while [ ! -e go ]; do sleep 0.01; done'")
     env, home = full_env(tmp_path), tmp_path / "home"
     holder = start(dag, env=env, params="N=1")
+    try:
+        check(tmp_path, dag, env, home, holder, sig)
+    finally:
+        (tmp_path / "go").touch()  # whatever happened: the holder ends
+        holder.communicate(timeout=60)
+
+
+def check(tmp_path, dag, env, home, holder, sig) -> None:
     wait_for(lambda: (tmp_path / "started.1").exists(), what="the holder")
     waiter = start(dag, env=env, params="N=2")
     wait_for(lambda: runslots.occupancy("one", 1, str(home)) == (1, 1), what="the waiter")
