@@ -69,6 +69,20 @@ def test_a_killed_engine_ends_the_steps_of_its_sub_dags(tmp_path):
     assert clean is not None and clean <= killloop.PROMISE_S, clean
 
 
+def test_an_engine_run_as_a_step_of_a_killed_engine_ends_its_own_steps(tmp_path):
+    # outer's guardian ends inner's engine (a step of outer); inner's guardian, not a
+    # process of outer's run, then ends inner's steps.
+    (tmp_path / "inner.yaml").write_text(
+        "steps:\n  - command: sh -c 'setsid sleep 60 & sleep 60'\n")
+    dag = tmp_path / "outer.yaml"
+    dag.write_text(f"steps:\n  - command: {sys.executable} -m dagfast run --quiet inner.yaml\n")
+    token = uuid.uuid4().hex
+    proc = engine(dag, tmp_path / "home", token)
+    wait_for(lambda: len(killloop.run_processes(token)) >= 4)  # inner engine, sh, 2 sleeps
+    clean = kill_and_time(proc, token)
+    assert clean is not None and clean <= killloop.PROMISE_S, clean
+
+
 def test_a_killed_engine_leaves_another_live_run_of_the_same_dag_alone(tmp_path):
     dag = tmp_path / "same.yaml"
     flag = tmp_path / "go"

@@ -153,7 +153,16 @@ static int gd_sweep(unsigned long long died) {
     return found;
 }
 
+extern char **environ;
+
 static void gd_main(int rfd) {
+    /* Not one of the run's processes for anyone reading /proc: when this engine is itself
+       a step of another run, that run's guardian (or `retry`) must end this engine, not
+       the guardian that will end this engine's steps. The strings are the ones
+       /proc/<pid>/environ shows (our copy, after fork). */
+    for (char **e = environ; e && *e; e++) {
+        if (strncmp(*e, "DAG_RUN_", 8) == 0) (*e)[0] = '_';
+    }
     /* Its own process group: a Ctrl-C or a signal to the engine's group is the
        engine's to handle, and must not take the guardian with it. */
     setpgid(0, 0);
