@@ -33,10 +33,11 @@ macros = [("DAGFAST_DEBUG", "1")] if debug else [("NDEBUG", "1")]
 exts = [
     Extension("dagfast._sched", ["dagfast/_sched.pyx"], extra_compile_args=flags,
               define_macros=macros),
-    # The spawn pool: C threads in dagfast/exec/spawnpool.h behind a thin Cython class.
+    # The spawn pool: C threads in dagfast/exec/spawnpool.h behind a thin Cython class,
+    # and the guardian that ends a dead engine's steps (guardian.h).
     Extension("dagfast.exec._spawn", ["dagfast/exec/_spawn.pyx"], extra_compile_args=flags,
               define_macros=macros, include_dirs=["dagfast/exec"],
-              depends=["dagfast/exec/spawnpool.h"]),
+              depends=["dagfast/exec/spawnpool.h", "dagfast/exec/guardian.h"]),
 ]
 
 setup(

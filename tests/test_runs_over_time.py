@@ -114,7 +114,8 @@ def test_a_queued_run_shows_as_queued_and_no_queue_exits_75(tmp_path):
         assert dagfast("stop", run_id, home=home).code == 0
         assert finish(waiter) == 143
         st = dagfast("status", run_id, home=home).out
-        assert "status:  aborted" in st and "stopped by SIGTERM while queued" in st
+        assert "status:  aborted" in st
+        assert f"run {run_id} stopped while waiting for a run slot of one (SIGTERM" in st
         assert not (tmp_path / "started.2").exists()
     finally:
         for p in (holder, waiter):

@@ -262,7 +262,8 @@ def _run(args) -> int:
     except runslots.RunsFull as exc:
         print(f"dagfast: {exc}", file=sys.stderr)
         return EXIT_BUSY
-    except runslots.Stopped as exc:
+    except runslots.Stopped as exc:  # stopped while waiting for a run slot: said so
+        print(f"dagfast: {exc}", file=sys.stderr)
         return 128 + exc.signal
     return session.exit_status(result)
 

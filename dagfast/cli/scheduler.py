@@ -3,11 +3,12 @@
 One plain loop. Each turn, First, reaps the runs that ended; Second, rescans the directory
 (every SCAN_SEC: new, edited and deleted files, by mtime, size and inode); Third, fires
 the DAGs whose tick is due. A tick is claimed in `scheduler/ticks/<key>` under the home
-before anything else, so a tick is handled once even across restarts or two schedulers;
-ticks missed while no scheduler ran are not run (no catch-up), only logged. A fired tick
-runs `dagfast run --no-queue FILE` in a child process (its own session), unless the DAG
-is at `maxActiveRuns` (1 when absent, as in Dagu) or `skipIfSuccessful` applies: then
-the tick is skipped and logged. The tick file also keeps the pid of the run started for
+before anything else (the file replaced whole, never rewritten in place), so a tick is
+handled once even across restarts, kill -9 or two schedulers; ticks missed while no
+scheduler ran, or claimed by one killed before it started their run, are not run (no
+catch-up), only logged. A fired tick runs `dagfast run --no-queue FILE` in a child
+process (its own session), unless the DAG is at `maxActiveRuns` (1 when absent, as in
+Dagu) or `skipIfSuccessful` applies: then the tick is skipped and logged. The tick file also keeps the pid of the run started for
 the last tick, so that `skipIfSuccessful` can tell the scheduler's own run from a run by
 hand, across restarts too. A schedule that fails (no next date) unschedules its file, and
 is logged; it never stops the others. The clock and the process launcher are injectable.
@@ -24,7 +25,9 @@ import time
 
 from dagfast.loader.cron import ScheduleError
 from dagfast.errors import DagfastError
-from dagfast.records.store import dag_dir_name, home, make_private_dirs, run_id_time
+from dagfast.records.store import (
+    home, make_private_dirs, old_dag_dir_name, run_id_time, write_atomic,
+)
 
 __all__ = ["DagFile", "Scheduler", "main"]
 
@@ -200,36 +203,60 @@ class Scheduler:
         if not f.crons:
             self.log(f"{how} {_rel(f.path)}: no schedule, not run")
             return
-        f.key = f"{dag_dir_name(f.dag.name)}-{hashlib.sha1(f.path.encode()).hexdigest()[:8]}"
+        # The file's path makes the key unique; the name, as older homes have it, is for
+        # the reader.
+        f.key = f"{old_dag_dir_name(f.dag.name)}-{hashlib.sha1(f.path.encode()).hexdigest()[:8]}"
         self.log(f"{how} {_rel(f.path)}: `{f.dag.name}`, next run {_when(f.next_at)}")
-        last = self._last_tick(f.key)[0]
+        try:
+            last, pid = _TickFile(self.ticks_dir, f.key).read()
+        except OSError:
+            last, pid = None, 0
+        if pid == CLAIMED:
+            self._cut_short(f, last)
         if last is not None:
             if prev > last:
                 self.log(f"{f.dag.name}: ticks since {_when(last)} were missed while no "
                          f"scheduler ran (latest {_when(prev)}); not run")
 
+    def _cut_short(self, f: DagFile, tick: float) -> None:
+        """A tick was claimed and its scheduler died before it started a run or logged a
+        skip: log it as missed, once (unless another scheduler is at it right now)."""
+        with _TickFile(self.ticks_dir, f.key) as ticks:
+            if ticks.read() == (tick, CLAIMED):
+                ticks.write(tick, 0)
+                self.log(f"{f.dag.name}: tick {_when(tick)} was missed: its scheduler "
+                         "stopped after claiming it, before starting a run; not run")
+
     # Ticks ------------------------------------------------------------------------------
 
     def fire(self, f: DagFile, tick: float, now: float) -> None:
-        """Handle `f`'s tick at `tick`: claim it, then start a run or log why not."""
+        """Handle `f`'s tick at `tick`: claim it, then start a run or log why not. The
+        tick file is held from the claim to the launch: another scheduler never sees a
+        claim in progress, so a claim it sees unresolved was cut short (see `_load`)."""
         dag = f.dag
-        before = self._claim(f.key, tick)
-        if before is None:
-            self.log(f"{dag.name}: tick {_when(tick)} skipped: already handled")
-            return
-        if before[1]:  # the pid of the run started for the last tick (maybe by another
-            f.launched.setdefault(before[1], before[0])  # scheduler, or before a restart)
-        why = self.skip_reason(f, tick)
-        if why:
-            self.log(f"{dag.name}: tick {_when(tick)} skipped: {why}")
-            return
-        make_private_dirs(self.logs_dir)
-        child = self.launch(f.path, os.path.join(self.logs_dir, f"{f.key}.log"))
-        f.children.append(child)
-        f.launched[child.pid] = tick
-        while len(f.launched) > LAUNCHES_KEPT:
-            del f.launched[next(iter(f.launched))]
-        self._note_launch(f.key, tick, child.pid)
+        with _TickFile(self.ticks_dir, f.key) as ticks:
+            before = ticks.read()
+            if before[0] is not None and before[0] >= tick:
+                self.log(f"{dag.name}: tick {_when(tick)} skipped: already handled")
+                return
+            ticks.write(tick, CLAIMED)
+            if before[1] > 0:  # the pid of the run started for the last tick (maybe by
+                f.launched.setdefault(before[1], before[0])  # another scheduler, or before a restart)
+            why = self.skip_reason(f, tick)
+            if why:
+                ticks.write(tick, 0)
+                self.log(f"{dag.name}: tick {_when(tick)} skipped: {why}")
+                return
+            make_private_dirs(self.logs_dir)
+            child = self.launch(f.path, os.path.join(self.logs_dir, f"{f.key}.log"))
+            f.children.append(child)
+            f.launched[child.pid] = tick
+            while len(f.launched) > LAUNCHES_KEPT:
+                del f.launched[next(iter(f.launched))]
+            try:
+                ticks.write(tick, child.pid)
+            except DagfastError:
+                pass  # the pid is only a hint for skipIfSuccessful; the run has started
         self.log(f"{dag.name}: tick {_when(tick)}: started (pid {child.pid})")
 
     def skip_reason(self, f: DagFile, tick: float) -> str:
@@ -296,50 +323,6 @@ class Scheduler:
         except RunError:
             return None
 
-    def _claim(self, key: str, tick: float) -> tuple[float | None, int] | None:
-        """Record `tick` as handled for `key`: what the tick file said before (the last
-        tick handled, and the pid of the run started for it or 0); None if `tick` (or a
-        later one) already was handled."""
-        import fcntl
-
-        make_private_dirs(self.ticks_dir)
-        fd = os.open(os.path.join(self.ticks_dir, key), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            before = _tick_file(os.read(fd, 64))
-            if before[0] is not None and before[0] >= tick:
-                return None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{tick!r}\n".encode(), 0)
-            return before
-        finally:
-            os.close(fd)
-
-    def _note_launch(self, key: str, tick: float, pid: int) -> None:
-        """Add the pid of the run started for `tick` to the tick file (`<tick> <pid>`)."""
-        import fcntl
-
-        try:
-            fd = os.open(os.path.join(self.ticks_dir, key), os.O_RDWR | os.O_CLOEXEC)
-        except OSError:
-            return  # only a hint for skipIfSuccessful; the run is started already
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            if _tick_file(os.read(fd, 64))[0] == tick:
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, f"{tick!r} {pid}\n".encode(), 0)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-
-    def _last_tick(self, key: str) -> tuple[float | None, int]:
-        try:
-            with open(os.path.join(self.ticks_dir, key), "rb") as fh:
-                return _tick_file(fh.read(64))
-        except OSError:
-            return None, 0
-
     # Runs -------------------------------------------------------------------------------
 
     def _reap(self) -> None:
@@ -381,6 +364,49 @@ def _stderr_log(text: str) -> None:
     """One line a event on stderr, with the time."""
     sys.stderr.write(f"{_when(time.time())} scheduler: {text}\n")
     sys.stderr.flush()
+
+
+# The pid a tick file holds while its tick is claimed but neither run nor skipped yet.
+CLAIMED = -1
+
+
+class _TickFile:
+    """`ticks/<key>`, `<tick>[ <pid>]`: the last tick handled for a DAG file, and the pid
+    of the run started for it (0: none; CLAIMED). Held (`<key>.lock`, flock) by one
+    scheduler at a time; written whole, durably and atomically (temporary file, fsync,
+    rename): a scheduler killed at any moment leaves the old line or the new, never an
+    empty file that would hand the tick over again."""
+
+    def __init__(self, directory: str, key: str) -> None:
+        self.dir, self.key = directory, key
+
+    def __enter__(self) -> _TickFile:
+        import fcntl
+
+        make_private_dirs(self.dir)
+        self._fd = os.open(os.path.join(self.dir, self.key + ".lock"),
+                           os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(self._fd)
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        os.close(self._fd)  # drops the flock
+
+    def read(self) -> tuple[float | None, int]:
+        try:
+            with open(os.path.join(self.dir, self.key), "rb") as fh:
+                return _tick_file(fh.read(64))
+        except FileNotFoundError:
+            return None, 0
+
+    def write(self, tick: float, pid: int) -> None:
+        """RunError if it cannot be written (the tick is then not run, and logged)."""
+        line = f"{tick!r} {pid}\n" if pid else f"{tick!r}\n"
+        write_atomic(self.dir, self.key, line.encode(), durable=True)
 
 
 def _tick_file(raw: bytes) -> tuple[float | None, int]:

@@ -29,15 +29,21 @@ def resolve_run(home_dir: str, target: str | None) -> str:
     path = find_run(home_dir, target)
     if path is not None:
         return path
-    name = target
-    if os.path.isfile(target):
-        from dagfast.loader import load
-
-        name = load(target).name
-    path = latest_run(home_dir, name)
+    name, file = _dag_named(target)
+    path = latest_run(home_dir, name, file)
     if path is None:
         raise RunError(f"no run `{target}` (neither a run id nor a DAG with runs)")
     return path
+
+
+def _dag_named(target: str) -> tuple[str, str | None]:
+    """(DAG name, DAG file or None) of a command's DAG argument: a file means the runs
+    of that file alone, not of every file that gives its DAG the same name."""
+    if not os.path.isfile(target):
+        return target, None
+    from dagfast.loader import load  # only when a file is named (start-up)
+
+    return load(target, evaluate=False).name, target
 
 
 # status --------------------------------------------------------------------------------
@@ -149,12 +155,8 @@ def _status_doc(state: RunState, dag) -> dict:
 
 def history(args, out=sys.stdout) -> int:
     """List the runs of a DAG, newest first."""
-    name = args.dag
-    if os.path.isfile(name):
-        from dagfast.loader import load
-
-        name = load(name).name
-    paths = runs_of(home(), name)
+    name, file = _dag_named(args.dag)
+    paths = runs_of(home(), name, file)
     if not paths:
         raise RunError(f"no runs of `{args.dag}` under `{home()}`")
     rows = []

@@ -75,6 +75,10 @@ cdef extern from "spawnpool.h" nogil:
     void sp_free(sp_pool *p)
 
 
+cdef extern from "guardian.h" nogil:
+    int gd_start(const char *id, int *wfd)
+
+
 cdef enum:
     MAX_EVENTS = 256
 
@@ -191,8 +195,8 @@ cdef class Pool:
     def reap(self):
         """What happened since the last call, without waiting: a list of
         (token, wait status) for processes that ended and (token, (errno, started,
-        path, cwd)) for jobs that failed (`started`: it ran but could not be watched,
-        and was killed)."""
+        path, cwd, stdout path or b"")) for jobs that failed (`started`: it ran but
+        could not be watched, and was killed)."""
         cdef epoll_event events[MAX_EVENTS]
         cdef siginfo_t info
         cdef int n, k, fd, token, status, rc
@@ -218,7 +222,8 @@ cdef class Pool:
                         # signal the moment it began (it never ran).
                         out.append((job.token, job.cancel_sig & 0x7F))
                     else:
-                        out.append((job.token, (job.err, bool(job.watch_err), job.path, job.cwd)))
+                        out.append((job.token, (job.err, bool(job.watch_err), job.path, job.cwd,
+                                                job.out)))
                     free(job)
                     job = nxt
                 continue
@@ -276,3 +281,15 @@ cdef class Pool:
         if self._p == NULL:
             return 0
         return sp_signal_groups(self._p, sig)
+
+
+def guard(bytes run_id):
+    """Fork the guardian of run `run_id` (see guardian.h): (its pid, the write end of its
+    pipe). OSError when it cannot start; ValueError for an empty, too long or NUL id."""
+    if not run_id or len(run_id) >= 256 or b"\0" in run_id:
+        raise ValueError(f"a run id the guardian cannot hold: {run_id[:40]!r}")
+    cdef int wfd = -1
+    cdef int pid = gd_start(run_id, &wfd)
+    if pid < 0:
+        raise OSError(errno, "cannot start the guardian")
+    return pid, wfd

@@ -61,6 +61,13 @@ class Executor:
         output passes through the engine. No cap by default."""
         return UNLIMITED, ""
 
+    @classmethod
+    def guard(cls, run_id: str):
+        """Before a top-level run starts (no executor made yet): something that ends the
+        run's steps if this process dies, with a `stand_down()` for when the run has
+        ended; None when the executor needs none (its steps are not this machine's)."""
+        return None
+
     # Queries -------------------------------------------------------------------------
 
     @property

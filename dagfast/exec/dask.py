@@ -74,6 +74,10 @@ class DaskExecutors:
         """No local cap: the steps run on the workers, which Dask itself fills."""
         return UNLIMITED, ""
 
+    def guard(self, run_id: str):
+        """None: a worker ends its steps when it loses the scheduler (daskworker.py)."""
+        return None
+
     def __repr__(self) -> str:
         return f"DaskExecutors({self.address or 'LocalCluster'!r})"
 

@@ -13,6 +13,7 @@ wake-up, and reaping is one native call (`waitid(P_PIDFD)`, no pid table in Pyth
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import select
@@ -21,7 +22,7 @@ import time
 from collections.abc import Callable
 
 from dagfast.errors import SpawnError
-from dagfast.exec import _spawn
+from dagfast.exec import _spawn, guardian
 from dagfast.exec.base import Executor, Outcome
 
 __all__ = ["ProcessManager", "end_leftovers", "killpg", "leftovers", "system_room"]
@@ -52,6 +53,7 @@ class ProcessManager(Executor):
             raise
         self._count = 0  # started (queued or running) and not yet reported ended
         self._env: dict = {}  # the last step's environment: its DAG_RUN_ID finds escapees
+        self._out = None  # the last step's stdout
         self._descendants: set[tuple[int, int]] = set()  # see note_descendants
         loop.add_reader(self._epoll.fileno(), self._on_readable)
 
@@ -65,6 +67,12 @@ class ProcessManager(Executor):
             room //= PIPED_DESCRIPTORS
             why += f", and a step of a run with secrets holds {PIPED_DESCRIPTORS} descriptors"
         return room, why
+
+    @classmethod
+    def guard(cls, run_id: str):
+        """A guardian process that ends the run's steps if this process dies (forked
+        now, before any spawn thread exists); `stand_down()` when the run has ended."""
+        return guardian.start(run_id)
 
     # Queries -------------------------------------------------------------------------
 
@@ -99,6 +107,7 @@ class ProcessManager(Executor):
         except ValueError as exc:
             raise SpawnError(f"cannot start `{argv[0]}`: {exc}") from None
         self._env = env
+        self._out = stdout  # a log path (or a pipe): where to look when the disk fills
         self._count += 1
         return 0
 
@@ -160,9 +169,15 @@ class ProcessManager(Executor):
         self._descendants |= _descendants(self._pool.groups())
 
     def live_groups(self) -> int:
-        """How many started process groups still have members (prunes the dead ones),
-        plus the escaped processes of this run that are still alive."""
-        return self._pool.signal_groups(0) + self.signal_escaped(0)
+        """How many started process groups still have live members (prunes the dead
+        ones), plus the escaped processes of this run that are still alive. A group of
+        zombies only is gone: its members wait for a reaper that may never come (a
+        subreaper that does not reap, dagfast as PID 1), not for us."""
+        groups = self._pool.signal_groups(0)
+        if groups:
+            live = {pgrp for _, pgrp, _ in _proc_table().values()}  # zombies left out
+            groups = sum(1 for g in self._pool.groups() if g in live)
+        return groups + self.signal_escaped(0)
 
     def close(self) -> None:
         """Stop watching and stop the spawn threads; processes still running are not
@@ -178,23 +193,55 @@ class ProcessManager(Executor):
         if not ends:
             return
         self._count -= len(ends)
+        full = None  # whether the logs' file system is full: asked once, if a step failed
         for k, (token, end) in enumerate(ends):
             if end.__class__ is tuple:  # a start that failed on a spawn thread
                 ends[k] = (token, _start_failure(*end))
+            elif end and not end & 0x7F:  # exited, not 0: did the disk fill under it?
+                if full is None:
+                    full = _full(self._out)
+                if full:
+                    code = end >> 8
+                    ends[k] = (token, Outcome(code, f"exit status {code}: {full}"))
         self.on_exits(ends)
 
 
-def _start_failure(err: int, started: bool, path: bytes, cwd: bytes):
+def _start_failure(err: int, started: bool, path: bytes, cwd: bytes, out: bytes):
     """The Outcome of a start that failed on a spawn thread, in the user's terms."""
     name = os.fsdecode(path)
     why = os.strerror(err)
     if started:
         text = f"cannot watch `{name}`: {why}"  # out of descriptors: it was killed
+    elif err in _NO_SPACE and out:
+        # The log files are created before the program starts: it is not the program's
+        # fault (an inode table full gives ENOSPC too).
+        text = f"{_NO_SPACE[err]}: cannot create the step's log `{os.fsdecode(out)}`"
     elif not os.path.isdir(cwd):
         text = f"working directory `{os.fsdecode(cwd)}`: {why}"
     else:
         text = f"cannot start `{name}`: {why}"
     return Outcome(127, text)
+
+
+_NO_SPACE = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
+
+
+def _full(log) -> str:
+    """`no space left on device at `DIR`` when the file system of the log file `log`
+    has no block or no inode left for us (a step that failed there may have failed of
+    it, silently: its stderr could not be written either); "" otherwise."""
+    if log.__class__ is not str and log.__class__ is not bytes:
+        return ""  # a pipe: the engine writes the logs, and says so itself
+    where = os.path.dirname(os.fsdecode(log))
+    try:
+        st = os.statvfs(where)
+    except OSError:
+        return ""
+    root = os.geteuid() == 0  # root may use the blocks and inodes kept for it
+    blocks, inodes = (st.f_bfree, st.f_ffree) if root else (st.f_bavail, st.f_favail)
+    if blocks and (inodes or not st.f_files):  # f_files 0: no inode limit
+        return ""
+    return f"no space left on device at `{where}`"
 
 
 def killpg(pgid: int, sig: int) -> None:
@@ -241,7 +288,8 @@ def _user_processes() -> int:
 
 
 def _proc_table() -> dict[int, tuple[int, int, int]]:
-    """pid -> (parent pid, process group, start time) of every process but ours."""
+    """pid -> (parent pid, process group, start time) of every process but ours and
+    zombies (they are dead: nothing to signal or wait for)."""
     me = os.getpid()
     try:
         pids = [int(d) for d in os.listdir("/proc") if d.isdigit()]
@@ -257,11 +305,14 @@ def _proc_table() -> dict[int, tuple[int, int, int]]:
 
 
 def _stat(pid: int) -> tuple[int, int, int] | None:
-    """(parent pid, process group, start time) of `pid` from /proc, or None."""
+    """(parent pid, process group, start time) of `pid` from /proc, or None (also for a
+    zombie)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
         rest = data[data.rindex(b")") + 2:].split()
+        if rest[0] == b"Z":
+            return None
         return int(rest[1]), int(rest[2]), int(rest[19])
     except (OSError, ValueError, IndexError):
         return None

@@ -15,7 +15,7 @@ from dagfast.model import Dag
 from dagfast.status import RunStatus, StepStatus
 from dagfast.records.store import (
     DAG_VERSION, JOURNAL_VERSION, SNAPSHOT_VERSION, Begin, Cancel, End, Entry, Finish,
-    OUTPUT_LOST, Snapshot, Start, StepRecord, dag_dir_name,
+    OUTPUT_LOST, Snapshot, Start, StepRecord, dag_dir_name, old_dag_dir_name,
 )
 
 __all__ = ["RunState", "find_run", "latest_run", "owner_pid", "read_run", "runs_of"]
@@ -189,12 +189,20 @@ def owner_pid(path: str) -> int | None:
         os.close(fd)
 
 
-def runs_of(home_dir: str, dag: str) -> list[str]:
-    """The run directories of the DAG called `dag`, oldest first."""
-    parent = os.path.join(home_dir, "runs", dag_dir_name(dag))
-    names = sorted(_listdir(parent))
-    return [os.path.join(parent, n) for n in names
-            if os.path.exists(os.path.join(parent, n, "dag.json"))]
+def runs_of(home_dir: str, dag: str, file: str | None = None) -> list[str]:
+    """The run directories of the DAG called exactly `dag` (and, with `file`, loaded from
+    that file, symbolic links resolved), oldest first."""
+    root = os.path.join(home_dir, "runs")
+    runs = _runs_in(os.path.join(root, dag_dir_name(dag)))
+    old = old_dag_dir_name(dag)
+    if old != dag_dir_name(dag):
+        # A home from before names were kept apart: this name's runs may be there, among
+        # other names'.
+        runs += [r for r in _runs_in(os.path.join(root, old)) if _origin(r)[0] == dag]
+    if file is not None:
+        real = os.path.realpath(file)
+        runs = [r for r in runs if os.path.realpath(_origin(r)[1]) == real]
+    return sorted(runs, key=os.path.basename)
 
 
 def find_run(home_dir: str, run_id: str) -> str | None:
@@ -209,17 +217,42 @@ def find_run(home_dir: str, run_id: str) -> str | None:
     return None
 
 
-def latest_run(home_dir: str, dag: str | None = None) -> str | None:
-    """The most recently started run (of `dag`, or of any DAG), or None."""
+def latest_run(home_dir: str, dag: str | None = None, file: str | None = None) -> str | None:
+    """The most recently started run (of `dag`, and of `file`; or of any DAG), or None."""
     if dag is not None:
-        runs = runs_of(home_dir, dag)
+        runs = runs_of(home_dir, dag, file)
         return runs[-1] if runs else None
     root = os.path.join(home_dir, "runs")
-    runs = [r for d in _listdir(root) for r in runs_of(home_dir, d)]
+    runs = [r for d in _listdir(root) for r in _runs_in(os.path.join(root, d))]
     return max(runs, key=os.path.basename) if runs else None
 
 
 # Internals -----------------------------------------------------------------------------
+
+
+def _runs_in(parent: str) -> list[str]:
+    return [os.path.join(parent, n) for n in _listdir(parent)
+            if os.path.exists(os.path.join(parent, n, "dag.json"))]
+
+
+class _Origin(msgspec.Struct):
+    """Just the name and file of a run's DAG (its dag.json holds much more)."""
+
+    name: str = ""
+    path: str = ""
+
+
+_origin_of = msgspec.json.Decoder(_Origin)
+
+
+def _origin(run: str) -> tuple[str, str]:
+    """(name, file) of the DAG of the run in `run`; ("", "") if unreadable."""
+    try:
+        with open(os.path.join(run, "dag.json"), "rb") as f:
+            got = _origin_of.decode(f.read())
+        return got.name, got.path
+    except (OSError, msgspec.DecodeError):
+        return "", ""
 
 
 def _listdir(path: str) -> list[str]:

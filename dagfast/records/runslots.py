@@ -43,14 +43,21 @@ class RunsFull(RunError):
 
 
 class Stopped(RunError):
-    """A queued run was stopped (SIGINT, SIGTERM) before it started."""
+    """A queued run was stopped (SIGINT, SIGTERM) before it started; `run_id`, `dag` and
+    `waited` (seconds in the queue) once its record says so."""
 
     def __init__(self, sig: int) -> None:
         super().__init__(sig)
         self.signal = sig
+        self.run_id = self.dag = ""
+        self.waited = 0.0
 
     def __str__(self) -> str:
-        return f"stopped by {signal.Signals(self.signal).name} while queued"
+        how = f"{signal.Signals(self.signal).name}"
+        if not self.run_id:
+            return f"stopped by {how} while queued"
+        return (f"run {self.run_id} stopped while waiting for a run slot of {self.dag} "
+                f"({how} after {self.waited:.2f} s in the queue)")
 
 
 class Slot:
@@ -144,19 +151,24 @@ def take_or_stop(name: str, limit: int, home_dir: str, *, queue: bool = True,
 def run_dir_for(dag, home_dir: str, *, queue: bool = True):
     """Take a slot for a run of `dag` and make its run directory: `(slot, run_dir)`.
 
-    A run that has to wait gets its record first, with status `queued`, so that `status`
-    shows it; SIGINT or SIGTERM while it waits ends it `aborted` and raises Stopped."""
+    A run that has to wait gets its record first, with status `queued` (since the time it
+    queued), so that `status` shows it; SIGINT or SIGTERM while it waits ends it
+    `aborted`, its time in the queue kept, and raises Stopped, which says so."""
     from dagfast.records.store import RunDir
 
     made: list = []
 
     def queued() -> None:
         made.append(RunDir.create(dag, home_dir))
-        _write_status(made[0], dag, 5, None, "")  # RunStatus.QUEUED
+        made.append(time.time())
+        _write_status(made[0], dag, 5, made[1], None, "")  # RunStatus.QUEUED
 
     def stopped(exc: Stopped) -> None:
         if made:
-            _write_status(made[0], dag, 3, time.time(), str(exc))
+            # Its record keeps the time it queued, and says why it never started.
+            now = time.time()
+            exc.run_id, exc.dag, exc.waited = made[0].run_id, dag.name, now - made[1]
+            _write_status(made[0], dag, 3, made[1], now, str(exc))  # RunStatus.ABORTED
             made[0].close()
 
     slot = take_or_stop(dag.name, dag.max_active_runs, home_dir, queue=queue,
@@ -172,13 +184,12 @@ def run_dir_for(dag, home_dir: str, *, queue: bool = True):
 # Internals -----------------------------------------------------------------------------
 
 
-def _write_status(run_dir, dag, status: int, finished_at, error: str) -> None:
+def _write_status(run_dir, dag, status: int, started_at: float, finished_at, error: str) -> None:
     from dagfast.records.store import Snapshot, StepRecord
 
     run_dir.write_snapshot(Snapshot(
         version=2, run_id=run_dir.run_id, dag_name=dag.name, dag_path=dag.path,
-        status=status, started_at=time.time() if finished_at is None else finished_at,
-        finished_at=finished_at, pid=os.getpid(), steps=[StepRecord() for _ in dag.steps],
+        status=status, started_at=started_at, finished_at=finished_at, pid=os.getpid(), steps=[StepRecord() for _ in dag.steps],
         error=error, journal_offset=0,
     ), durable=finished_at is not None)
 

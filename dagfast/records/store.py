@@ -24,6 +24,7 @@ The journal is the truth; a snapshot is a cache of it up to `journal_offset`.
 
 
 import fcntl
+import hashlib
 import os
 import re
 import shutil
@@ -34,11 +35,12 @@ import msgspec
 from dagfast.errors import RunError
 from dagfast.records.journal import frame
 from dagfast.model import Dag
+from dagfast.status import RunStatus
 
 __all__ = [
     "Begin", "Cancel", "DAG_VERSION", "End", "Entry", "Finish", "JOURNAL_VERSION", "OUTPUT_LOST",
-    "Recorder", "RunDir", "SNAPSHOT_VERSION", "Snapshot", "Start", "StepRecord", "home",
-    "new_run_id", "run_id_time",
+    "Recorder", "RunDir", "SNAPSHOT_VERSION", "Snapshot", "Start", "StepRecord", "dag_dir_name",
+    "home", "new_run_id", "old_dag_dir_name", "run_id_time", "write_atomic",
 ]
 
 # What each record file's `version` says; a reader refuses a version newer than its own
@@ -166,9 +168,22 @@ _unsafe = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 def dag_dir_name(name: str) -> str:
-    """The directory under `runs/` that holds the runs of the DAG called `name`. A name
-    that starts with a dot gets a `_` first: `..` would put its runs outside `runs/`,
-    `.` in it, and a hidden directory is easily missed."""
+    """The directory under `runs/` (and `slots/`) of the DAG called `name`: the name
+    itself when it is made of `[A-Za-z0-9_.-]` and does not start with a dot; else its
+    readable part (others as `_`, a leading dot after a `_`: `..` would leave `runs/`)
+    then `+` and a hash of the exact name. `+` is in no plain name, so two names never
+    share a directory (`日本` and `中国`, `a/b` and `a_b`)."""
+    safe = old_dag_dir_name(name)
+    if safe == name and len(name) <= 255:  # a directory name holds 255 bytes
+        return name
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{safe[:200]}+{digest}"
+
+
+def old_dag_dir_name(name: str) -> str:
+    """The directory older homes keep a DAG's runs in: the same as `dag_dir_name` for
+    plain names; other names could share it, so its runs are told apart by the name
+    their record holds."""
     safe = _unsafe.sub("_", name) or "dag"
     return "_" + safe if safe.startswith(".") else safe
 
@@ -348,30 +363,9 @@ class RunDir:
         self.write_atomic("status.json", _json.encode(snapshot), durable)
 
     def write_atomic(self, name: str, data: bytes, durable: bool = False) -> None:
-        """Write `name` in the run directory so that readers see old or new, never half;
-        with `durable`, the data reaches the disk before the rename, and the rename
-        before we return (the directory is fsynced)."""
-        final = os.path.join(self.path, name)
-        tmp = final + ".tmp"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            try:
-                _write_all(fd, data, durable)
-            finally:
-                os.close(fd)
-            os.replace(tmp, final)
-            if durable:
-                dfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-                try:
-                    os.fsync(dfd)
-                finally:
-                    os.close(dfd)
-        except OSError as exc:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise RunError(f"cannot write `{final}`: {exc.strerror}") from None
+        """Write `name` in the run directory so that readers see old or new, never half
+        (see `write_atomic`)."""
+        write_atomic(self.path, name, data, durable)
 
     def free_reserve(self) -> None:
         """Give the space set aside back (when the disk is full, or at the end)."""
@@ -423,6 +417,50 @@ class RunDir:
         except OSError as exc:
             self.free_reserve()
             raise RunError(f"cannot set space aside in `{self.path}`: {exc.strerror}") from None
+
+
+_FULL = ("no space left on device", "disk quota exceeded")  # as exec.local says them
+
+
+def _no_space(dag, result) -> str:
+    """The run's error when a step failed because the disk (or its inodes, or a quota)
+    was full: a run that failed of it must say so, not only `1 failed`; "" otherwise."""
+    if result.status == RunStatus.SUCCEEDED:
+        return ""
+    for step, r in zip(dag.steps, result.steps):
+        for what in _FULL:
+            at = r.error.find(what) if r.error else -1
+            if at >= 0:
+                return f"{r.error[at:]} (step {step.name} failed of it)"
+    return ""
+
+
+def write_atomic(directory: str, name: str, data: bytes, durable: bool = False) -> None:
+    """Write the file `name` in `directory` so that readers, and a crash at any moment,
+    see the old content or the new, never half (a temporary file, then a rename); with
+    `durable`, the data reaches the disk before the rename, and the rename before we
+    return (the directory is fsynced). One writer at a time. RunError if it cannot."""
+    final = os.path.join(directory, name)
+    tmp = final + ".tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            _write_all(fd, data, durable)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+        if durable:
+            dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise RunError(f"cannot write `{final}`: {exc.strerror}") from None
 
 
 def _write_all(fd: int, data: bytes, durable: bool) -> None:
@@ -511,7 +549,9 @@ class Recorder:
         self.started_at = result.started_at
         error = self.error
         # A run that could not start says why (a secret that cannot be read).
-        self.error = error or getattr(result, "error", "")
+        self.error = error or getattr(result, "error", "") or _no_space(self.dag, result)
+        if self.error and not getattr(result, "error", "x"):
+            result.error = self.error  # the reporters after this one say it too
         rd = self.run_dir
         # The space set aside is for exactly this: the last step may have filled the
         # disk. (After a failure the journal was cut back to its last whole frame and

@@ -9,6 +9,8 @@ in jsonl.py, `--junit` in junit.py; choose.py picks the reporters for the CLI.
 from __future__ import annotations
 
 import os
+import select
+import stat
 import time
 
 from dagfast.status import RunStatus, StepStatus
@@ -321,6 +323,40 @@ class Unbreakable:
     @property
     def buffer(self):
         return Unbreakable(self._stream.buffer)
+
+    def write_ready(self, data, wait: bool) -> int:
+        """Write the bytes `data` to the descriptor under this (binary) stream: with
+        `wait`, all of them, however slow the reader; without, only what fits now, so a
+        slow reader never holds up the run. How many bytes are done with (all once the
+        reader has gone). A short write, which an unbuffered (PYTHONUNBUFFERED) or
+        non-blocking stdout gives, is retried with the rest; never half of it dropped."""
+        if self.broken:
+            return len(data)
+        try:
+            fd = self._stream.fileno()
+        except (AttributeError, OSError, ValueError):  # in memory: it never blocks
+            self.write(data)
+            self.flush()
+            return len(data)
+        try:
+            self._stream.flush()  # what the stream itself holds goes first
+            # A pipe or socket with room takes PIPE_BUF bytes without blocking; a file
+            # takes anything.
+            chunk = len(data) if wait or stat.S_ISREG(os.fstat(fd).st_mode) else select.PIPE_BUF
+            ready = select.poll()
+            ready.register(fd, select.POLLOUT)
+            done = 0
+            with memoryview(data) as view:  # released on return: the caller may resize data
+                while done < len(view) and ready.poll(-1 if wait else 0):
+                    try:
+                        done += os.write(fd, view[done:done + chunk])
+                    except BlockingIOError:  # O_NONBLOCK, set by someone sharing the pipe
+                        if not wait:
+                            break
+            return done
+        except OSError:  # EPIPE: the reader went away (EBADF: there never was one)
+            self._break()
+            return len(data)
 
     def _break(self) -> None:
         self.broken = True

@@ -13,6 +13,9 @@ Events (`event` is the first key; times are unix seconds, durations seconds):
      "outputs": {NAME: VALUE}, "path", "time"}
 
 Lines are buffered and written 10 times a second and at the end, not once per event.
+A slow reader never holds up the run: what its pipe cannot take now waits in memory, and
+the end of the run waits until every line has gone (a reader that goes away ends the
+stream; the run goes on).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import time
 
 import msgspec
 
-from dagfast.report.base import Reporter, Ticker
+from dagfast.report.base import Reporter, Ticker, Unbreakable
 from dagfast.status import RunStatus, StepStatus
 
 __all__ = ["JsonReporter"]
@@ -33,7 +36,7 @@ class JsonReporter(Reporter):
     """Writes JSON lines to the binary stream `stream` (the CLI passes stdout's buffer)."""
 
     def __init__(self, stream, flush_interval: float = 0.1) -> None:
-        self.out = stream
+        self.out = stream if isinstance(stream, Unbreakable) else Unbreakable(stream)
         self.flush_interval = flush_interval
         self.buf = bytearray()
         self._encode = msgspec.json.Encoder().encode_into
@@ -43,11 +46,9 @@ class JsonReporter(Reporter):
         self._encode(event, self.buf, -1)
         self.buf += b"\n"
 
-    def _flush(self) -> None:
+    def _flush(self, wait: bool = False) -> None:
         if self.buf:
-            self.out.write(self.buf)
-            self.out.flush()
-            self.buf.clear()
+            del self.buf[:self.out.write_ready(self.buf, wait)]
 
     def run_started(self, dag, run_dir, records) -> None:
         self.names = [s.name for s in dag.steps]
@@ -88,7 +89,7 @@ class JsonReporter(Reporter):
             "duration": result.finished_at - result.started_at, "counts": counts,
             "outputs": result.outputs, "path": result.path, "time": time.time(),
         })
-        self._flush()
+        self._flush(wait=True)
 
 
 def _finished(event: str, key: str, name: str, record, step: int | None = None) -> dict:

@@ -189,7 +189,13 @@ def run_in(
         state, factory, reporter, limit=dag.max_active_steps, run_dir=run_dir,
         children=Children(factory), keep=keep, notice=notice,
     )
-    result = engine.run_to_end()
+    # Forked before the executor's threads exist: if this process dies, its steps die.
+    guard = factory.guard(run_dir.run_id)
+    try:
+        result = engine.run_to_end()
+    finally:
+        if guard is not None:  # the run ended: its background children stay
+            guard.stand_down()
     if run_dir.failure is not None:  # the record could not be kept: the run was stopped
         raise RunError(f"the run was stopped: {run_dir.failure}")
     return result
