@@ -162,22 +162,23 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
         if args.command == "validate":
             return _validate(args)
+        # Each command imports what it uses, when it is run (start-up of the others).
         if args.command in ("status", "history", "logs", "dry"):
-            from dagfast.cli import views as commands
+            from dagfast.cli import views as commands  # start-up: only these commands
 
             return getattr(commands, args.command)(args)
         if args.command in ("retry", "stop"):
-            from dagfast.cli import control
+            from dagfast.cli import control  # start-up: only retry and stop
 
             return getattr(control, args.command)(args)
         if args.command == "scheduler":
-            from dagfast.cli.scheduler import main as scheduler
+            from dagfast.cli.scheduler import main as scheduler  # start-up: only `scheduler`
 
             return scheduler(args)
         if args.command in ("graph", "completion"):
             return _VIEWS[args.command](args)
         if args.command == "version":
-            from dagfast import __version__
+            from dagfast import __version__  # start-up: the package's API is lazy
 
             print(f"dagfast {__version__}")
             return EXIT_OK
@@ -238,6 +239,7 @@ def _exit_status(exc: DagfastError) -> int:
 
 
 def _validate(args) -> int:
+    # validate never loads the engine (start-up)
     from dagfast.loader import load
     from dagfast.runtime.session import check_calls
 
@@ -248,6 +250,7 @@ def _validate(args) -> int:
 
 
 def _run(args) -> int:
+    # The engine and its reporters only for `run` (start-up of the other commands).
     from dagfast.records import runslots
     from dagfast.runtime import session
 
@@ -344,7 +347,7 @@ def _check_output_flags(args) -> None:
 def _reporter(args):
     """The reporters `run` uses: see report.choose (progress on a terminal, plain lines
     otherwise or under CI, JSON lines with --json; NO_COLOR turns colour off)."""
-    from dagfast.report.choose import choose
+    from dagfast.report.choose import choose  # start-up: only commands that run
 
     return choose(sys.stdout, quiet=args.quiet, verbose=args.verbose, json=args.json,
                   junit=args.junit)
@@ -415,6 +418,7 @@ def _command_examples(sub) -> None:
 
 
 def _graph(args) -> int:
+    # only `graph` (start-up)
     from dagfast.report.graph import render
     from dagfast.loader import load
 

@@ -21,7 +21,7 @@ def retry(args, out=sys.stdout) -> int:
     from dagfast.report.choose import choose
     from dagfast.runtime.session import exit_status, retry as retry_run
 
-    from dagfast.records.runslots import Stopped
+    from dagfast.records.runslots import Stopped  # as the session: only for retry
 
     try:
         result = retry_run(

@@ -39,7 +39,7 @@ EXIT_BUSY = 75  # `run --no-queue` found the DAG at maxActiveRuns
 
 def main(args) -> int:
     """The `scheduler` command: serve until SIGINT or SIGTERM, then shut down cleanly."""
-    from dagfast.errors import UsageError
+    from dagfast.errors import UsageError  # start-up: the module is imported for --help too
 
     if not os.path.isdir(args.dir):
         raise UsageError(f"`{args.dir}` is not a directory")
@@ -175,6 +175,7 @@ class Scheduler:
             self._load(f, now, "reloaded" if old is not None else "added")
 
     def _load(self, f: DagFile, now: float, how: str) -> None:
+        # the loader and croniter once a DAG file is read (start-up of `--help`)
         from dagfast.loader.cron import parse_all
         from dagfast.errors import LoadError
         from dagfast.loader import load
@@ -268,7 +269,7 @@ class Scheduler:
             return f"maxActiveRuns ({limit}) runs going"
         latest = self._latest(dag.name)
         if dag.max_active_runs:
-            from dagfast.records.runslots import occupancy
+            from dagfast.records.runslots import occupancy  # only DAGs with maxActiveRuns
 
             held, waiting = occupancy(dag.name, limit, self.home)
             if held >= limit or waiting:
@@ -291,6 +292,7 @@ class Scheduler:
         As Dagu: the run started for the previous tick does not make the next one skip;
         only another run (by hand, say) does. Runs are read newest first, down to the
         first one created before `since` (run ids sort by creation time)."""
+        # the records once a DAG's runs are read (start-up of `--help`)
         from dagfast.errors import RunError
         from dagfast.records.read import read_run, runs_of
         from dagfast.status import RunStatus
@@ -312,6 +314,7 @@ class Scheduler:
         return ""
 
     def _latest(self, name: str):
+        # the records once a DAG's runs are read (start-up of `--help`)
         from dagfast.errors import RunError
         from dagfast.records.read import latest_run, read_run
 

@@ -247,6 +247,7 @@ def _follow(run_path: str, path: str, out) -> int:
 def dry(args, out=sys.stdout) -> int:
     """Print the order steps would start in (as if each took the same time): the real
     engine with an executor whose steps exit at once; runs nothing."""
+    # `dry` alone loads the engine (start-up of status, history and logs)
     from dagfast.loader import load
     from dagfast.runtime.session import dry as dry_run
 

@@ -22,7 +22,7 @@ import signal
 import time
 
 from dagfast.errors import RunError
-from dagfast.records.store import dag_dir_name, make_private_dirs
+from dagfast.records.store import RunDir, Snapshot, StepRecord, dag_dir_name, make_private_dirs
 
 __all__ = ["RunsFull", "Slot", "Stopped", "occupancy", "run_dir_for", "take", "take_or_stop"]
 
@@ -154,8 +154,6 @@ def run_dir_for(dag, home_dir: str, *, queue: bool = True):
     A run that has to wait gets its record first, with status `queued` (since the time it
     queued), so that `status` shows it; SIGINT or SIGTERM while it waits ends it
     `aborted`, its time in the queue kept, and raises Stopped, which says so."""
-    from dagfast.records.store import RunDir
-
     made: list = []
 
     def queued() -> None:
@@ -185,8 +183,6 @@ def run_dir_for(dag, home_dir: str, *, queue: bool = True):
 
 
 def _write_status(run_dir, dag, status: int, started_at: float, finished_at, error: str) -> None:
-    from dagfast.records.store import Snapshot, StepRecord
-
     run_dir.write_snapshot(Snapshot(
         version=2, run_id=run_dir.run_id, dag_name=dag.name, dag_path=dag.path,
         status=status, started_at=started_at, finished_at=finished_at, pid=os.getpid(), steps=[StepRecord() for _ in dag.steps],

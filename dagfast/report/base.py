@@ -123,7 +123,7 @@ class ConsoleReporter(Reporter):
         self.names = tuple(s.name for s in dag.steps)
         self.t0 = time.monotonic()
         if self.verbose:
-            from dagfast.report.logtail import LogTail
+            from dagfast.report.logtail import LogTail  # only with --verbose (start-up)
 
             self._tail = LogTail(run_dir, self.names, self.out.write)
             self._ticker = Ticker(0.1, self._tick)

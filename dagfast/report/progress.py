@@ -61,7 +61,7 @@ class ProgressReporter(Reporter):
         self.t0 = time.monotonic()
         self.samples: deque[tuple[float, int]] = deque([(self.t0, self.done)])
         if self.verbose:
-            from dagfast.report.logtail import LogTail
+            from dagfast.report.logtail import LogTail  # only with --verbose (start-up)
 
             self._tail = LogTail(run_dir, self.names, self._print_output)
         self.live = Live(

@@ -118,7 +118,7 @@ class Masker:
                         forms.add(escaped)
         self.forms = sorted(forms, key=lambda f: (-len(f), f))
         self.longest = len(self.forms[0]) if self.forms else 0
-        self._rx = re.compile(b"|".join(map(re.escape, self.forms))) if self.forms else None
+        self.rx = re.compile(b"|".join(map(re.escape, self.forms))) if self.forms else None
         self._text_rx = (
             re.compile("|".join(re.escape(os.fsdecode(f)) for f in self.forms))
             if self.forms else None
@@ -135,7 +135,7 @@ class Masker:
 
     def bytes(self, data: bytes) -> bytes:
         """`data` with every secret masked."""
-        return self._rx.sub(_MASK_BYTES, data) if self._rx is not None else data
+        return self.rx.sub(_MASK_BYTES, data) if self.rx is not None else data
 
     def text(self, text: str) -> str:
         """`text` with every secret masked."""
@@ -174,7 +174,7 @@ class MaskStream:
         cut = len(buf) - (self._masker.longest - 1)
         out = []
         pos = 0
-        for m in self._masker._rx.finditer(buf):
+        for m in self._masker.rx.finditer(buf):
             if m.start() >= cut:
                 break
             out.append(buf[pos : m.start()])
