@@ -126,3 +126,9 @@ def test_dry_takes_the_limit_from_the_command_line(tmp_path):
     assert rounds == ["1", "2", "3"]
     bad = dagfast("dry", "--max-active-steps", "-1", str(dag), home=tmp_path / "home")
     assert bad.code == 2 and "--max-active-steps must be 0 (unlimited) or more" in bad.err
+
+
+def test_version_is_a_flag_and_a_command():
+    flag, command = dagfast("--version"), dagfast("version")
+    assert (flag.code, command.code) == (0, 0)
+    assert flag.out == command.out and flag.out.startswith("dagfast ")

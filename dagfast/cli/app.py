@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 
+from dagfast import __version__
 from dagfast.errors import DagfastError, LoadError, SchedulerBug, UsageError
 
 EXIT_OK = 0
@@ -45,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--version", action="version", version=f"dagfast {__version__}",
+                   help="print dagfast's version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -178,8 +181,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("graph", "completion"):
             return _VIEWS[args.command](args)
         if args.command == "version":
-            from dagfast import __version__  # start-up: the package's API is lazy
-
             print(f"dagfast {__version__}")
             return EXIT_OK
         raise UsageError(f"unknown command {args.command!r}")  # argparse prevents this
