@@ -32,16 +32,20 @@ DEADLINE_S = 10.0  # how long to wait for the run's processes to go
 PROMISE_S = 1.0  # what dagfast promises: none alive one second after the engine died
 
 def write_dag(folder: Path) -> Path:
-    """The DAG each round runs: 12 steps of ~1.6 s, 6 at a time, then a join. (No sub-DAG: a retry
-    cannot rerun an interrupted one yet, its child run directory already exists.)"""
+    """The DAG each round runs: 12 steps of ~1.6 s, 6 at a time, a sub-DAG step whose own
+    step leaves children the same way, then a join."""
     lines = ["maxActiveSteps: 6", "steps:"]
     for i in range(12):
         # Each outlives the promise: a step left running would still be there at 1 s.
         d = f"1.{5 + i % 4}"
         lines += [f"  - name: w{i}",
                   f"    command: sh -c 'sleep {d} & setsid sleep {d} & sleep {d}; wait'"]
-    lines += ["  - name: join", "    depends: [" + ", ".join(f"w{i}" for i in range(12)) + "]",
-              "    command: sleep 0.1"]
+    lines += ["  - name: sub", "    call: sub.yaml"]
+    (folder / "sub.yaml").write_text(
+        "steps:\n  - name: inner\n"
+        "    command: sh -c 'sleep 1.5 & setsid sleep 1.5 & sleep 1.5; wait'\n")
+    lines += ["  - name: join", "    depends: [" + ", ".join(f"w{i}" for i in range(12))
+              + ", sub]", "    command: sleep 0.1"]
     dag = folder / "loop.yaml"
     dag.write_text("\n".join(lines) + "\n")
     return dag

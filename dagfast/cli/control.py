@@ -28,7 +28,8 @@ def retry(args, out=sys.stdout) -> int:
             args.run, step=args.step, reporter=choose(out, quiet=args.quiet), out=out,
             executor=args.executor, scheduler=args.scheduler, shared_dir=args.shared_dir,
         )
-    except Stopped as exc:  # stopped while waiting for a run slot: as `run` exits
+    except Stopped as exc:  # stopped while waiting for a run slot: said, as `run` does
+        print(f"dagfast: {exc}", file=sys.stderr)
         return 128 + exc.signal
     return 0 if result is None else exit_status(result)
 
