@@ -17,6 +17,7 @@ passed: only then, third, are values evaluated (backticks run commands).
 from __future__ import annotations
 
 import os
+import re
 from collections import ChainMap
 from collections.abc import Mapping
 
@@ -33,7 +34,7 @@ from dagfast.model import Dag, Handler, Params, secret_ref
 
 __all__ = ["load", "load_sub", "load_text"]
 
-_MAY_HOLD_NUL = (b"\\0", b"\\x00", b"\\u0000", b"\\U00000000")  # YAML escapes; raw NULs fail
+_MAY_HOLD_NUL = re.compile(rb"\\(0|x00|u0000|U00000000)")  # YAML escapes; raw NULs fail to parse
 
 
 def load(
@@ -160,7 +161,7 @@ def _load(data: bytes, src: _Source, environ, given_params, sub: _Sub | None,
     header, spell, steps = convert(tree, problems)
     # Second: everything the text as written can answer.
     checked = _check(header, spell, steps, environ, problems, sub)
-    if any(escape in data for escape in _MAY_HOLD_NUL):
+    if _MAY_HOLD_NUL.search(data):
         for path, at_key in yamlsrc.nul_paths(tree):
             problems.add(path, "a NUL character (`\\0`) is not allowed", at_key)
     problems.raise_if_any()

@@ -31,14 +31,7 @@ def read(path: str, limit: int) -> bytes:
         if not stat.S_ISREG(mode):
             kind = next((k for test, k in _KINDS if test(mode)), "not a file")
             raise OSError(errno.EINVAL, f"not a regular file ({kind})", path)
-        chunks = []
-        left = limit + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
+        with open(fd, "rb", closefd=False) as f:
+            return f.read(limit + 1)
     finally:
         os.close(fd)

@@ -132,7 +132,8 @@ def _check_names(steps: Steps, written: list, problems: Problems) -> None:
         for i, key in enumerate(steps.keys):
             if (why := name_problem(key)) is not None:
                 problems.add(steps.path(i), why, True)
-    if CONTROL.search("".join(w for w in written if w)):
+    text = "".join(written) if None not in written else "".join(filter(None, written))
+    if CONTROL.search(text):
         for i, name in enumerate(written):
             if name and (why := name_problem(name)) is not None:
                 problems.add(steps.path(i, "name"), why)
