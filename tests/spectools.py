@@ -34,6 +34,95 @@ steps:
     depends: sleeper
 """
 
+# Preconditions that skip steps (and their dependents, unless continueOn.skipped):
+#   no -> no_child ; maybe (continueOn.skipped) -> maybe_child ; yes
+# Run for real in test_spec_features, in-process in test_engine_inprocess.
+PRECONDITIONS_DAG = """\
+env:
+  - MODE: prod
+steps:
+  - name: no
+    command: touch no.txt
+    preconditions:
+      - condition: "$MODE"
+        expected: dev
+  - name: no_child
+    command: touch no_child.txt
+    depends: no
+  - name: maybe
+    command: touch maybe.txt
+    preconditions: "test -f missing-file"
+    continueOn: {skipped: true}
+  - name: maybe_child
+    command: touch maybe_child.txt
+    depends: maybe
+  - name: yes
+    command: touch yes.txt
+    preconditions:
+      - condition: "`echo prod`"
+        expected: "re:p.o."
+      - condition: "test -f missing-file"
+        negate: true
+"""
+
+# A `call:` with params whose sub-DAG's outputs come back as JSON:  c (RES) -> show
+CALL_SUB_DAG = """\
+params: "X=default"
+maxActiveSteps: 1
+steps:
+  - name: s
+    command: echo "got $X"
+    output: SUB_OUT
+"""
+CALL_DAG = """\
+steps:
+  - name: c
+    call: sub.yaml
+    params:
+      X: given
+    output: RES
+  - name: show
+    command: echo "${RES.SUB_OUT}" > res.txt
+    depends: c
+"""
+
+# continueOn: an exit code, an output pattern, markSuccess; `after` runs all the same.
+CONTINUE_ON_DAG = """\
+steps:
+  - name: code
+    command: exit 3
+    continueOn: {exitCode: [3]}
+  - name: out
+    command: echo "WARNING disk"; exit 1
+    continueOn: {output: ["re:^WARN"]}
+  - name: marked
+    command: exit 1
+    continueOn: {failure: true, markSuccess: true}
+  - name: after
+    command: touch after.txt
+    depends: [code, out, marked]
+"""
+
+# A fan-out over a step's output lines, two sub-runs at a time, then a count:
+#   list (ITEMS: a b c d) -> fan (FAN_OUT_ITEM_DAG per item, maxConcurrent 2) -> count
+FAN_OUT_ITEM_DAG = "steps:\n  - name: work\n    command: work.sh $ITEM $1\n"
+FAN_OUT_DAG = """\
+steps:
+  - name: list
+    command: printf 'a\\nb\\nc\\nd\\n'
+    output: ITEMS
+  - name: fan
+    call: one.yaml
+    parallel:
+      items: ${ITEMS}
+      maxConcurrent: 2
+    depends: list
+    output: ALL
+  - name: count
+    command: echo "${ALL.summary.succeeded}" > n.txt
+    depends: fan
+"""
+
 STUB = textwrap.dedent(
     """\
     #!/bin/sh

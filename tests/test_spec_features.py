@@ -18,7 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from spectools import EXAMPLES, Stubs, dagfast, max_overlap, run_dag as run
+from spectools import (
+    CALL_DAG, CALL_SUB_DAG, CONTINUE_ON_DAG, EXAMPLES, FAN_OUT_DAG, FAN_OUT_ITEM_DAG,
+    PRECONDITIONS_DAG, Stubs, dagfast, max_overlap, run_dag as run,
+)
 
 
 def example(tmp_path: Path, slug: str) -> Path:
@@ -354,25 +357,8 @@ def _is_our_sleep(pid: int) -> bool:
 
 
 def test_call_passes_params_and_returns_outputs_as_json(tmp_path):
-    write(tmp_path / "sub.yaml", """\
-        params: "X=default"
-        maxActiveSteps: 1
-        steps:
-          - name: s
-            command: echo "got $X"
-            output: SUB_OUT
-        """)
-    dag = write(tmp_path / "main.yaml", """\
-        steps:
-          - name: c
-            call: sub.yaml
-            params:
-              X: given
-            output: RES
-          - name: show
-            command: echo "${RES.SUB_OUT}" > res.txt
-            depends: c
-        """)
+    write(tmp_path / "sub.yaml", CALL_SUB_DAG)
+    dag = write(tmp_path / "main.yaml", CALL_DAG)
     res = run(dag)
     assert res.code == 0, res.out + res.err
     assert (tmp_path / "res.txt").read_text() == "got given\n"
@@ -387,26 +373,8 @@ def test_a_failing_sub_dag_fails_its_step(tmp_path):
 
 
 def test_parallel_items_fan_out_with_max_concurrent(tmp_path):
-    write(tmp_path / "one.yaml", """\
-        steps:
-          - command: work.sh $ITEM $1
-        """)
-    dag = write(tmp_path / "main.yaml", """\
-        steps:
-          - name: list
-            command: printf 'a\\nb\\nc\\nd\\n'
-            output: ITEMS
-          - name: fan
-            call: one.yaml
-            parallel:
-              items: ${ITEMS}
-              maxConcurrent: 2
-            depends: list
-            output: ALL
-          - name: count
-            command: echo "${ALL.summary.succeeded}" > n.txt
-            depends: fan
-        """)
+    write(tmp_path / "one.yaml", FAN_OUT_ITEM_DAG)
+    dag = write(tmp_path / "main.yaml", FAN_OUT_DAG)
     s = Stubs(tmp_path, ["work.sh"])
     res = run(dag, stubs=s)
     assert res.code == 0, res.out + res.err
@@ -439,21 +407,7 @@ def test_parallel_without_call_is_a_load_error(tmp_path):
 
 
 def test_continue_on_exit_code_output_and_mark_success(tmp_path):
-    dag = write(tmp_path / "c.yaml", """\
-        steps:
-          - name: code
-            command: exit 3
-            continueOn: {exitCode: [3]}
-          - name: out
-            command: echo "WARNING disk"; exit 1
-            continueOn: {output: ["re:^WARN"]}
-          - name: marked
-            command: exit 1
-            continueOn: {failure: true, markSuccess: true}
-          - name: after
-            command: touch after.txt
-            depends: [code, out, marked]
-        """)
+    dag = write(tmp_path / "c.yaml", CONTINUE_ON_DAG)
     res = run(dag)
     assert res.code == 0, res.out
     assert (tmp_path / "after.txt").exists()
@@ -478,33 +432,7 @@ def test_continue_on_exit_code_that_does_not_match_stops_dependents(tmp_path):
 
 def test_preconditions_skip_steps_and_dependents_unless_continue_on_skipped(tmp_path):
     #   no -> no_child ; maybe(continueOn.skipped) -> maybe_child ; yes
-    dag = write(tmp_path / "p.yaml", """\
-        env:
-          - MODE: prod
-        steps:
-          - name: no
-            command: touch no.txt
-            preconditions:
-              - condition: "$MODE"
-                expected: dev
-          - name: no_child
-            command: touch no_child.txt
-            depends: no
-          - name: maybe
-            command: touch maybe.txt
-            preconditions: "test -f missing-file"
-            continueOn: {skipped: true}
-          - name: maybe_child
-            command: touch maybe_child.txt
-            depends: maybe
-          - name: yes
-            command: touch yes.txt
-            preconditions:
-              - condition: "`echo prod`"
-                expected: "re:p.o."
-              - condition: "test -f missing-file"
-                negate: true
-        """)
+    dag = write(tmp_path / "p.yaml", PRECONDITIONS_DAG)
     res = run(dag)
     assert res.code == 0, res.out
     made = sorted(p.name for p in tmp_path.glob("*.txt"))
