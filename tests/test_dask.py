@@ -150,12 +150,12 @@ def test_steps_run_in_worker_processes_and_their_logs_and_outputs_come_back(tmp_
             command: echo "got ${GREETING}"; pwd
             depends: hello
           - name: script
-            shell: python3
+            shell: @PYTHON@
             script: |
               import os
               print("python in", os.getcwd())
             depends: hello
-        """)
+        """.replace("@PYTHON@", sys.executable))
     res = dagfast("run", str(dag), home=tmp_path / "home")
     assert res.code == 0, res.out + res.err
     assert int((tmp_path / "hello.ppid").read_text()) in worker_pids(cluster)
@@ -330,6 +330,10 @@ def test_a_lost_worker_is_retried_by_the_retry_policy(tmp_path, cluster):
         time.sleep(0.1)
 
 
+# This interpreter's own `dask` command, never another one found on PATH.
+DASK = os.path.join(os.path.dirname(sys.executable), "dask")
+
+
 @pytest.fixture
 def remote(tmp_path):
     """`dask scheduler` (its default allowed-failures: 3) and 2 `dask worker`s without a
@@ -337,14 +341,14 @@ def remote(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
     info = tmp_path / "scheduler.json"
     procs = [subprocess.Popen(
-        ["dask", "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+        [DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
          "--scheduler-file", str(info)], env=env, cwd=tmp_path,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     try:
         wait_for(info)
         for _ in range(2):
             procs.append(subprocess.Popen(
-                ["dask", "worker", "--scheduler-file", str(info), "--host", "127.0.0.1",
+                [DASK, "worker", "--scheduler-file", str(info), "--host", "127.0.0.1",
                  "--no-nanny", "--nthreads", "4", "--no-dashboard"], env=env, cwd=tmp_path,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         address = json.loads(info.read_text())["address"]

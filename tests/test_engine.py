@@ -148,15 +148,15 @@ def test_command_forms(tmp_path):
               - "false"
               - echo never >> list.txt
           - name: python
-            shell: python3
+            shell: @PYTHON@
             script: |
               open("py.txt", "w").write("from python\\n")
           - name: shebang
             script: |
-              #!/usr/bin/env python3
+              #!@PYTHON@
               open("shebang.txt", "w").write("shebang\\n")
           - echo bare >> bare.txt
-        """)
+        """.replace("@PYTHON@", sys.executable))
     res = dagfast("run", str(dag), home=tmp_path / "home")
     assert res.code == 1  # the list stops at `false`
     assert (tmp_path / "multi.txt").read_text() == "one\ntwo\n"

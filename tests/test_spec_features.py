@@ -12,6 +12,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -185,7 +186,7 @@ def test_max_active_runs_refuses_a_second_concurrent_run(tmp_path):
           - command: touch started; sleep 2
         """)
     env = dict(os.environ, DAGFAST_HOME=str(tmp_path / "home"))
-    first = subprocess.Popen(["python", "-m", "dagfast", "run", str(dag)], env=env,
+    first = subprocess.Popen([sys.executable, "-m", "dagfast", "run", str(dag)], env=env,
                              stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
@@ -570,7 +571,7 @@ def test_cancel_handler_runs_when_the_run_is_stopped(tmp_path):
               while :; do sleep 0.1; done
         """)
     env = dict(os.environ, DAGFAST_HOME=str(tmp_path / "home"))
-    proc = subprocess.Popen(["python", "-m", "dagfast", "run", str(dag)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "dagfast", "run", str(dag)], env=env,
                             stdout=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 20
     while not all((tmp_path / f"{n}.pid").exists() and (tmp_path / f"{n}.pid").read_text()

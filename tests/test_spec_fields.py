@@ -276,9 +276,9 @@ def test_working_dir_dir_and_shells_reach_real_steps(tmp_path):
             command: echo "${BASH_VERSION:+bash} $(basename "$PWD") ${SHELLOPTS}" > dag.txt
           - name: own
             dir: other
-            shell: python3
+            shell: @PYTHON@
             command: import os; open("step.txt", "w").write(os.getcwd() + "\\n")
-        """)
+        """.replace("@PYTHON@", sys.executable))
     res = run(dag, env={"SHELL": "/bin/sh"})  # bash only because the DAG says so
     assert res.code == 0, res.out + res.err
     words = (tmp_path / "wd" / "dag.txt").read_text().split()
