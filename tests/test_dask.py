@@ -388,6 +388,8 @@ def test_a_lost_scheduler_kills_the_step_on_its_worker_and_no_dask_log_reaches_t
 ):
     address, (scheduler, *_) = remote
     monkeypatch.setenv("DAGFAST_DASK_SCHEDULER", address)
+    # The run's client gives up on the scheduler after this (Dask's default: 30 s).
+    monkeypatch.setenv("DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT", "5s")
     dag = write(tmp_path / "sd.yaml", """\
         steps:
           - name: long

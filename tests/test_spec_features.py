@@ -183,20 +183,22 @@ def test_max_active_runs_refuses_a_second_concurrent_run(tmp_path):
     dag = write(tmp_path / "one.yaml", """\
         maxActiveRuns: 1
         steps:
-          - command: touch started; sleep 2
+          - command: touch started; while [ ! -e release ]; do sleep 0.02; done
         """)
     env = dict(os.environ, DAGFAST_HOME=str(tmp_path / "home"))
     first = subprocess.Popen([sys.executable, "-m", "dagfast", "run", str(dag)], env=env,
                              stdout=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "started").exists():
+            assert first.poll() is None and time.monotonic() < deadline
             time.sleep(0.02)
         res = dagfast("run", "--no-queue", str(dag), home=tmp_path / "home")
         assert res.code == 75, res.err
         assert "maxActiveRuns (1)" in res.err
     finally:
-        first.wait()
+        (tmp_path / "release").touch()  # the first run holds its slot until now
+        first.wait(timeout=60)
     assert first.returncode == 0
 
 
