@@ -120,10 +120,12 @@ steps:
     while "first" not in ledger(book):
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    time.sleep(0.2)  # the record has `first` succeeded
+    (run,) = (home / "runs" / "two").iterdir()
+    while status(run.name, home)["steps"][0]["status"] != "succeeded":
+        assert time.monotonic() < deadline, "the record never said `first` succeeded"
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
-    (run,) = (home / "runs" / "two").iterdir()
     (tmp_path / "go").touch()
     a, b = spawn("retry", run.name, home=home), spawn("retry", run.name, home=home)
     results = sorted([a.wait(timeout=60), b.wait(timeout=60)])
