@@ -198,17 +198,6 @@ def test_background_child_does_not_keep_the_step_running(tmp_path):
     assert "tick" in (run_dir(tmp_path / "home") / "steps" / "0.out").read_text()
 
 
-def test_max_active_steps_holds_for_many_steps(tmp_path):
-    steps = "".join(f"  - name: s{i}\n    command: work {i}\n" for i in range(12))
-    dag = write(tmp_path / "many.yaml", "maxActiveSteps: 4\nsteps:\n" + steps)
-    s = Stubs(tmp_path, ["work"], sleep=0.3)
-    res = dagfast("run", str(dag), env=s.env(), home=tmp_path / "home")
-    assert res.code == 0, res.err
-    calls = s.calls()
-    assert len(calls) == 12
-    assert max_overlap(calls) == 4
-
-
 def test_one_at_a_time_runs_in_file_order(tmp_path):
     steps = "".join(f"  - name: s{i}\n    command: echo {i} >> order.txt\n" for i in range(8))
     dag = write(tmp_path / "order.yaml", "maxActiveSteps: 1\nsteps:\n" + steps)
