@@ -1,6 +1,6 @@
 """What every test gets: a home of its own, and (under pytest-xdist) a worker count.
 
-The suite runs in parallel by default (pyproject.toml: `-n auto --dist loadgroup`):
+The suite runs in parallel by default (pyproject.toml: `-n auto --dist loadfile`):
 most tests wait on real processes, so even 2 cores keep 4 workers busy. A test that
 forgets `DAGFAST_HOME` still writes under its own temporary directory, never under ~.
 """

@@ -31,9 +31,6 @@ import test_spec_features
 from dagfast.exec.dask import LOOPBACK_HTTP
 from spectools import STUBBORN_DAG, dagfast
 
-# One pytest-xdist worker runs this module: one cluster, not one per worker.
-pytestmark = pytest.mark.xdist_group("dask")
-
 
 @pytest.fixture(scope="module")
 def cluster():
