@@ -126,9 +126,19 @@ steps:
 STUB = textwrap.dedent(
     """\
     #!/bin/sh
-    # A stand-in for a real tool: logs its start and end, and sleeps in between.
+    # A stand-in for a real tool: logs its start and end, and sleeps in between. One of
+    # STUB_PEERS first waits (60 s at most) until STUB_GATHER of them have started: the
+    # overlap that a test expects is then there however slowly the machine starts them.
     name=$(basename "$0")
     echo "start $$ $name $* @$(date +%s.%N)" >> "$STUB_LOG"
+    case " $STUB_PEERS " in *" $name "*)
+      i=0
+      while [ "$(awk -v peers=" $STUB_PEERS " '$1 == "start" && index(peers, " " $3 " ") \
+                 { n++ } END { print n + 0 }' "$STUB_LOG")" -lt "$STUB_GATHER" ] &&
+            [ $i -lt 3000 ]; do
+        sleep 0.02; i=$((i + 1))
+      done;;
+    esac
     sleep "${STUB_SLEEP:-0.4}"
     echo "end $$ $name $* @$(date +%s.%N)" >> "$STUB_LOG"
     """
@@ -152,11 +162,14 @@ class Call:
 class Stubs:
     """A directory of stub commands put first on PATH, and the log they write."""
 
-    def __init__(self, root: Path, names: list[str], sleep: float = 0.4) -> None:
+    def __init__(self, root: Path, names: list[str], sleep: float = 0.4,
+                 peers: tuple[str, ...] = (), gather: int = 0) -> None:
+        """`peers` (stub names) hold until `gather` of them have started, then sleep."""
         self.bin = root / "stub-bin"
         self.bin.mkdir(exist_ok=True)
         self.log = root / "stub.log"
         self.sleep = sleep
+        self.peers, self.gather = peers, gather
         for name in names:
             path = self.bin / name
             path.write_text(STUB)
@@ -167,6 +180,8 @@ class Stubs:
             "PATH": f"{self.bin}{os.pathsep}{os.environ['PATH']}",
             "STUB_LOG": str(self.log),
             "STUB_SLEEP": str(self.sleep),
+            "STUB_PEERS": " ".join(self.peers),
+            "STUB_GATHER": str(self.gather),
         }
 
     def calls(self) -> list[Call]:

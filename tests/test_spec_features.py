@@ -31,6 +31,13 @@ def example(tmp_path: Path, slug: str) -> Path:
     return dag
 
 
+def own_tmp(tmp_path: Path, text: str) -> str:
+    """`text` with the page's `/tmp/` paths moved to the test's own `tmp/`: tests that run
+    at once (pytest-xdist, test_dask.py's copies, other checkouts) never share a file."""
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    return re.sub(r"(?<![\w./-])/tmp/", f"{tmp_path}/tmp/", text)
+
+
 def write(path: Path, text: str) -> Path:
     path.write_text(textwrap.dedent(text))
     return path
@@ -64,7 +71,8 @@ def test_environment_based_runs_at_most_max_parallel(tmp_path, limit):
         "".join(f"  - name: task{i}\n    command: process.sh input{i}\n" for i in range(2, 9)),
     )
     dag.write_text(text)
-    s = Stubs(tmp_path, ["process.sh"], sleep=0.5)
+    s = Stubs(tmp_path, ["process.sh"], sleep=0.5, peers=("process.sh",),
+              gather=int(limit) if limit else 5)
     env = {"MAX_PARALLEL": limit} if limit else {}
     if not limit:
         env["MAX_PARALLEL"] = ""  # unset and empty both mean the default
@@ -89,7 +97,7 @@ def test_fan_out_pattern_captures_files_then_processes_in_parallel(tmp_path):
     (tmp_path / "data").mkdir()
     for i in (1, 2, 3):
         (tmp_path / "data" / f"file{i}.csv").write_text("x\n")
-    s = Stubs(tmp_path, ["process.py"])
+    s = Stubs(tmp_path, ["process.py"], peers=("process.py",), gather=3)
     res = run(dag, stubs=s)
     assert res.code == 0, res.err
     calls = s.calls()
@@ -104,13 +112,14 @@ def test_fan_out_pattern_captures_files_then_processes_in_parallel(tmp_path):
 
 def test_dynamic_fan_out_runs_the_generated_steps_in_parallel(tmp_path):
     dag = example(tmp_path, "dynamic-fan-out")
+    dag.write_text(own_tmp(tmp_path, dag.read_text()))
     (tmp_path / "data").mkdir()
     for name in ("a", "b"):
         (tmp_path / "data" / f"{name}.csv").write_text("x\n")
-    s = Stubs(tmp_path, ["process.py"])
+    s = Stubs(tmp_path, ["process.py"], peers=("process.py",), gather=2)
     res = run(dag, stubs=s)
     assert res.code == 0, res.err
-    assert "- name: process_a" in Path("/tmp/dynamic_steps.yaml").read_text()
+    assert "- name: process_a" in (tmp_path / "tmp" / "dynamic_steps.yaml").read_text()
     assert s.labels() == ["process.py data/a.csv", "process.py data/b.csv"]
     assert max_overlap(s.calls()) == 2
 
@@ -133,11 +142,10 @@ def _risky(tmp_path: Path, name: str, body: str) -> None:
     ],
 )
 def test_error_handling_continue_on_failure(tmp_path, one, two, code, status):
-    for f in ("/tmp/result1", "/tmp/result2"):
-        Path(f).unlink(missing_ok=True)
     dag = example(tmp_path, "error-handling")
-    _risky(tmp_path, "risky_operation1.sh", one)
-    _risky(tmp_path, "risky_operation2.sh", two)
+    dag.write_text(own_tmp(tmp_path, dag.read_text()))
+    _risky(tmp_path, "risky_operation1.sh", own_tmp(tmp_path, one))
+    _risky(tmp_path, "risky_operation2.sh", own_tmp(tmp_path, two))
     s = Stubs(tmp_path, [])
     res = run(dag, stubs=s)
     assert res.code == code, res.out + res.err
@@ -146,8 +154,6 @@ def test_error_handling_continue_on_failure(tmp_path, one, two, code, status):
 
 
 def test_progress_monitoring_completes_with_its_placeholders_filled(tmp_path):
-    for p in Path("/tmp").glob("done-task*"):
-        p.unlink()
     dag = example(tmp_path, "progress-monitoring")
     more = "".join(
         f"  - name: task{i}\n    command: |\n      do_work.sh\n      touch /tmp/done-task{i}\n"
@@ -155,12 +161,12 @@ def test_progress_monitoring_completes_with_its_placeholders_filled(tmp_path):
     )
     text = dag.read_text().replace("  # ... more tasks\n", more)
     text = text.replace("[task1, task2, ...]", "[task1, task2, task3, task4]")
-    dag.write_text(text)
-    s = Stubs(tmp_path, ["do_work.sh"], sleep=0.2)
+    dag.write_text(own_tmp(tmp_path, text))
+    s = Stubs(tmp_path, ["do_work.sh"], sleep=0.2, peers=("do_work.sh",), gather=4)
     res = run(dag, stubs=s)
     assert res.code == 0, res.err
     assert len(s.calls()) == 4 and max_overlap(s.calls()) == 4
-    pid = int(Path("/tmp/monitor.pid").read_text())
+    pid = int((tmp_path / "tmp" / "monitor.pid").read_text())
     deadline = time.monotonic() + 10
     while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -210,7 +216,7 @@ def test_parallel_sub_dags_run_their_regions_at_once(tmp_path):
           - name: process
             command: process_region.sh $REGION
         """)
-    s = Stubs(tmp_path, ["process_region.sh"])
+    s = Stubs(tmp_path, ["process_region.sh"], peers=("process_region.sh",), gather=3)
     res = run(dag, stubs=s)
     assert res.code == 0, res.err
     assert s.labels() == [f"process_region.sh {r}" for r in
@@ -378,7 +384,7 @@ def test_a_failing_sub_dag_fails_its_step(tmp_path):
 def test_parallel_items_fan_out_with_max_concurrent(tmp_path):
     write(tmp_path / "one.yaml", FAN_OUT_ITEM_DAG)
     dag = write(tmp_path / "main.yaml", FAN_OUT_DAG)
-    s = Stubs(tmp_path, ["work.sh"])
+    s = Stubs(tmp_path, ["work.sh"], peers=("work.sh",), gather=2)
     res = run(dag, stubs=s)
     assert res.code == 0, res.out + res.err
     assert s.labels() == [f"work.sh {x} {x}" for x in "abcd"]

@@ -164,7 +164,8 @@ def test_a_sub_dags_own_max_active_steps_limits_its_concurrency(tmp_path):
           - name: free
             call: free.yaml
         """)
-    s = Stubs(tmp_path, ["work.sh"])
+    # The first five (one's first, two's first, free's three) hold until all have started.
+    s = Stubs(tmp_path, ["work.sh"], peers=("work.sh",), gather=5)
     res = run(dag, stubs=s)
     assert res.code == 0, res.out + res.err
     calls = s.calls()
