@@ -277,13 +277,16 @@ def run(
 ) -> RunResult:
     """Load `yaml_text` (relative paths from `tmp_path`), run it in-process with the
     steps scripted, and return what happened. `stop_after`: the run is stopped (as by
-    SIGTERM) once that step (or every one of those steps) has started. `previous`: a retry of that run (`rerun`: the
-    step names run again whatever they did)."""
+    SIGTERM) once that step (or every one of those steps) has started. `previous`: a
+    retry of that run (`rerun`: the step names run again whatever they did).
+
+    The one place that knows how the engine is started: load_text, RunDir.create,
+    Engine(...).run(), and StepRecord/StepStatus/RunStatus to carry records both ways."""
     import asyncio
     import textwrap
 
     from dagfast.loader.load import load_text
-    from dagfast.records.store import RunDir
+    from dagfast.records.store import RunDir, StepRecord
     from dagfast.runtime.engine import Engine
     from dagfast.status import RunStatus, StepStatus
 
@@ -303,7 +306,8 @@ def run(
     run_dir = RunDir.create(dag, str(home))
     kept = None
     if previous is not None:
-        kept = [_as_step_record(r, StepStatus) for r in previous.steps.values()]
+        kept = [StepRecord(int(StepStatus[r.status.upper()]), r.exit_code, None, None,
+                           r.error, r.output) for r in previous.steps.values()]
     engine = Engine(
         dag, run_dir, executor=book.factory, max_active_steps=max_active_steps,
         environ=env, previous=kept,
@@ -320,10 +324,3 @@ def run(
         {on: record(r) for on, r in res.handlers.items()},
         dict(res.outputs), book.log, res.error, Path(res.path),
     )  # fmt: skip
-
-
-def _as_step_record(r: Record, StepStatus):
-    from dagfast.records.store import StepRecord
-
-    code = StepStatus[r.status.upper()]
-    return StepRecord(int(code), r.exit_code, None, None, r.error, r.output)
