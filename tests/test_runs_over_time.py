@@ -6,6 +6,7 @@ runs overlapped. Waits are bounded (generous timeouts), never timed thresholds.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -110,7 +111,9 @@ def test_a_queued_run_shows_as_queued_and_no_queue_exits_75(tmp_path):
         wait_for(lambda: "status:  queued" in dagfast("status", "one", home=home).out,
                  what="a queued record")
         # `stop` ends a queued run before it starts: aborted, 143
-        run_id = dagfast("status", "one", "--json", home=home).out.split('"run_id": "')[1][:26]
+        queued = json.loads(dagfast("status", "one", "--json", home=home).out)
+        assert queued["status"] == "queued", queued
+        run_id = queued["run_id"]
         assert dagfast("stop", run_id, home=home).code == 0
         assert finish(waiter) == 143
         st = dagfast("status", run_id, home=home).out
