@@ -113,7 +113,10 @@ steps:
     command: echo first >> {book}
   - name: gate
     depends: first
-    command: if [ ! -e {tmp_path}/go ]; then sleep 60; fi; echo gate >> {book}
+    command: |
+      if [ ! -e {tmp_path}/go ]; then sleep 60; fi
+      while [ ! -e {tmp_path}/refused ]; do sleep 0.02; done
+      echo gate >> {book}
 """)
     proc = spawn("run", str(dag), home=home)
     deadline = time.monotonic() + 30
@@ -121,6 +124,7 @@ steps:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     (run,) = (home / "runs" / "two").iterdir()
+    deadline = time.monotonic() + 120  # each `status` is a new interpreter
     while status(run.name, home)["steps"][0]["status"] != "succeeded":
         assert time.monotonic() < deadline, "the record never said `first` succeeded"
         time.sleep(0.05)
@@ -128,9 +132,17 @@ steps:
     proc.communicate(timeout=30)
     (tmp_path / "go").touch()
     a, b = spawn("retry", run.name, home=home), spawn("retry", run.name, home=home)
-    results = sorted([a.wait(timeout=60), b.wait(timeout=60)])
+    # The retry that got the run holds `gate` until the other one has been refused: the
+    # two are at once however slowly they start.
+    deadline = time.monotonic() + 120
+    while a.poll() is None and b.poll() is None:
+        assert time.monotonic() < deadline, "neither retry was refused"
+        time.sleep(0.05)
+    refused, other = (a, b) if a.poll() is not None else (b, a)
+    assert refused.returncode == 1, refused.communicate()
+    (tmp_path / "refused").touch()
+    assert other.wait(timeout=120) == 0, other.communicate()
     a.communicate(), b.communicate()
-    assert results == [0, 1]
     assert ledger(book) == {"first": 1, "gate": 1}
     assert status(run.name, home)["status"] == "succeeded"
 
