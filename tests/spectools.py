@@ -34,12 +34,111 @@ steps:
     depends: sleeper
 """
 
+# Preconditions that skip steps (and their dependents, unless continueOn.skipped):
+#   no -> no_child ; maybe (continueOn.skipped) -> maybe_child ; yes
+# Run for real in test_spec_features, in-process in test_engine_inprocess.
+PRECONDITIONS_DAG = """\
+env:
+  - MODE: prod
+steps:
+  - name: no
+    command: touch no.txt
+    preconditions:
+      - condition: "$MODE"
+        expected: dev
+  - name: no_child
+    command: touch no_child.txt
+    depends: no
+  - name: maybe
+    command: touch maybe.txt
+    preconditions: "test -f missing-file"
+    continueOn: {skipped: true}
+  - name: maybe_child
+    command: touch maybe_child.txt
+    depends: maybe
+  - name: yes
+    command: touch yes.txt
+    preconditions:
+      - condition: "`echo prod`"
+        expected: "re:p.o."
+      - condition: "test -f missing-file"
+        negate: true
+"""
+
+# A `call:` with params whose sub-DAG's outputs come back as JSON:  c (RES) -> show
+CALL_SUB_DAG = """\
+params: "X=default"
+maxActiveSteps: 1
+steps:
+  - name: s
+    command: echo "got $X"
+    output: SUB_OUT
+"""
+CALL_DAG = """\
+steps:
+  - name: c
+    call: sub.yaml
+    params:
+      X: given
+    output: RES
+  - name: show
+    command: echo "${RES.SUB_OUT}" > res.txt
+    depends: c
+"""
+
+# continueOn: an exit code, an output pattern, markSuccess; `after` runs all the same.
+CONTINUE_ON_DAG = """\
+steps:
+  - name: code
+    command: exit 3
+    continueOn: {exitCode: [3]}
+  - name: out
+    command: echo "WARNING disk"; exit 1
+    continueOn: {output: ["re:^WARN"]}
+  - name: marked
+    command: exit 1
+    continueOn: {failure: true, markSuccess: true}
+  - name: after
+    command: touch after.txt
+    depends: [code, out, marked]
+"""
+
+# A fan-out over a step's output lines, two sub-runs at a time, then a count:
+#   list (ITEMS: a b c d) -> fan (FAN_OUT_ITEM_DAG per item, maxConcurrent 2) -> count
+FAN_OUT_ITEM_DAG = "steps:\n  - name: work\n    command: work.sh $ITEM $1\n"
+FAN_OUT_DAG = """\
+steps:
+  - name: list
+    command: printf 'a\\nb\\nc\\nd\\n'
+    output: ITEMS
+  - name: fan
+    call: one.yaml
+    parallel:
+      items: ${ITEMS}
+      maxConcurrent: 2
+    depends: list
+    output: ALL
+  - name: count
+    command: echo "${ALL.summary.succeeded}" > n.txt
+    depends: fan
+"""
+
 STUB = textwrap.dedent(
     """\
     #!/bin/sh
-    # A stand-in for a real tool: logs its start and end, and sleeps in between.
+    # A stand-in for a real tool: logs its start and end, and sleeps in between. One of
+    # STUB_PEERS first waits (60 s at most) until STUB_GATHER of them have started: the
+    # overlap that a test expects is then there however slowly the machine starts them.
     name=$(basename "$0")
     echo "start $$ $name $* @$(date +%s.%N)" >> "$STUB_LOG"
+    case " $STUB_PEERS " in *" $name "*)
+      i=0
+      while [ "$(awk -v peers=" $STUB_PEERS " '$1 == "start" && index(peers, " " $3 " ") \
+                 { n++ } END { print n + 0 }' "$STUB_LOG")" -lt "$STUB_GATHER" ] &&
+            [ $i -lt 3000 ]; do
+        sleep 0.02; i=$((i + 1))
+      done;;
+    esac
     sleep "${STUB_SLEEP:-0.4}"
     echo "end $$ $name $* @$(date +%s.%N)" >> "$STUB_LOG"
     """
@@ -63,11 +162,14 @@ class Call:
 class Stubs:
     """A directory of stub commands put first on PATH, and the log they write."""
 
-    def __init__(self, root: Path, names: list[str], sleep: float = 0.4) -> None:
+    def __init__(self, root: Path, names: list[str], sleep: float = 0.4,
+                 peers: tuple[str, ...] = (), gather: int = 0) -> None:
+        """`peers` (stub names) hold until `gather` of them have started, then sleep."""
         self.bin = root / "stub-bin"
         self.bin.mkdir(exist_ok=True)
         self.log = root / "stub.log"
         self.sleep = sleep
+        self.peers, self.gather = peers, gather
         for name in names:
             path = self.bin / name
             path.write_text(STUB)
@@ -78,6 +180,8 @@ class Stubs:
             "PATH": f"{self.bin}{os.pathsep}{os.environ['PATH']}",
             "STUB_LOG": str(self.log),
             "STUB_SLEEP": str(self.sleep),
+            "STUB_PEERS": " ".join(self.peers),
+            "STUB_GATHER": str(self.gather),
         }
 
     def calls(self) -> list[Call]:

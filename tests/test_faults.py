@@ -124,13 +124,16 @@ steps:
     while "first" not in ledger(book):
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    time.sleep(0.2)  # the record has `first` succeeded
+    (run,) = (home / "runs" / "two").iterdir()
+    deadline = time.monotonic() + 120  # each `status` is a new interpreter
+    while status(run.name, home)["steps"][0]["status"] != "succeeded":
+        assert time.monotonic() < deadline, "the record never said `first` succeeded"
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
-    (run,) = (home / "runs" / "two").iterdir()
     (tmp_path / "go").touch()
     a = spawn("retry", run.name, home=home)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     while "gate-started" not in ledger(book):  # the first retry holds the run
         assert time.monotonic() < deadline, a.communicate()
         time.sleep(0.02)

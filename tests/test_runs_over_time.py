@@ -6,6 +6,7 @@ runs overlapped. Waits are bounded (generous timeouts), never timed thresholds.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -50,7 +51,7 @@ def finish(p: subprocess.Popen, timeout: float = 60) -> int:
     return p.returncode
 
 
-def wait_for(cond, timeout: float = 30.0, what: str = "condition") -> None:
+def wait_for(cond, timeout: float = 120.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
@@ -110,7 +111,9 @@ def test_a_queued_run_shows_as_queued_and_no_queue_exits_75(tmp_path):
         wait_for(lambda: "status:  queued" in dagfast("status", "one", home=home).out,
                  what="a queued record")
         # `stop` ends a queued run before it starts: aborted, 143
-        run_id = dagfast("status", "one", "--json", home=home).out.split('"run_id": "')[1][:26]
+        queued = json.loads(dagfast("status", "one", "--json", home=home).out)
+        assert queued["status"] == "queued", queued
+        run_id = queued["run_id"]
         assert dagfast("stop", run_id, home=home).code == 0
         assert finish(waiter) == 143
         st = dagfast("status", run_id, home=home).out
@@ -185,7 +188,8 @@ def test_a_crashed_holder_releases_its_slot(tmp_path):
 
 
 def test_a_crashed_waiter_leaves_the_queue(tmp_path):
-    dag = one_at_a_time(tmp_path, "touch started.$N; sleep 1")
+    # Each run holds its slot until `release` exists: the holder until the waiter died.
+    dag = one_at_a_time(tmp_path, "touch started.$N; while [ ! -e release ]; do sleep 0.02; done")
     env = full_env(tmp_path)
     home = str(tmp_path / "home")
     holder = start(dag, env=env, params="N=1")
@@ -195,6 +199,7 @@ def test_a_crashed_waiter_leaves_the_queue(tmp_path):
     dead.kill()
     dead.communicate(timeout=30)
     assert runslots.occupancy("one", 1, home) == (1, 0)
+    (tmp_path / "release").touch()
     late = start(dag, env=env, params="N=3")  # not stuck behind the dead ticket
     assert finish(late) == 0 and finish(holder) == 0
     assert (tmp_path / "started.3").exists() and not (tmp_path / "started.2").exists()

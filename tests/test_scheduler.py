@@ -150,15 +150,42 @@ def test_a_tick_at_max_active_runs_is_skipped_and_logged_not_piled_up(h):
 def test_skip_if_successful_skips_a_tick_after_a_success_since_the_previous_tick(h):
     from dagfast.runtime.session import run
 
+    from dagfast.records.store import run_id_time
+
     path = h.write("a.yaml", every_second("a", "skipIfSuccessful: true"))
     result = run(str(path), home_dir=h.home)  # "by hand"
     assert result.status == 4
-    t = float(int(result.started_at))  # the hand run started within [t, t + 1)
+    # The hand run was created within [t, t + 1) and started at or after that (on a busy
+    # machine, maybe a second later: see the xfail below for a start across the tick).
+    t = float(int(run_id_time(result.run_id)))
     h.sched.turn(t)
     h.sched.turn(t + 1)  # previous tick t <= the hand run: skipped
     assert h.started() == [] and h.log("skipIfSuccessful: run")
-    h.sched.turn(t + 2)  # previous tick t + 1 > the hand run: runs
+    h.sched.turn(int(result.started_at) + 2)  # previous tick after the hand run: runs
     assert h.started() == ["a"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "engine bug (dagfast/cli/scheduler.py _succeeded_since): the newest-first scan stops "
+    "at the first run *created* before the previous tick, so a run created before it but "
+    "started after it (a slow start, a run queued by maxActiveRuns) is missed and the "
+    "tick runs; under load the first skipIfSuccessful test fails the same way"))
+def test_skip_if_successful_counts_a_run_created_before_the_tick_that_started_after(
+    h, monkeypatch
+):
+    from dagfast.records import store
+    from dagfast.runtime.session import run
+
+    made = store.new_run_id
+    # The hand run's directory is made 5 s before it starts (it waited, say, in a queue).
+    monkeypatch.setattr(store, "new_run_id", lambda now=None: made(time.time() - 5))
+    path = h.write("a.yaml", every_second("a", "skipIfSuccessful: true"))
+    result = run(str(path), home_dir=h.home)
+    assert result.status == 4
+    t = float(int(result.started_at))  # it started within [t, t + 1)
+    h.sched.turn(t)
+    h.sched.turn(t + 1)  # previous tick t <= the hand run's start: skipped
+    assert h.started() == [] and h.log("skipIfSuccessful: run"), h.lines
 
 
 def test_skip_if_successful_ignores_the_schedulers_own_runs_but_not_a_hand_run(h, tmp_path):

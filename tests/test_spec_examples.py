@@ -39,17 +39,19 @@ def test_examples_match_the_spec_page():
     assert ours == blocks
 
 
-def run_example(tmp_path: Path, slug: str, stubs: list[str], sleep: float = 0.4):
+def run_example(tmp_path: Path, slug: str, stubs: list[str], sleep: float = 0.4,
+                peers: tuple[str, ...] = (), gather: int = 0):
+    """Run an example with `stubs`; `gather` of the `peers` hold until all have started."""
     dag = tmp_path / "dag.yaml"
     shutil.copy(EXAMPLES / "spec" / f"{slug}.yaml", dag)
-    s = Stubs(tmp_path, stubs, sleep=sleep)
+    s = Stubs(tmp_path, stubs, sleep=sleep, peers=peers, gather=gather)
     res = dagfast("run", str(dag), env=s.env(), home=tmp_path / "home")
     return res, s
 
 
 def test_basic_parallel_runs_all_three_at_once(tmp_path):
-    res, s = run_example(tmp_path, "basic-parallel-execution",
-                         ["process1.sh", "process2.sh", "process3.sh"])
+    names = ["process1.sh", "process2.sh", "process3.sh"]
+    res, s = run_example(tmp_path, "basic-parallel-execution", names, peers=names, gather=3)
     assert res.code == 0, res.err
     calls = s.calls()
     assert s.labels() == ["process1.sh", "process2.sh", "process3.sh"]
@@ -57,7 +59,7 @@ def test_basic_parallel_runs_all_three_at_once(tmp_path):
 
 
 def test_max_active_steps_caps_downloads_at_three(tmp_path):
-    res, s = run_example(tmp_path, "max-active-steps", ["wget"])
+    res, s = run_example(tmp_path, "max-active-steps", ["wget"], peers=("wget",), gather=3)
     assert res.code == 0, res.err
     calls = s.calls()
     assert s.labels() == [f"wget file{i}.zip" for i in range(1, 5)]
@@ -70,7 +72,7 @@ def test_dependencies_setup_then_both_then_combine(tmp_path):
     #   setup -> process_a -\
     #         -> process_b --> combine
     stubs = ["prepare.sh", "process_a.sh", "process_b.sh", "combine.sh"]
-    res, s = run_example(tmp_path, "dependencies", stubs)
+    res, s = run_example(tmp_path, "dependencies", stubs, peers=stubs[1:3], gather=2)
     assert res.code == 0, res.err
     calls = s.calls()
     assert s.labels() == sorted(stubs)
@@ -83,7 +85,8 @@ def test_dependencies_setup_then_both_then_combine(tmp_path):
 
 
 def test_map_reduce_maps_in_parallel_then_reduce(tmp_path):
-    res, s = run_example(tmp_path, "map-reduce-pattern", ["map.py", "reduce.py"])
+    res, s = run_example(tmp_path, "map-reduce-pattern", ["map.py", "reduce.py"],
+                         peers=("map.py",), gather=3)
     assert res.code == 0, res.err
     calls = s.calls()
     maps = [c for c in calls if c.name == "map.py"]
@@ -93,14 +96,14 @@ def test_map_reduce_maps_in_parallel_then_reduce(tmp_path):
 
 
 def test_cpu_bound_runs_two_at_a_time(tmp_path):
-    res, s = run_example(tmp_path, "cpu-bound-tasks", ["ffmpeg"])
+    res, s = run_example(tmp_path, "cpu-bound-tasks", ["ffmpeg"], peers=("ffmpeg",), gather=2)
     assert res.code == 0, res.err
     assert s.labels() == [f"ffmpeg -i input{i}.mp4 output{i}.mp4" for i in (1, 2, 3)]
     assert max_overlap(s.calls()) == 2
 
 
 def test_io_bound_runs_downloads_together(tmp_path):
-    res, s = run_example(tmp_path, "io-bound-tasks", ["curl"])
+    res, s = run_example(tmp_path, "io-bound-tasks", ["curl"], peers=("curl",), gather=2)
     assert res.code == 0, res.err
     assert s.labels() == [f"curl -O https://example.com/file{i}" for i in (1, 2)]
     assert max_overlap(s.calls()) == 2
@@ -110,7 +113,7 @@ def test_mixed_workloads_order(tmp_path):
     #   download_data -> process_data -\
     #   download_models ----------------> apply_models
     stubs = ["download_all.sh", "download_models.sh", "heavy_processing.py", "apply_models.py"]
-    res, s = run_example(tmp_path, "mixed-workloads", stubs)
+    res, s = run_example(tmp_path, "mixed-workloads", stubs, peers=stubs[:2], gather=2)
     assert res.code == 0, res.err
     calls = s.calls()
     downloads = [c for c in calls if c.name.startswith("download")]
@@ -122,7 +125,8 @@ def test_mixed_workloads_order(tmp_path):
 
 def test_load_balancing_splits_then_processes_four_chunks(tmp_path):
     (tmp_path / "input.txt").write_text("".join(f"line {i}\n" for i in range(100)))
-    res, s = run_example(tmp_path, "load-balancing", ["process.py"])
+    res, s = run_example(tmp_path, "load-balancing", ["process.py"],
+                         peers=("process.py",), gather=4)
     assert res.code == 0, res.err
     # `split` is the real tool: the chunks exist in the DAG's directory.
     assert sorted(p.name for p in tmp_path.glob("chunk_*")) == [
@@ -134,14 +138,16 @@ def test_load_balancing_splits_then_processes_four_chunks(tmp_path):
 def test_batch_operations_one_step_runs_files_in_background(tmp_path):
     for name in ("a.csv", "b.csv", "c.csv"):
         (tmp_path / name).write_text("x\n")
-    res, s = run_example(tmp_path, "batch-operations", ["process.py"])
+    res, s = run_example(tmp_path, "batch-operations", ["process.py"],
+                         peers=("process.py",), gather=3)
     assert res.code == 0, res.err
     assert s.labels() == ["process.py a.csv", "process.py b.csv", "process.py c.csv"]
     assert max_overlap(s.calls()) == 3
 
 
 def test_resource_pools_workers_after_pool(tmp_path):
-    res, s = run_example(tmp_path, "resource-pools", ["create_pool.py", "worker.py"])
+    res, s = run_example(tmp_path, "resource-pools", ["create_pool.py", "worker.py"],
+                         peers=("worker.py",), gather=2)
     assert res.code == 0, res.err
     calls = s.calls()
     assert before(calls, "create_pool.py", "worker.py")
@@ -167,7 +173,8 @@ def test_minimize_dependencies_each_half_behaves_as_the_page_says(tmp_path):
         d = tmp_path / f"half{i}"
         d.mkdir()
         (d / "dag.yaml").write_text(part)
-        s = Stubs(d, ["cmd1", "cmd2", "cmd3"], sleep=0.3)
+        together = ("cmd1", "cmd2") if i else ()  # the second half runs them at once
+        s = Stubs(d, ["cmd1", "cmd2", "cmd3"], sleep=0.3, peers=together, gather=2)
         res = dagfast("run", str(d / "dag.yaml"), env=s.env(), home=tmp_path / "home")
         assert res.code == 0, res.err
         calls = s.calls()

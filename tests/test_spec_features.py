@@ -12,19 +12,30 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
-from spectools import EXAMPLES, Stubs, dagfast, max_overlap, run_dag as run
+from spectools import (
+    CALL_DAG, CALL_SUB_DAG, CONTINUE_ON_DAG, EXAMPLES, FAN_OUT_DAG, FAN_OUT_ITEM_DAG,
+    PRECONDITIONS_DAG, Stubs, dagfast, max_overlap, run_dag as run,
+)
 
 
 def example(tmp_path: Path, slug: str) -> Path:
     dag = tmp_path / "dag.yaml"
     shutil.copy(EXAMPLES / "spec" / f"{slug}.yaml", dag)
     return dag
+
+
+def own_tmp(tmp_path: Path, text: str) -> str:
+    """`text` with the page's `/tmp/` paths moved to the test's own `tmp/`: tests that run
+    at once (pytest-xdist, test_dask.py's copies, other checkouts) never share a file."""
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    return re.sub(r"(?<![\w./-])/tmp/", f"{tmp_path}/tmp/", text)
 
 
 def write(path: Path, text: str) -> Path:
@@ -60,7 +71,8 @@ def test_environment_based_runs_at_most_max_parallel(tmp_path, limit):
         "".join(f"  - name: task{i}\n    command: process.sh input{i}\n" for i in range(2, 9)),
     )
     dag.write_text(text)
-    s = Stubs(tmp_path, ["process.sh"], sleep=0.5)
+    s = Stubs(tmp_path, ["process.sh"], sleep=0.5, peers=("process.sh",),
+              gather=int(limit) if limit else 5)
     env = {"MAX_PARALLEL": limit} if limit else {}
     if not limit:
         env["MAX_PARALLEL"] = ""  # unset and empty both mean the default
@@ -85,7 +97,7 @@ def test_fan_out_pattern_captures_files_then_processes_in_parallel(tmp_path):
     (tmp_path / "data").mkdir()
     for i in (1, 2, 3):
         (tmp_path / "data" / f"file{i}.csv").write_text("x\n")
-    s = Stubs(tmp_path, ["process.py"])
+    s = Stubs(tmp_path, ["process.py"], peers=("process.py",), gather=3)
     res = run(dag, stubs=s)
     assert res.code == 0, res.err
     calls = s.calls()
@@ -100,13 +112,14 @@ def test_fan_out_pattern_captures_files_then_processes_in_parallel(tmp_path):
 
 def test_dynamic_fan_out_runs_the_generated_steps_in_parallel(tmp_path):
     dag = example(tmp_path, "dynamic-fan-out")
+    dag.write_text(own_tmp(tmp_path, dag.read_text()))
     (tmp_path / "data").mkdir()
     for name in ("a", "b"):
         (tmp_path / "data" / f"{name}.csv").write_text("x\n")
-    s = Stubs(tmp_path, ["process.py"])
+    s = Stubs(tmp_path, ["process.py"], peers=("process.py",), gather=2)
     res = run(dag, stubs=s)
     assert res.code == 0, res.err
-    assert "- name: process_a" in Path("/tmp/dynamic_steps.yaml").read_text()
+    assert "- name: process_a" in (tmp_path / "tmp" / "dynamic_steps.yaml").read_text()
     assert s.labels() == ["process.py data/a.csv", "process.py data/b.csv"]
     assert max_overlap(s.calls()) == 2
 
@@ -129,11 +142,10 @@ def _risky(tmp_path: Path, name: str, body: str) -> None:
     ],
 )
 def test_error_handling_continue_on_failure(tmp_path, one, two, code, status):
-    for f in ("/tmp/result1", "/tmp/result2"):
-        Path(f).unlink(missing_ok=True)
     dag = example(tmp_path, "error-handling")
-    _risky(tmp_path, "risky_operation1.sh", one)
-    _risky(tmp_path, "risky_operation2.sh", two)
+    dag.write_text(own_tmp(tmp_path, dag.read_text()))
+    _risky(tmp_path, "risky_operation1.sh", own_tmp(tmp_path, one))
+    _risky(tmp_path, "risky_operation2.sh", own_tmp(tmp_path, two))
     s = Stubs(tmp_path, [])
     res = run(dag, stubs=s)
     assert res.code == code, res.out + res.err
@@ -142,8 +154,6 @@ def test_error_handling_continue_on_failure(tmp_path, one, two, code, status):
 
 
 def test_progress_monitoring_completes_with_its_placeholders_filled(tmp_path):
-    for p in Path("/tmp").glob("done-task*"):
-        p.unlink()
     dag = example(tmp_path, "progress-monitoring")
     more = "".join(
         f"  - name: task{i}\n    command: |\n      do_work.sh\n      touch /tmp/done-task{i}\n"
@@ -151,12 +161,12 @@ def test_progress_monitoring_completes_with_its_placeholders_filled(tmp_path):
     )
     text = dag.read_text().replace("  # ... more tasks\n", more)
     text = text.replace("[task1, task2, ...]", "[task1, task2, task3, task4]")
-    dag.write_text(text)
-    s = Stubs(tmp_path, ["do_work.sh"], sleep=0.2)
+    dag.write_text(own_tmp(tmp_path, text))
+    s = Stubs(tmp_path, ["do_work.sh"], sleep=0.2, peers=("do_work.sh",), gather=4)
     res = run(dag, stubs=s)
     assert res.code == 0, res.err
     assert len(s.calls()) == 4 and max_overlap(s.calls()) == 4
-    pid = int(Path("/tmp/monitor.pid").read_text())
+    pid = int((tmp_path / "tmp" / "monitor.pid").read_text())
     deadline = time.monotonic() + 10
     while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -179,20 +189,22 @@ def test_max_active_runs_refuses_a_second_concurrent_run(tmp_path):
     dag = write(tmp_path / "one.yaml", """\
         maxActiveRuns: 1
         steps:
-          - command: touch started; sleep 2
+          - command: touch started; while [ ! -e release ]; do sleep 0.02; done
         """)
     env = dict(os.environ, DAGFAST_HOME=str(tmp_path / "home"))
-    first = subprocess.Popen(["python", "-m", "dagfast", "run", str(dag)], env=env,
+    first = subprocess.Popen([sys.executable, "-m", "dagfast", "run", str(dag)], env=env,
                              stdout=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "started").exists():
+            assert first.poll() is None and time.monotonic() < deadline
             time.sleep(0.02)
         res = dagfast("run", "--no-queue", str(dag), home=tmp_path / "home")
         assert res.code == 75, res.err
         assert "maxActiveRuns (1)" in res.err
     finally:
-        first.wait()
+        (tmp_path / "release").touch()  # the first run holds its slot until now
+        first.wait(timeout=60)
     assert first.returncode == 0
 
 
@@ -204,7 +216,7 @@ def test_parallel_sub_dags_run_their_regions_at_once(tmp_path):
           - name: process
             command: process_region.sh $REGION
         """)
-    s = Stubs(tmp_path, ["process_region.sh"])
+    s = Stubs(tmp_path, ["process_region.sh"], peers=("process_region.sh",), gather=3)
     res = run(dag, stubs=s)
     assert res.code == 0, res.err
     assert s.labels() == [f"process_region.sh {r}" for r in
@@ -354,25 +366,8 @@ def _is_our_sleep(pid: int) -> bool:
 
 
 def test_call_passes_params_and_returns_outputs_as_json(tmp_path):
-    write(tmp_path / "sub.yaml", """\
-        params: "X=default"
-        maxActiveSteps: 1
-        steps:
-          - name: s
-            command: echo "got $X"
-            output: SUB_OUT
-        """)
-    dag = write(tmp_path / "main.yaml", """\
-        steps:
-          - name: c
-            call: sub.yaml
-            params:
-              X: given
-            output: RES
-          - name: show
-            command: echo "${RES.SUB_OUT}" > res.txt
-            depends: c
-        """)
+    write(tmp_path / "sub.yaml", CALL_SUB_DAG)
+    dag = write(tmp_path / "main.yaml", CALL_DAG)
     res = run(dag)
     assert res.code == 0, res.out + res.err
     assert (tmp_path / "res.txt").read_text() == "got given\n"
@@ -387,27 +382,9 @@ def test_a_failing_sub_dag_fails_its_step(tmp_path):
 
 
 def test_parallel_items_fan_out_with_max_concurrent(tmp_path):
-    write(tmp_path / "one.yaml", """\
-        steps:
-          - command: work.sh $ITEM $1
-        """)
-    dag = write(tmp_path / "main.yaml", """\
-        steps:
-          - name: list
-            command: printf 'a\\nb\\nc\\nd\\n'
-            output: ITEMS
-          - name: fan
-            call: one.yaml
-            parallel:
-              items: ${ITEMS}
-              maxConcurrent: 2
-            depends: list
-            output: ALL
-          - name: count
-            command: echo "${ALL.summary.succeeded}" > n.txt
-            depends: fan
-        """)
-    s = Stubs(tmp_path, ["work.sh"])
+    write(tmp_path / "one.yaml", FAN_OUT_ITEM_DAG)
+    dag = write(tmp_path / "main.yaml", FAN_OUT_DAG)
+    s = Stubs(tmp_path, ["work.sh"], peers=("work.sh",), gather=2)
     res = run(dag, stubs=s)
     assert res.code == 0, res.out + res.err
     assert s.labels() == [f"work.sh {x} {x}" for x in "abcd"]
@@ -439,21 +416,7 @@ def test_parallel_without_call_is_a_load_error(tmp_path):
 
 
 def test_continue_on_exit_code_output_and_mark_success(tmp_path):
-    dag = write(tmp_path / "c.yaml", """\
-        steps:
-          - name: code
-            command: exit 3
-            continueOn: {exitCode: [3]}
-          - name: out
-            command: echo "WARNING disk"; exit 1
-            continueOn: {output: ["re:^WARN"]}
-          - name: marked
-            command: exit 1
-            continueOn: {failure: true, markSuccess: true}
-          - name: after
-            command: touch after.txt
-            depends: [code, out, marked]
-        """)
+    dag = write(tmp_path / "c.yaml", CONTINUE_ON_DAG)
     res = run(dag)
     assert res.code == 0, res.out
     assert (tmp_path / "after.txt").exists()
@@ -478,33 +441,7 @@ def test_continue_on_exit_code_that_does_not_match_stops_dependents(tmp_path):
 
 def test_preconditions_skip_steps_and_dependents_unless_continue_on_skipped(tmp_path):
     #   no -> no_child ; maybe(continueOn.skipped) -> maybe_child ; yes
-    dag = write(tmp_path / "p.yaml", """\
-        env:
-          - MODE: prod
-        steps:
-          - name: no
-            command: touch no.txt
-            preconditions:
-              - condition: "$MODE"
-                expected: dev
-          - name: no_child
-            command: touch no_child.txt
-            depends: no
-          - name: maybe
-            command: touch maybe.txt
-            preconditions: "test -f missing-file"
-            continueOn: {skipped: true}
-          - name: maybe_child
-            command: touch maybe_child.txt
-            depends: maybe
-          - name: yes
-            command: touch yes.txt
-            preconditions:
-              - condition: "`echo prod`"
-                expected: "re:p.o."
-              - condition: "test -f missing-file"
-                negate: true
-        """)
+    dag = write(tmp_path / "p.yaml", PRECONDITIONS_DAG)
     res = run(dag)
     assert res.code == 0, res.out
     made = sorted(p.name for p in tmp_path.glob("*.txt"))
@@ -642,15 +579,15 @@ def test_cancel_handler_runs_when_the_run_is_stopped(tmp_path):
               while :; do sleep 0.1; done
         """)
     env = dict(os.environ, DAGFAST_HOME=str(tmp_path / "home"))
-    proc = subprocess.Popen(["python", "-m", "dagfast", "run", str(dag)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "dagfast", "run", str(dag)], env=env,
                             stdout=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 120
     while not all((tmp_path / f"{n}.pid").exists() and (tmp_path / f"{n}.pid").read_text()
                   for n in ("own", "plain")):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     proc.terminate()
-    out, _ = proc.communicate(timeout=20)
+    out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 143
     assert (tmp_path / "own.sig").read_text() == "INT\n"
     assert (tmp_path / "plain.sig").read_text() == "TERM\n"
