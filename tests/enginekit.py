@@ -131,9 +131,9 @@ class Scripts:
         """As the base class: no cap of the system's."""
         return ScriptedExecutor.room(piped)
 
-    def guard(self, run_id: str):
+    def guard_run(self, run_id: str):
         """As the base class: nothing runs, nothing to guard."""
-        return ScriptedExecutor.guard(run_id)
+        return ScriptedExecutor.guard_run(run_id)
 
     def next_do(self, start: Start) -> Do:
         """The Do for this execution of the step."""

@@ -113,3 +113,24 @@ def test_a_sub_dag_named_by_an_outside_variable_is_checked_when_known(tmp_path):
     write(tmp_path / "child.yaml", "steps:\n  - echo child\n")
     res = dagfast("validate", str(tmp_path / "v.yaml"), env={"SUBDIR": str(tmp_path)})
     assert res.code == 0, res.err
+
+
+def test_a_sub_dag_an_upstream_step_writes_is_loaded_when_its_step_runs(tmp_path):
+    # The spec's dynamic fan-out: `gen` writes the file that `fan` runs; the file does
+    # not exist when the run starts, and that is no error. Without an upstream step, it is.
+    write(tmp_path / "dyn.yaml", f"""\
+        steps:
+          - name: gen
+            command: |
+              printf -- '- name: g1\\n  command: touch {tmp_path}/g1\\n' > gen.yaml
+          - name: fan
+            run: gen.yaml
+            depends: gen
+        """)
+    assert dagfast("validate", str(tmp_path / "dyn.yaml")).code == 0
+    res = dagfast("run", str(tmp_path / "dyn.yaml"), home=tmp_path / "home", cwd=tmp_path)
+    assert res.code == 0, res.out + res.err
+    assert (tmp_path / "g1").exists()
+    write(tmp_path / "alone.yaml", "steps:\n  - name: fan\n    run: never.yaml\n")
+    res = dagfast("validate", str(tmp_path / "alone.yaml"))
+    assert res.code == 2 and "the sub-DAG `never.yaml` does not exist" in res.err

@@ -62,7 +62,7 @@ class Executor:
         return UNLIMITED, ""
 
     @classmethod
-    def guard(cls, run_id: str):
+    def guard_run(cls, run_id: str):
         """Before a top-level run starts (no executor made yet): something that ends the
         run's steps if this process dies, with a `stand_down()` for when the run has
         ended; None when the executor needs none (its steps are not this machine's)."""

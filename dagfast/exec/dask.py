@@ -74,7 +74,7 @@ class DaskExecutors:
         """No local cap: the steps run on the workers, which Dask itself fills."""
         return UNLIMITED, ""
 
-    def guard(self, run_id: str):
+    def guard_run(self, run_id: str):
         """None: a worker ends its steps when it loses the scheduler (daskworker.py)."""
         return None
 

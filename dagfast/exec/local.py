@@ -69,7 +69,7 @@ class ProcessManager(Executor):
         return room, why
 
     @classmethod
-    def guard(cls, run_id: str):
+    def guard_run(cls, run_id: str):
         """A guardian process that ends the run's steps if this process dies (forked
         now, before any spawn thread exists); `stand_down()` when the run has ended."""
         return guardian.start(run_id)

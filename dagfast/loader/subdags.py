@@ -1,10 +1,12 @@
 """Every sub-DAG a DAG names statically, loaded before anything runs.
 
 `validate` (and `run`, before its first step) loads the file of each `run:`/`call:`
-step whose path is written out (or built from variables the DAG itself defines),
-recursively: a missing file, a problem inside it, a bare-list sub-DAG that depends on
-an unknown step, or sub-DAGs that call each other in a loop are located errors that
-name both files. A path built from anything else is checked when the step runs.
+step whose path is written out (or built from variables the DAG or its environment
+defines), recursively: a problem inside it, a bare-list sub-DAG that depends on an
+unknown step, or sub-DAGs that call each other in a loop are located errors that name
+both files. A missing file is one too, unless an upstream step may write it (the spec's
+dynamic fan-out generates its sub-DAG): then, as for a path made from an output, the
+file is loaded when its step runs.
 """
 
 from __future__ import annotations
@@ -63,8 +65,9 @@ def _check(dag: Dag, environ: dict, chain: list[str], problems: list[Problem],
         if real in checked:
             continue
         if not os.path.exists(path):
-            problems.append(Problem(f"the sub-DAG `{ex.call}` does not exist (no file "
-                                    f"`{path}`)", where, here))
+            if not step.depends:  # nothing in the run comes first to write it
+                problems.append(Problem(f"the sub-DAG `{ex.call}` does not exist (no file "
+                                        f"`{path}`)", where, here))
             continue
         if len(chain) >= MAX_DEPTH:
             problems.append(Problem(f"sub-DAGs nested more than {MAX_DEPTH} deep", where, here))

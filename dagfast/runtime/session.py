@@ -190,7 +190,7 @@ def run_in(
         children=Children(factory), keep=keep, notice=notice,
     )
     # Forked before the executor's threads exist: if this process dies, its steps die.
-    guard = factory.guard(run_dir.run_id)
+    guard = factory.guard_run(run_dir.run_id)
     try:
         result = engine.run_to_end()
     finally:
