@@ -1,34 +1,46 @@
-"""Every error dagfast raises on purpose.
+"""Every error dagfast raises on purpose, each class defined here.
 
     DagfastError                 the root: anything else that escapes is a bug
      ├── LoadError               a DAG file cannot be used; carries every Problem found
      ├── UsageError              the command line or API was called wrongly
      │    └── MissingExtra       a setting needs an optional extra that is not installed
      ├── RunError                a run could not start or continue (home not writable, ...)
-     │    ├── runslots.RunsFull  maxActiveRuns reached and `--no-queue` (exit 75)
-     │    ├── runslots.Stopped   a queued run was stopped before it started
-     │    └── secrets.SecretError  a secret cannot be read as the run starts; the engine
-     │                           records it as the run's error (RunResult.error)
-     ├── cron.ScheduleError      a `schedule` entry the scheduler cannot run
+     │    ├── RunsFull           maxActiveRuns reached and `--no-queue` (exit 75)
+     │    ├── Stopped            a queued run was stopped before it started
+     │    ├── SecretError        a secret cannot be read as the run starts; the engine
+     │    │                      records it as the run's error (RunResult.error)
+     │    ├── SpawnError         a step's process cannot start; the step fails (exit 127)
+     │    └── OutputTooLarge     a step printed more than maxOutputSize; the step fails
+     ├── ScheduleError           a `schedule` entry the scheduler cannot run
+     ├── ExpandError             a value cannot be expanded (also a ValueError); the loader
+     │                           turns it into a Problem at the value's place
+     ├── ParamsError             parameters cannot be read (also a ValueError); a Problem,
+     │                           or a UsageError for the command line's
      └── SchedulerBug            an impossible state inside the engine ("this is a bug")
 
-Errors that stay inside one module and never escape it (procs.SpawnError, a step that
-cannot start; expand.ExpandError and params.ParamsError, turned into Problems by the
-loader) are not part of this tree.
+Two private exceptions of the YAML tree builder (loader/tree.py) carry control flow
+inside that module only and never escape it.
 """
 
 from __future__ import annotations
 
+import signal
+
 __all__ = [
     "DagfastError",
+    "ExpandError",
     "LoadError",
     "MissingExtra",
     "Problem",
     "OutputTooLarge",
+    "ParamsError",
     "RunError",
+    "RunsFull",
+    "ScheduleError",
     "SchedulerBug",
     "SecretError",
     "SpawnError",
+    "Stopped",
     "UsageError",
 ]
 
@@ -132,6 +144,57 @@ class SecretError(RunError):
     def __str__(self) -> str:
         where = self.secret.where or "<dag>"
         return f"{where}: {self.why} - at `$.secrets[{self.index}].key`"
+
+
+class RunsFull(RunError):
+    """Every slot of the DAG is taken (or others wait first) and the run may not queue."""
+
+    def __init__(self, dag: str, limit: int) -> None:
+        super().__init__(dag, limit)
+        self.dag = dag
+        self.limit = limit
+
+    def __str__(self) -> str:
+        return (f"`{self.dag}` already has maxActiveRuns ({self.limit}) runs going "
+                "(or waiting); not queued (--no-queue)")
+
+
+class Stopped(RunError):
+    """A queued run was stopped (SIGINT, SIGTERM) before it started; `run_id`, `dag` and
+    `waited` (seconds in the queue) once its record says so."""
+
+    def __init__(self, sig: int) -> None:
+        super().__init__(sig)
+        self.signal = sig
+        self.run_id = self.dag = ""
+        self.waited = 0.0
+
+    def __str__(self) -> str:
+        how = f"{signal.Signals(self.signal).name}"
+        if not self.run_id:
+            return f"stopped by {how} while queued"
+        return (f"run {self.run_id} stopped while waiting for a run slot of {self.dag} "
+                f"({how} after {self.waited:.2f} s in the queue)")
+
+
+class ScheduleError(DagfastError):
+    """A `schedule` entry that is not a cron expression we can run."""
+
+    def __init__(self, expr: str, why: str) -> None:
+        super().__init__(expr, why)
+        self.expr = expr
+        self.why = why
+
+    def __str__(self) -> str:
+        return f"{self.why}: `{self.expr}` - at `$.schedule`"
+
+
+class ExpandError(DagfastError, ValueError):
+    """A string cannot be expanded; the loader reports it with the key's path."""
+
+
+class ParamsError(DagfastError, ValueError):
+    """Parameters that cannot be read; the caller adds where they were written."""
 
 
 class SchedulerBug(DagfastError):

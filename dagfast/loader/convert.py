@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 from msgspec.structs import replace
 
-from dagfast.loader.problems import Problems, did_you_mean, got, show, type_words
+from dagfast.loader.problems import Problems, did_you_mean, got, type_words
 from dagfast.loader.spec import (
     ALIASES, DAG_TYPES, NESTED, STEP_EXECUTORS, SUPPORTED, DagSpec, SecretSpec, StepSpec,
 )

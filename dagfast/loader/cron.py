@@ -14,21 +14,9 @@ import os
 import time
 from datetime import datetime, tzinfo
 
-from dagfast.errors import DagfastError
+from dagfast.errors import ScheduleError  # raised here; defined with the others
 
 __all__ = ["Cron", "ScheduleError", "parse", "parse_all"]
-
-
-class ScheduleError(DagfastError):
-    """A `schedule` entry that is not a cron expression we can run."""
-
-    def __init__(self, expr: str, why: str) -> None:
-        super().__init__(expr, why)
-        self.expr = expr
-        self.why = why
-
-    def __str__(self) -> str:
-        return f"{self.why}: `{self.expr}` - at `$.schedule`"
 
 
 class Cron:

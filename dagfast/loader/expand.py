@@ -17,15 +17,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 
+from dagfast.errors import ExpandError  # raised here; defined with the others
+
 __all__ = ["ExpandError", "expand", "has_references"]
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _JSON_PATH = re.compile(r"(?:\.[A-Za-z0-9_-]+|\[\d+\])+")
 _MAX_NESTING = 16
-
-
-class ExpandError(ValueError):
-    """A string cannot be expanded; the loader reports it with the key's path."""
 
 
 def has_references(text: str) -> bool:

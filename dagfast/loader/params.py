@@ -10,15 +10,12 @@ from __future__ import annotations
 import re
 import shlex
 
+from dagfast.errors import ParamsError  # raised here; defined with the others
 from dagfast.model import Params
 
 __all__ = ["ParamsError", "named", "override", "parse", "positional"]
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-class ParamsError(ValueError):
-    """Parameters that cannot be read; the caller adds where they were written."""
 
 
 def parse(value) -> Params:

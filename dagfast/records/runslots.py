@@ -21,43 +21,12 @@ import os
 import signal
 import time
 
-from dagfast.errors import RunError
+from dagfast.errors import RunError, RunsFull, Stopped  # defined with the others
 from dagfast.records.store import RunDir, Snapshot, StepRecord, dag_dir_name, make_private_dirs
 
 __all__ = ["RunsFull", "Slot", "Stopped", "occupancy", "run_dir_for", "take", "take_or_stop"]
 
 POLL_SEC = 0.05  # how often a waiter looks for a free slot
-
-
-class RunsFull(RunError):
-    """Every slot of the DAG is taken (or others wait first) and the run may not queue."""
-
-    def __init__(self, dag: str, limit: int) -> None:
-        super().__init__(dag, limit)
-        self.dag = dag
-        self.limit = limit
-
-    def __str__(self) -> str:
-        return (f"`{self.dag}` already has maxActiveRuns ({self.limit}) runs going "
-                "(or waiting); not queued (--no-queue)")
-
-
-class Stopped(RunError):
-    """A queued run was stopped (SIGINT, SIGTERM) before it started; `run_id`, `dag` and
-    `waited` (seconds in the queue) once its record says so."""
-
-    def __init__(self, sig: int) -> None:
-        super().__init__(sig)
-        self.signal = sig
-        self.run_id = self.dag = ""
-        self.waited = 0.0
-
-    def __str__(self) -> str:
-        how = f"{signal.Signals(self.signal).name}"
-        if not self.run_id:
-            return f"stopped by {how} while queued"
-        return (f"run {self.run_id} stopped while waiting for a run slot of {self.dag} "
-                f"({how} after {self.waited:.2f} s in the queue)")
 
 
 class Slot:

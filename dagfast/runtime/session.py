@@ -22,7 +22,8 @@ from dagfast.exec.base import UNLIMITED
 from dagfast.exec.choose import choose
 from dagfast.exec.local import ProcessManager, end_leftovers
 from dagfast.loader import load, load_sub
-from dagfast.loader.params import ParamsError, parse
+from dagfast.errors import ParamsError
+from dagfast.loader.params import parse
 from dagfast.model import Dag
 from dagfast.records.store import OUTPUT_LOST, RunDir, home
 from dagfast.report.base import Reporter
