@@ -6,7 +6,6 @@ its name; plain names keep their directories, and older homes their runs."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest

@@ -16,7 +16,7 @@ from test_runs_over_time import finish, full_env, one_at_a_time, start, wait_for
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_run_stopped_while_queued_says_so_and_keeps_its_queue_time(tmp_path, sig):
-    dag = one_at_a_time(tmp_path, f"sh -c 'touch started.$N; while [ ! -e go ]; do sleep 0.01; done'")
+    dag = one_at_a_time(tmp_path, "sh -c 'touch started.$N; while [ ! -e go ]; do sleep 0.01; done'")
     env, home = full_env(tmp_path), tmp_path / "home"
     holder = start(dag, env=env, params="N=1")
     try:
