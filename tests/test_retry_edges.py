@@ -112,10 +112,15 @@ def test_retry_of_one_step_after_a_kill_keeps_the_killed_step_aborted_not_runnin
     env = dict(os.environ, DAGFAST_HOME=str(home))
     proc = subprocess.Popen([sys.executable, "-m", "dagfast", "run", str(dag)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while not (tmp_path / "started").exists():
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.02)
+    # The record says `slow` runs and `fast` ended (it is written in batches).
+    while [s["status"] for s in status_doc(str(dag), home)["steps"]] != ["running",
+                                                                         "succeeded"]:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
     proc.kill()
     proc.wait(timeout=60)
     run_id = status_doc(str(dag), home)["run_id"]
