@@ -53,4 +53,4 @@ def test_a_stop_does_not_wait_for_a_group_of_zombies(tmp_path):
     got = json.loads(res.stdout.strip().splitlines()[-1])
     assert got["zombies"] >= 1  # the case is set: the step's children became zombies
     assert got["code"] == 128 + 15
-    assert got["took"] < 10, got  # not the 60 s of maxCleanUpTimeSec
+    assert got["took"] < 40, got  # not the 60 s of maxCleanUpTimeSec (a stop takes ~1 s)
