@@ -28,6 +28,17 @@ def status_doc(target: str, home: Path) -> dict:
     return json.loads(res.out)
 
 
+def run_until_started(dag: Path, home: Path, started: Path, deadline: float):
+    """`dagfast run DAG` in the background, once `started` exists (a step made it)."""
+    env = dict(os.environ, DAGFAST_HOME=str(home))
+    proc = subprocess.Popen([sys.executable, "-m", "dagfast", "run", str(dag)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not started.exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    return proc
+
+
 SUB = """\
     steps:
       - name: inner
@@ -82,13 +93,7 @@ def test_retry_finishes_a_run_whose_sub_dag_was_stopped(tmp_path):
             command: test -e {tmp_path}/ok || {{ touch {tmp_path}/started; sleep 60; }}
         """)
     dag = write(tmp_path / "dag.yaml", CALLERS["call"])
-    env = dict(os.environ, DAGFAST_HOME=str(home))
-    proc = subprocess.Popen([sys.executable, "-m", "dagfast", "run", str(dag)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while not (tmp_path / "started").exists():
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.02)
+    proc = run_until_started(dag, home, tmp_path / "started", time.monotonic() + 120)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 143
     (tmp_path / "ok").touch()
@@ -109,13 +114,8 @@ def test_retry_of_one_step_after_a_kill_keeps_the_killed_step_aborted_not_runnin
           - name: fast
             command: "true"
         """)
-    env = dict(os.environ, DAGFAST_HOME=str(home))
-    proc = subprocess.Popen([sys.executable, "-m", "dagfast", "run", str(dag)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while not (tmp_path / "started").exists():
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.02)
+    proc = run_until_started(dag, home, tmp_path / "started", deadline)
     # The record says `slow` runs and `fast` ended (it is written in batches).
     while [s["status"] for s in status_doc(str(dag), home)["steps"]] != ["running",
                                                                          "succeeded"]:

@@ -21,11 +21,6 @@ class DryRun(Executor):
     def running_count(self) -> int:
         return self._count
 
-    def free_slots(self) -> int:
-        if not self.limit:
-            return 1 << 30
-        return self.limit - self._count - self.held
-
     def start(self, token, argv, env, cwd, stdout, stderr) -> int:
         if not self._pending:
             self.loop.call_soon(self._flush)

@@ -26,9 +26,6 @@ from dagfast.status import StepStatus
 
 __all__ = ["Engine"]
 
-# How long a stopped step gets between SIGTERM and SIGKILL (Dagu's maxCleanUpTimeSec).
-DEFAULT_CLEANUP_SEC = 5.0
-
 _SUCCEEDED = StepStatus.SUCCEEDED
 _FAILED = StepStatus.FAILED
 _ABORTED = StepStatus.ABORTED
