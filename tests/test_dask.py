@@ -327,8 +327,10 @@ def test_a_lost_worker_is_retried_by_the_retry_policy(tmp_path, cluster):
     cluster.wait_for_workers(2, timeout=120)  # the nanny brings the worker back
 
 
-# This interpreter's own `dask` command, never another one found on PATH.
-DASK = os.path.join(os.path.dirname(sys.executable), "dask")
+# This interpreter's own Dask commands, through sys.executable: the `dask` script sits
+# wherever pip put distributed (a venv with system site-packages may have none).
+SCHEDULER = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+WORKER = [sys.executable, "-m", "distributed.cli.dask_worker"]
 
 
 @pytest.fixture
@@ -338,14 +340,14 @@ def remote(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
     info = tmp_path / "scheduler.json"
     procs = [subprocess.Popen(
-        [DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+        [*SCHEDULER, "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
          "--scheduler-file", str(info)], env=env, cwd=tmp_path,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     try:
         wait_for(info)
         for _ in range(2):
             procs.append(subprocess.Popen(
-                [DASK, "worker", "--scheduler-file", str(info), "--host", "127.0.0.1",
+                [*WORKER, "--scheduler-file", str(info), "--host", "127.0.0.1",
                  "--no-nanny", "--nthreads", "4", "--no-dashboard"], env=env, cwd=tmp_path,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         address = json.loads(info.read_text())["address"]
