@@ -43,7 +43,8 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 
 SHAPES = ("fanout", "mapreduce", "chain", "layered")
-COMMANDS = {"true": "true", "sleep": "sleep 0.01"}
+# `echo` prints one line per step (`echo <step id>`): what storing output costs.
+COMMANDS = {"true": "true", "sleep": "sleep 0.01", "echo": "echo $i"}
 SLEEP_S = 0.01
 ENGINES = ("dagfast", "dagfast-base", "dask", "c", "c-logs", "xargs", "ninja", "make", "dagu")
 LAYERS = 10
@@ -72,6 +73,7 @@ PRESETS = {
              commands=("true",)),
         dict(shapes=("chain",), sizes=(1_000,), jobs=(16,), commands=("true",)),
         dict(shapes=("fanout",), sizes=(1_000,), jobs=(16,), commands=("sleep",)),
+        dict(shapes=("fanout",), sizes=(10_000,), jobs=(16,), commands=("echo",)),
     ],
 }
 
@@ -114,6 +116,13 @@ def make_dag(shape: str, n: int) -> Dag:
             deps += [tuple(rng.sample(above, 2)) for _ in range(width)]
         return Dag(shape, n, tuple(deps))
     raise ValueError(shape)
+
+
+def step_commands(command: str, size: int) -> list[str]:
+    """Each step's command for a timed run: `echo $i` names the step's id."""
+    if command == "echo":
+        return [f"echo {i}" for i in range(size)]
+    return [COMMANDS[command]] * size
 
 
 def verify_commands(dag: Dag, path: Path) -> list[str]:
@@ -728,7 +737,7 @@ class Bench:
     def measure(self, cell: Cell) -> list[Result]:
         """Verifies then times every engine on `cell`, interleaving their runs."""
         dag = make_dag(cell.shape, cell.n)
-        cmds = [COMMANDS[cell.command]] * dag.size
+        cmds = step_commands(cell.command, dag.size)
         base = self.tmp / f"{cell.shape}-{cell.n}-{cell.jobs}-{cell.command}"
         results, timed = [], []
         for engine in self.engines:
@@ -1061,7 +1070,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sizes", type=csv(int), help="N values, e.g. 1000,10000")
     p.add_argument("--jobs", type=csv(int), help="J values, e.g. 2,16")
     p.add_argument(
-        "--commands", type=csv(str, tuple(COMMANDS)), help="true and/or sleep (sleep 0.01)"
+        "--commands", type=csv(str, tuple(COMMANDS)),
+        help="true, sleep (sleep 0.01) and/or echo (echo <step id>)",
     )
     p.add_argument(
         "--engines",

@@ -127,9 +127,9 @@ class Scripts:
         """The executor factory the engine calls (once per engine: sub-DAGs too)."""
         return ScriptedExecutor(loop, limit, on_exits, self)
 
-    def room(self, piped: bool = False) -> tuple[int, str]:
+    def room(self) -> tuple[int, str]:
         """As the base class: no cap of the system's."""
-        return ScriptedExecutor.room(piped)
+        return ScriptedExecutor.room()
 
     def guard_run(self, run_id: str):
         """As the base class: nothing runs, nothing to guard."""
@@ -162,7 +162,7 @@ class ScriptedExecutor(Slots):
         self._ticking = False
         self.max_running = 0  # in this engine alone
 
-    def start(self, token, argv, env, cwd, stdout, stderr) -> int:
+    def start(self, token, argv, env, cwd) -> int:
         text = {os.fsdecode(k): os.fsdecode(v) for k, v in env.items()}
         log = self._book.log
         log.running += 1
@@ -173,8 +173,9 @@ class ScriptedExecutor(Slots):
                       tuple(argv), text, cwd, log.running)
         log.starts.append(start)
         do = self._book.next_do(start)
-        _write(stdout, do.out)
-        _write(stderr, do.err)
+        for stream, data in ((0, do.out), (1, do.err)):
+            if data:  # into the run's output store, as a process's pipes would
+                self.output.put(token, stream, data.encode() if isinstance(data, str) else data)
         for name, data in do.append.items():
             with open(os.path.join(cwd, name), "a") as f:
                 f.write(data)
@@ -234,11 +235,6 @@ class ScriptedExecutor(Slots):
 
     def close(self) -> None:
         assert not self._running, f"steps still running at close: {self._running}"
-
-
-def _write(path: str, data: str | bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
 
 
 @dataclass

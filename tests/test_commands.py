@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from spectools import STUBBORN_DAG, dagfast
+from outputs import printed, started_printing
 
 
 def write(path: Path, text: str) -> Path:
@@ -141,7 +142,7 @@ def test_logs_follow_prints_until_the_run_ends(tmp_path):
     run = subprocess.Popen([sys.executable, "-m", "dagfast", "run", "-q", str(dag)], env=env,
                            stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
-    while not list((home / "runs").glob("*/*/steps/0.out")):
+    while started_printing(home) is None:
         assert time.monotonic() < deadline
         time.sleep(0.02)
     run_id = only_run(home).name
@@ -159,8 +160,8 @@ def test_retry_reruns_what_did_not_succeed_in_the_same_run(failed_run, tmp_path)
     assert sorted((tmp_path / "runs.txt").read_text().split()) == ["a", "b", "b", "c", "d"]
     doc = json.loads(dagfast("status", "--json", run.name, home=home).out)
     assert doc["status"] == "succeeded" and doc["attempt"] == 2
-    assert (run / "attempts" / "1" / "steps" / "1.err").read_text() == "to-err\n"
-    assert (run / "steps" / "3.out").read_text() == "d-out\n"  # kept from attempt 1
+    assert printed(run, 1, "err", attempt=1) == "to-err\n"  # the first execution's
+    assert printed(run, 3) == "d-out\n"  # kept from attempt 1
     res = dagfast("retry", run.name, home=home)
     assert res.code == 0 and "nothing to retry" in res.out
     assert dagfast("retry", "nope", home=home).code == 1

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import distributed  # the `test` extra installs it: CI runs these tests, never skips them
 import pytest
+from outputs import printed
 
 import test_spec_examples
 import test_spec_features
@@ -322,7 +323,7 @@ def test_a_lost_worker_is_retried_by_the_retry_policy(tmp_path, cluster):
     assert gone(pids) == []
     assert int((tmp_path / "second.ppid").read_text()) != worker
     (run,) = (tmp_path / "home" / "runs" / "r").iterdir()
-    first = (run / "steps" / "0.err.1").read_text()
+    first = printed(run, 0, "err", attempt=1)
     assert "the Dask worker tcp://127.0.0.1:" in first and "was lost" in first
     cluster.wait_for_workers(2, timeout=120)  # the nanny brings the worker back
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from spectools import STUBBORN_DAG, Stubs, dagfast, max_overlap
+from outputs import printed
 
 
 def write(path: Path, text: str) -> Path:
@@ -42,7 +43,7 @@ def test_success_exit_zero_and_step_lines(tmp_path):
     assert "succeeded  hello" in res.out
     assert res.out.splitlines()[-2].startswith("succeeded: ok, 1 steps")
     run = run_dir(tmp_path / "home")
-    assert (run / "steps" / "0.out").read_text() == "hello\n"
+    assert printed(run, 0) == "hello\n"
     assert snapshot(tmp_path / "home")["status"] == 4
 
 
@@ -74,7 +75,7 @@ def test_failure_aborts_dependents_but_not_independent_branches(tmp_path):
     statuses = [s[0] for s in snap["steps"]]
     assert statuses == [2, 3, 3, 4]
     assert snap["steps"][0][1] == 3
-    assert (run_dir(tmp_path / "home") / "steps" / "0.err").read_text() == "oops\n"
+    assert printed(run_dir(tmp_path / "home"), 0, "err") == "oops\n"
 
 
 def test_environment_reaches_steps(tmp_path):
@@ -196,7 +197,7 @@ def test_background_child_does_not_keep_the_step_running(tmp_path):
         """)
     res = dagfast("run", str(dag), home=tmp_path / "home", timeout=30)
     assert res.code == 0, res.err
-    assert "tick" in (run_dir(tmp_path / "home") / "steps" / "0.out").read_text()
+    assert "tick" in printed(run_dir(tmp_path / "home"), 0)
 
 
 def test_one_at_a_time_runs_in_file_order(tmp_path):

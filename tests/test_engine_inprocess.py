@@ -15,6 +15,7 @@ import textwrap
 import pytest
 
 from enginekit import fail, hang, killed, ok, run
+from outputs import printed
 from spectools import (
     CALL_DAG, CALL_SUB_DAG, CONTINUE_ON_DAG, FAN_OUT_DAG, FAN_OUT_ITEM_DAG, PRECONDITIONS_DAG,
 )
@@ -86,7 +87,7 @@ def test_failure_aborts_dependents_but_not_independent_branches(tmp_path):
     assert (res.step("bad").exit_code, res.step("bad").error) == (3, "exit status 3")
     assert res.step("after_bad").error == "upstream failed"
     assert res.log.order == ["bad", "good"]
-    assert (res.path / "steps" / "0.err").read_text() == "oops\n"
+    assert printed(res.path, 0, "err") == "oops\n"
 
 
 def test_a_step_killed_by_a_signal_fails_with_128_plus_n(tmp_path):
@@ -212,8 +213,8 @@ def test_retry_policy_retries_until_success_and_keeps_earlier_logs(tmp_path):
         == (3, 1, 3)
     assert res.statuses == {"flaky": "succeeded", "never_retried": "failed", "gives_up": "failed"}
     assert res.step("gives_up").exit_code == 9
-    logs = res.path / "steps"
-    assert [(logs / f"0.out{x}").read_text() for x in (".1", ".2", "")] == ["1\n", "2\n", "3\n"]
+    assert [printed(res.path, 0, attempt=k) for k in (1, 2, 3)] == ["1\n", "2\n", "3\n"]
+    assert printed(res.path, 0) == "3\n"  # the latest
 
 
 def test_repeat_policy_limit_while_exit_code_and_until_condition(tmp_path):

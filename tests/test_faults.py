@@ -170,6 +170,8 @@ steps:
     (run,) = (home / "runs" / "m").iterdir()
     subprocess.run(["sh", "-c", private, sys.executable, "retry", run.name], env=env,
                    capture_output=True)
-    assert (run / "attempts").is_dir()
+    doc = subprocess.run([sys.executable, "-m", "dagfast", "status", "--json", run.name],
+                         env=env, capture_output=True, text=True)
+    assert json.loads(doc.stdout)["attempt"] == 2  # the retry ran, and wrote its record
     for p in [tmp_path / "new", home, *home.rglob("*")]:
         assert p.stat().st_mode & 0o077 == 0, (p, oct(p.stat().st_mode))

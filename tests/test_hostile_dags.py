@@ -27,6 +27,7 @@ from dagfast.records.store import RunDir
 from dagfast.loader.tree import MAX_BYTES
 from doubles import InstantExits
 from spectools import dagfast
+from outputs import everything_printed, printed
 
 # Problems about the file as a whole: the file is their location.
 WHOLE_FILE = ("file is empty", "file is larger than", "cannot read the file")
@@ -262,7 +263,7 @@ def test_names_with_spaces_quotes_unicode_and_metacharacters_run_as_written(tmp_
     assert not list(tmp_path.glob("pwned*"))
     (run,) = (home / "runs").glob("*/*")
     for k, name in enumerate(ODD_NAMES):
-        assert (run / "steps" / f"{k}.out").read_text(encoding="utf-8") == name
+        assert printed(run, k, encoding="utf-8") == name
     status = json.loads(dagfast("status", run.name, "--json", home=home).out)
     assert [s["name"] for s in status["steps"]] == ODD_NAMES
     for name in ODD_NAMES:
@@ -305,7 +306,7 @@ def test_sub_dags_that_call_each_other_fail_with_the_loop(tmp_path):
     home = tmp_path / "home"
     res = dagfast("run", str(tmp_path / "a.yaml"), home=home)
     assert res.code == 1
-    errs = [p.read_text() for p in home.rglob("*.err")]
+    errs = everything_printed(home, "err")
     assert "the sub-DAG calls itself: a.yaml -> b.yaml -> a.yaml\n" in errs
 
 
@@ -500,7 +501,7 @@ def test_a_bare_list_sub_dag_reports_its_own_lines_and_paths(tmp_path):
     home = tmp_path / "home"
     res = dagfast("run", str(dag), home=home)
     assert res.code == 1, res
-    (err,) = [text for text in (p.read_text() for p in home.rglob("*.err")) if text]
+    (err,) = everything_printed(home, "err")
     gen = tmp_path / "gen.yaml"
     assert err == (
         f"cannot load the sub-DAG: {gen}:2:3: unknown key `comand` (did you mean `command`?)"

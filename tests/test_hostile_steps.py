@@ -14,6 +14,9 @@ import time
 from pathlib import Path
 
 from spectools import dagfast, run_under_ulimit_n
+from outputs import printed, the_run
+
+from dagfast.records.outstore import Output
 
 MB = 1024 * 1024
 
@@ -21,11 +24,6 @@ MB = 1024 * 1024
 def write(path: Path, text: str) -> Path:
     path.write_text(textwrap.dedent(text))
     return path
-
-
-def the_run(home: Path) -> Path:
-    (run,) = [p for p in (home / "runs").glob("*/*") if p.is_dir()]
-    return run
 
 
 def steps_of(home: Path) -> dict[str, dict]:
@@ -78,10 +76,10 @@ def test_hundreds_of_megabytes_of_output_keep_the_engine_small(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert int(done.stdout.split()[-1]) < 150  # MiB: the logs go to files, not through us
-    steps = tmp_path / "home" / "runs" / "loud" / the_run(tmp_path / "home").name / "steps"
-    assert [(steps / f"{i}.{s}").stat().st_size // MB for i, s in
-            [(0, "out"), (1, "err"), (2, "out"), (2, "err"), (3, "out")]] == [200, 200, 100, 100, 200]
+    assert int(done.stdout.split()[-1]) < 150  # MiB: streamed through the store, never held
+    with Output(str(the_run(tmp_path / "home"))) as out:
+        assert [out.total(i, s) // MB for i, s in [(0, 0), (1, 1), (2, 0), (2, 1), (3, 0)]] \
+            == [200, 200, 100, 100, 200]
     got = steps_of(tmp_path / "home")
     assert [got[n]["status"] for n in ("out", "err", "both")] == ["succeeded"] * 3
     assert got["captured"]["status"] == "failed"
@@ -193,7 +191,7 @@ def test_a_step_that_deletes_its_own_working_directory(tmp_path):
     res = dagfast("run", str(dag), home=tmp_path / "home", timeout=60)
     assert res.code == 0, res.out + res.err
     assert (work / "here").exists()  # ran in a real directory, made afresh, as Dagu does
-    assert (the_run(tmp_path / "home") / "steps" / "1.out").read_text() == f"{work}\n"
+    assert printed(the_run(tmp_path / "home"), 1) == f"{work}\n"
 
 
 def test_a_step_that_exhausts_its_descriptors_fails_alone(tmp_path):
@@ -211,7 +209,7 @@ def test_a_step_that_exhausts_its_descriptors_fails_alone(tmp_path):
     assert res.code == 1
     got = steps_of(tmp_path / "home")
     assert (got["hog"]["status"], got["hog"]["exit_code"]) == ("failed", 1)
-    assert "Too many open files" in (the_run(tmp_path / "home") / "steps" / "0.err").read_text()
+    assert "Too many open files" in printed(the_run(tmp_path / "home"), 0, "err")
     assert got["after_sibling"]["status"] == "succeeded"
 
 
@@ -227,7 +225,8 @@ def test_unlimited_steps_are_capped_to_the_open_file_limit_and_said_once(tmp_pat
     notes = [line for line in done.stderr.splitlines() if "steps at once" in line]
     assert len(notes) == 1
     assert notes[0].startswith("dagfast: running at most ")
-    assert notes[0].endswith("the open-file limit (ulimit -n) is 200 (maxActiveSteps unlimited)")
+    assert notes[0].endswith("the open-file limit (ulimit -n) is 200, and a running step holds "
+                             "3 descriptors (maxActiveSteps unlimited)")
     status = json.loads(dagfast("status", the_run(tmp_path / "home").name, "--json",
                                 home=tmp_path / "home").out)
     assert {s["status"] for s in status["steps"]} == {"succeeded"}

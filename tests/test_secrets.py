@@ -17,6 +17,9 @@ from hypothesis import strategies as st
 
 from dagfast.runtime.secrets import MASK, Masker
 from spectools import dagfast, run_under_ulimit_n
+from outputs import printed
+
+from dagfast.records.outstore import Output
 
 PASSWORD = "pw-7Hq2-zz"  # from the environment (provider: env)
 TOKEN = "tok-Rk81-yy"  # from a file, which ends with a newline (provider: file)
@@ -126,17 +129,17 @@ def test_steps_get_the_secrets_and_no_file_output_or_console_shows_them(tmp_path
     assert f"/{MASK}.yaml" in steps["called"]["error"]
     logs = dagfast("logs", run_id, home=home)
     errs = dagfast("logs", run_id, "--stderr", home=home)
-    steps_dir = next((home / "runs").glob("*/*/steps"))
-    assert (steps_dir / "0.out").read_text() == (
+    steps_dir = next((home / "runs").glob("*/*/output")).parent
+    assert printed(steps_dir, 0) == (
         f"password={MASK} token={MASK} url=postgres://app:{MASK}@db/prod\n"
     )
     # The file's value ends with its newline: echo's newline after it is part of it.
-    assert (steps_dir / "0.err").read_text() == f"on stderr: {MASK} {MASK}"
-    assert (steps_dir / "1.out").read_text() == f"half: {MASK} and more\n"
-    assert (steps_dir / "1.err").read_text() == f"{MASK}\n"
-    assert (steps_dir / "3.out").read_text() == f"the reader got {MASK}\n"
-    assert (steps_dir / "4.err").read_text() == f"failing with {MASK}\n"
-    assert (steps_dir / "6.out").read_text() == f"exit handler saw {MASK}\n"
+    assert printed(steps_dir, 0, "err") == f"on stderr: {MASK} {MASK}"
+    assert printed(steps_dir, 1) == f"half: {MASK} and more\n"
+    assert printed(steps_dir, 1, "err") == f"{MASK}\n"
+    assert printed(steps_dir, 3) == f"the reader got {MASK}\n"
+    assert printed(steps_dir, 4, "err") == f"failing with {MASK}\n"
+    assert printed(steps_dir, 6) == f"exit handler saw {MASK}\n"
     assert f"| failing with {MASK}" in run.out  # the ending's tail of the failed step
     assert f"show | password={MASK}" in run.out  # --verbose
     texts = (run.out, run.err, shown, logs.out, errs.out, junit.read_text())
@@ -315,15 +318,15 @@ def test_sub_dags_and_retries_get_the_secrets_masked_too(tmp_path):
     run = dagfast("run", str(dag), env=ENV, home=home, cwd=tmp_path)
     assert run.code == 1
     run_id = the_run(home)
-    child_out = next((home / "runs").glob("*/*/children/runs/*/*/steps/0.out"))
-    assert child_out.read_text() == f"[{MASK}] [c:{MASK}] [{MASK}] [{MASK}]\n"
+    child = next((home / "runs").glob("*/*/children/runs/*/*/output")).parent
+    assert printed(child, 0) == f"[{MASK}] [c:{MASK}] [{MASK}] [{MASK}]\n"
     doc, shown = status(home, run_id)
     assert doc["steps"][0]["status"] == "succeeded"
     (tmp_path / "go").touch()
     retried = dagfast("retry", run_id, env=ENV, home=home, cwd=tmp_path)
     assert retried.code == 0, retried.out + retried.err
-    steps_dir = next((home / "runs").glob("*/*/steps"))
-    assert (steps_dir / "1.out").read_text() == f"through with {MASK}\n"
+    steps_dir = next((home / "runs").glob("*/*/output")).parent
+    assert printed(steps_dir, 1) == f"through with {MASK}\n"
     assert leaks(home, run.out, run.err, retried.out, retried.err, shown) == []
 
     # A retry reads the secrets again: without them, it fails before any step.
@@ -358,8 +361,8 @@ def test_a_background_child_holding_the_pipe_does_not_hold_the_step(tmp_path):
         assert run.code == 0, run.out + run.err
         doc, _ = status(home, the_run(home))
         assert doc["steps"][0]["output"] == "started"
-        steps_dir = next((home / "runs").glob("*/*/steps"))
-        assert (steps_dir / "0.out").read_text() == f"started\nlate {MASK}\n"
+        steps_dir = next((home / "runs").glob("*/*/output")).parent
+        assert printed(steps_dir, 0) == f"started\nlate {MASK}\n"
         assert leaks(home) == []
     finally:
         pid = int((tmp_path / "bg.pid").read_text())
@@ -395,18 +398,17 @@ def test_hundreds_of_megabytes_through_the_masking_pipes_keep_the_engine_small(t
     statuses, peak = done.stdout.splitlines()
     assert statuses == "succeeded failed"  # failed: past maxOutputSize
     assert int(peak) < 150  # MiB: streamed through, never held
-    steps_dir = next((tmp_path / "home" / "runs").glob("*/*/steps"))
-    for name in ("0.out", "0.err"):
-        with open(steps_dir / name, "rb") as f:
-            assert f.seek(0, os.SEEK_END) == 100 * 1024 * 1024 + len(MASK) + 1
-            f.seek(-20, os.SEEK_END)
-            assert f.read().endswith(b"\0" + MASK.encode() + b"\n")
+    run_path = next((tmp_path / "home" / "runs").glob("*/*/output")).parent
+    with Output(str(run_path)) as out:
+        for stream in (0, 1):
+            assert out.total(0, stream) == 100 * 1024 * 1024 + len(MASK) + 1
+            assert out.tail(0, stream, 20).endswith(b"\0" + MASK.encode() + b"\n")
     assert leaks(tmp_path / "home") == []
 
 
 def test_unlimited_steps_of_a_run_with_secrets_are_capped_to_fit_the_descriptors(tmp_path):
-    # 300 steps at once under `ulimit -n 200`: each running step holds five of the
-    # engine's descriptors (pidfd, two pipes, two logs), so the cap is lower than usual.
+    # 300 steps at once under `ulimit -n 200`: each running step holds three of the
+    # engine's descriptors (pidfd, two pipes), as any run's, secrets or not.
     dag = project(tmp_path, "maxActiveSteps: 0\nsteps:\n" + "".join(
         f"  - name: s{i}\n    command: sleep 0.05; echo $DB_PASSWORD\n" for i in range(300)))
     env = dict(os.environ, DAGFAST_HOME=str(tmp_path / "home"), **ENV)
@@ -415,8 +417,8 @@ def test_unlimited_steps_of_a_run_with_secrets_are_capped_to_fit_the_descriptors
     notes = [line for line in done.stderr.splitlines() if "steps at once" in line]
     assert len(notes) == 1
     assert notes[0].startswith("dagfast: running at most ")
-    assert notes[0].endswith("the open-file limit (ulimit -n) is 200, and a step of a run "
-                             "with secrets holds 5 descriptors (maxActiveSteps unlimited)")
+    assert notes[0].endswith("the open-file limit (ulimit -n) is 200, and a running step holds "
+                             "3 descriptors (maxActiveSteps unlimited)")
     doc, _ = status(tmp_path / "home", the_run(tmp_path / "home"))
     assert {s["status"] for s in doc["steps"]} == {"succeeded"}
     assert leaks(tmp_path / "home") == []

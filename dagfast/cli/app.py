@@ -130,6 +130,9 @@ def _add_record_commands(sub) -> None:
     lo.add_argument("-f", "--follow", action="store_true",
                     help="keep printing what the step writes until the run ends")
     lo.add_argument("--stderr", action="store_true", help="print stderr instead of stdout")
+    lo.add_argument("--attempt", type=_positive, metavar="N",
+                    help="the step's Nth execution (retries, repeats and `dagfast retry` "
+                         "each run it again; default: its latest)")
 
     re_ = add("retry", "run again the steps of a run that did not succeed",
               "A new attempt of the same run: the steps that did not succeed run again (or "
@@ -328,6 +331,14 @@ def _count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    """An argparse type: a whole number, 1 or more."""
+    value = _count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
     return value
 
 

@@ -10,6 +10,7 @@ import sys
 import time
 
 from dagfast.errors import RunError, UsageError
+from dagfast.records.outstore import STDERR, STDOUT, Output
 from dagfast.records.read import RunState, find_run, latest_run, owner_pid, read_run, runs_of
 from dagfast.status import RunStatus, StepStatus
 from dagfast.records.store import home
@@ -195,21 +196,27 @@ def logs(args, out=None) -> int:
     out = out or sys.stdout.buffer
     state = read_run(resolve_run(home(), args.run))
     dag = state.dag()
-    suffix = ".err" if args.stderr else ".out"
+    stream = STDERR if args.stderr else STDOUT
     if args.step is None:
         ids = list(range(len(dag.steps)))
         if args.follow and len(ids) != 1:
             raise UsageError("--follow needs a STEP when the DAG has more than one step")
     else:
         ids = [dag.step_id(args.step)]
+    attempt = getattr(args, "attempt", None)
     if args.follow:
-        return _follow(state.path, f"{state.path}/steps/{ids[0]}{suffix}", out)
-    for i in ids:
-        try:
-            with open(f"{state.path}/steps/{i}{suffix}", "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            continue
+        if attempt is not None:
+            raise UsageError("--follow follows the latest execution: leave out --attempt")
+        return _follow(state.path, ids[0], stream, out)
+    with Output(state.path) as store:
+        if attempt is not None:
+            for i in ids:
+                ran = store.executions(i)
+                if attempt > ran:
+                    raise UsageError(f"step {dag.steps[i].name} ran {ran} time"
+                                     f"{'' if ran == 1 else 's'}: there is no attempt {attempt}")
+        datas = [store.read(i, stream, attempt) for i in ids]
+    for i, data in zip(ids, datas):
         if len(ids) > 1:
             if not data:
                 continue
@@ -221,24 +228,24 @@ def logs(args, out=None) -> int:
     return 0
 
 
-def _follow(run_path: str, path: str, out) -> int:
-    pos = 0
-    while True:
-        alive = owner_pid(run_path) is not None
-        try:
-            with open(path, "rb") as f:
-                f.seek(pos)
-                data = f.read()
-        except FileNotFoundError:
-            data = b""
-        if data:
-            pos += len(data)
-            out.write(data)
-            out.flush()
-        elif not alive:
-            return 0
-        else:
-            time.sleep(0.1)
+def _follow(run_path: str, step: int, stream: int, out) -> int:
+    """Print what the step's latest execution printed, then what it prints, until the
+    run's process is gone (each round reads only the records that are new)."""
+    with Output(run_path) as store:
+        after, execution = -1, None
+        while True:
+            alive = owner_pid(run_path) is not None
+            now = store.executions(step)
+            if now != execution:  # it began (again): follow the new execution
+                after, execution = -1, now
+            data, after = store.since(step, stream, after, execution)
+            if data:
+                out.write(data)
+                out.flush()
+            elif not alive:
+                return 0
+            else:
+                time.sleep(0.1)
 
 
 # dry -----------------------------------------------------------------------------------

@@ -42,6 +42,20 @@ cdef extern from "<errno.h>" nogil:
 cdef extern from "<unistd.h>" nogil:
     int close(int fd)
 
+cdef extern from "outstore.h" nogil:
+    ctypedef struct os_store:
+        pass
+    os_store *os_new(int data_fd, uint64_t end, int idx_fd, size_t nslots, int nforms,
+                     unsigned char **forms, size_t *form_len)
+    int os_begin(os_store *s, uint32_t token, uint32_t exec_)
+    uint32_t os_exec_of(os_store *s, uint32_t token)
+    int os_drain(os_store *s, uint32_t token)
+    int os_put(os_store *s, uint32_t token, int stream, const unsigned char *data, size_t len)
+    void os_close(os_store *s)
+    void os_free(os_store *s)
+    void os_set_forms(os_store *s, int nforms, unsigned char **forms, size_t *form_len)
+    int os_tee(os_store *s, uint32_t token, int out_fd, int err_fd)
+
 cdef extern from "spawnpool.h" nogil:
     ctypedef struct sp_job:
         sp_job *next
@@ -51,6 +65,7 @@ cdef extern from "spawnpool.h" nogil:
         int cancel_sig
         int out_fd
         int err_fd
+        int piped
         char *path
         char *cwd
         char *out
@@ -64,6 +79,7 @@ cdef extern from "spawnpool.h" nogil:
     int WEXITED
     int waitid(int idtype, int id, siginfo_t *info, int options)
     sp_pool *sp_new(int nthreads, int epfd)
+    void sp_set_store(sp_pool *p, os_store *s)
     int sp_submit(sp_pool *p, sp_job *job)
     int sp_run_inline(sp_pool *p, sp_job *job)
     sp_job *sp_take_failed(sp_pool *p)
@@ -98,22 +114,138 @@ cdef inline bytes _fs(s):
     return s if type(s) is bytes else PyUnicode_EncodeFSDefault(s)
 
 
+cdef class Store:
+    """A run's output store (outstore.h): the data file `data_fd` (appended to at
+    `end`), its index `idx_fd` (at least `nslots` slots), and a pump thread that stores
+    what the steps' pipes carry, with every one of `forms` (secrets, longest first)
+    masked. The store owns the descriptors once made (`close` closes them)."""
+
+    cdef os_store *_s
+    cdef unsigned char **_forms
+    cdef size_t *_lens
+    cdef list _keep
+
+    def __cinit__(self, int data_fd, uint64_t end, int idx_fd, size_t nslots, forms=()):
+        cdef int n = self._set(forms)
+        self._s = os_new(data_fd, end, idx_fd, nslots, n, self._forms, self._lens)
+        if self._s == NULL:
+            raise OSError(errno, "cannot open the run's output store")
+
+    cdef int _set(self, forms) except -1:
+        """Hold `forms` (longest first) as C arrays; the old arrays are freed."""
+        cdef list keep = [bytes(f) for f in forms if f]
+        cdef int n = len(keep), k
+        cdef unsigned char **arr = <unsigned char **>malloc((n + 1) * sizeof(unsigned char *))
+        cdef size_t *lens = <size_t *>malloc((n + 1) * sizeof(size_t))
+        if arr == NULL or lens == NULL:
+            free(arr)
+            free(lens)
+            raise MemoryError()
+        for k in range(n):
+            arr[k] = <unsigned char *>PyBytes_AS_STRING(keep[k])
+            lens[k] = PyBytes_GET_SIZE(keep[k])
+        if self._s != NULL:
+            os_set_forms(self._s, n, arr, lens)  # under its lock: the old ones are free
+        free(self._forms)
+        free(self._lens)
+        self._forms, self._lens, self._keep = arr, lens, keep
+        return n
+
+    def mask(self, forms):
+        """Mask these secret forms (longest first) in what is stored from now on."""
+        if self._s == NULL:
+            raise ValueError("the output store is closed")
+        self._set(forms)
+
+    def __dealloc__(self):
+        self._release()
+        free(self._forms)
+        free(self._lens)
+
+    cdef void _release(self):
+        if self._s != NULL:
+            with nogil:
+                os_close(self._s)
+            os_free(self._s)
+            self._s = NULL
+
+    def close(self):
+        """Store what the pipes hold now, close them, stop the pump."""
+        self._release()
+
+    def begin(self, uint32_t token):
+        """The next execution of step `token` begins: its number (1 for the first, also
+        across attempts of the run: the index keeps it)."""
+        if self._s == NULL:
+            raise ValueError("the output store is closed")
+        cdef uint32_t e = os_exec_of(self._s, token) + 1
+        if os_begin(self._s, token, e) != 0:
+            raise OSError(errno, "cannot grow the output index")
+        return e
+
+    def executions(self, uint32_t token):
+        """How many executions of step `token` began (0: none)."""
+        return os_exec_of(self._s, token) if self._s != NULL else 0
+
+    def tee(self, uint32_t token, int out_fd, int err_fd):
+        """Step `token`'s next process's stdout and stderr are also copied (masked, as
+        stored) into these files, which the store owns from now on (-1: none)."""
+        if self._s == NULL or os_tee(self._s, token, out_fd, err_fd) != 0:
+            if out_fd >= 0:
+                close(out_fd)
+            if err_fd >= 0:
+                close(err_fd)
+            raise OSError(errno or 9, "cannot copy the step's output to its files")
+
+    def drain(self, uint32_t token):
+        """Store what step `token`'s pipes hold now (its process has exited); the errno
+        of a write of its output that failed (0: none)."""
+        if self._s == NULL:
+            return 0
+        cdef int rc
+        with nogil:
+            rc = os_drain(self._s, token)
+        return rc
+
+    def put(self, uint32_t token, int stream, bytes data):
+        """Append `data` to step `token`'s stdout (stream 0) or stderr (1), under its
+        current execution; 0 or the errno of the failed write."""
+        if self._s == NULL:
+            raise ValueError("the output store is closed")
+        cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(data)
+        cdef size_t n = PyBytes_GET_SIZE(data)
+        cdef int rc
+        with nogil:
+            rc = os_put(self._s, token, stream, p, n)
+        return rc
+
+
 cdef class Pool:
-    """`nthreads` spawning threads registering each child's pidfd in `epfd`."""
+    """`nthreads` spawning threads registering each child's pidfd in `epfd`; a job
+    whose stdout and stderr are None writes them into `store` through pipes."""
 
     cdef sp_pool *_p
     cdef int _epfd
+    cdef Store _store
 
-    def __cinit__(self, int nthreads, int epfd):
+    def __cinit__(self, int nthreads, int epfd, Store store=None):
         self._epfd = epfd
         self._p = sp_new(nthreads, epfd)
         if self._p == NULL:
             raise OSError(errno, "cannot start the spawn threads")
+        if store is not None:
+            self._store = store
+            sp_set_store(self._p, store._s)
 
     def __dealloc__(self):
         if self._p != NULL:
             sp_free(self._p)
             self._p = NULL
+
+    def use_store(self, Store store):
+        """Piped jobs' output goes into `store` from now on (before any such job)."""
+        self._store = store
+        sp_set_store(self._p, store._s)
 
     def close(self):
         """Stop the threads; jobs not yet started are dropped."""
@@ -128,8 +260,13 @@ cdef class Pool:
         when the job fails or is dropped. `inline`: start it on this thread now (with
         the GIL released) rather than on a pool thread. ValueError: a NUL byte inside
         a string."""
-        cdef int out_fd = -1, err_fd = -1
-        if type(out) is int:
+        cdef int out_fd = -1, err_fd = -1, piped = 0
+        if out is None:
+            if self._store is None or self._store._s == NULL:
+                raise ValueError("no output store to pipe the step's output into")
+            piped = 1
+            out = err = b""
+        elif type(out) is int:
             out_fd, err_fd = out, err
             out = err = b""
         if self._p == NULL:
@@ -159,6 +296,7 @@ cdef class Pool:
             job.cancel_sig = 0
             job.out_fd = out_fd
             job.err_fd = err_fd
+            job.piped = piped
             job.argv = ptrs
             job.envp = ptrs + argc + 1
             at = 0
@@ -194,12 +332,15 @@ cdef class Pool:
 
     def reap(self):
         """What happened since the last call, without waiting: a list of
-        (token, wait status) for processes that ended and (token, (errno, started,
-        path, cwd, stdout path or b"")) for jobs that failed (`started`: it ran but
-        could not be watched, and was killed)."""
+        (token, wait status) for processes that ended, (token, (wait status, errno))
+        for those whose output could not all be stored (the errno of the write), and
+        (token, (errno, started, path, cwd, stdout path or b"")) for jobs that failed
+        (`started`: it ran but could not be watched, and was killed). A piped step's
+        output up to its exit is in the store before its end is returned."""
         cdef epoll_event events[MAX_EVENTS]
         cdef siginfo_t info
-        cdef int n, k, fd, token, status, rc
+        cdef int n, k, fd, token, status, rc, lost
+        cdef os_store *store = self._store._s if self._store is not None else NULL
         cdef uint64_t data
         cdef sp_job *job
         cdef sp_job *nxt
@@ -247,7 +388,14 @@ cdef class Pool:
                 status = (info.si_status & 0x7F) | 0x80
             else:
                 status = info.si_status & 0x7F
-            out.append((token, status))
+            lost = 0
+            if store != NULL:
+                with nogil:
+                    lost = os_drain(store, token)
+            if lost:
+                out.append((token, (status, lost)))
+            else:
+                out.append((token, status))
         return out
 
     def signal(self, int token, int sig):

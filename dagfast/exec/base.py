@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import signal
 
-from dagfast.errors import SpawnError
 
 __all__ = ["Executor", "Outcome", "describe", "describe_exit"]
 
@@ -26,13 +25,16 @@ UNLIMITED = 1 << 62
 
 class Outcome:
     """A step's end that is not a process's wait status: the exit code to record (None:
-    no process was seen to end) and the error text."""
+    no process was seen to end) and the error text. `lost`: why the step's output could
+    not all be stored (the step then fails, whatever its exit code; `describe` names
+    the step in its error)."""
 
-    __slots__ = ("code", "error")
+    __slots__ = ("code", "error", "lost")
 
-    def __init__(self, code: int | None, error: str) -> None:
+    def __init__(self, code: int | None, error: str, lost: str = "") -> None:
         self.code = code
         self.error = error
+        self.lost = lost
 
     def __repr__(self) -> str:
         return f"Outcome({self.code!r}, {self.error!r})"
@@ -43,11 +45,15 @@ class Executor:
     whatever executes the steps) and reports their ends to `on_exits`.
 
     Subclasses implement `start`, the signals and `running_count`; the optional hooks
-    (`open`, `aclose`, `note_descendants`, `start_piped`) do nothing by default."""
+    (`open`, `aclose`, `note_descendants`) do nothing by default."""
 
-    # Whether `start_piped` works: a run with secrets needs its steps' output to pass
-    # through dagfast to be masked.
+    # Whether the steps' output passes through dagfast as they print it (through pipes
+    # into the output store's pump), where secrets can be masked before anything is
+    # written: a run with secrets needs it.
     pipes_output = False
+    # The run's output store (exec._spawn.Store; None in a dry run): a step's stdout
+    # and stderr must be in it, under the step's token, when its end is reported.
+    output = None
 
     def __init__(self, loop, limit: int, on_exits) -> None:
         self.loop = loop
@@ -56,9 +62,8 @@ class Executor:
         self.held = 0  # slots held by steps that are between processes (see hold)
 
     @classmethod
-    def room(cls, piped: bool = False) -> tuple[int, str]:
-        """(how many steps the system lets run at once, why); `piped`: each step's
-        output passes through the engine. No cap by default."""
+    def room(cls) -> tuple[int, str]:
+        """(how many steps the system lets run at once, why). No cap by default."""
         return UNLIMITED, ""
 
     @classmethod
@@ -97,19 +102,15 @@ class Executor:
         """Give back a slot taken with `hold`."""
         self.held -= 1
 
-    def start(self, token: int, argv, env: dict, cwd: str, stdout, stderr) -> int:
-        """Start step `token` (env: bytes -> bytes); its stdout and stderr must be in
-        those files of the run record when its end is reported; returns an id for
-        messages only. Raises SpawnError."""
-        raise NotImplementedError
+    def use_output(self, store) -> None:
+        """The run's output store, before the first start."""
+        self.output = store
 
-    def start_piped(self, token: int, argv, env: dict, cwd: str) -> tuple[int, int, int]:
-        """`start` with stdout and stderr into two new pipes: (id, stdout's read end,
-        stderr's read end). Only where `pipes_output` is true."""
-        raise SpawnError(
-            "a step whose output is masked (`secrets:`) needs its output to pass through "
-            "dagfast, which this executor cannot do"
-        )
+    def start(self, token: int, argv, env: dict, cwd: str) -> int:
+        """Start step `token` (env: bytes -> bytes); its stdout and stderr must be in
+        the output store when its end is reported; returns an id for messages only.
+        Raises SpawnError."""
+        raise NotImplementedError
 
     def signal(self, token: int, sig: int) -> None:
         """Send `sig` to the process group of running step `token`."""
@@ -145,9 +146,12 @@ class Executor:
         """After `close`, on the loop: give back what `open` took."""
 
 
-def describe(end) -> tuple[int | None, str]:
-    """(exit code, error text) of an end reported through `on_exits`."""
+def describe(end, name: str = "the step") -> tuple[int | None, str]:
+    """(exit code, error text) of an end reported through `on_exits`, for step `name`."""
     if end.__class__ is Outcome:
+        if end.lost:
+            after = f" ({end.error})" if end.error else ""
+            return end.code, f"{end.lost} while writing the log of {name}{after}"
         return end.code, end.error
     return describe_exit(end)
 

@@ -26,7 +26,7 @@ import itertools
 import logging
 import math
 import os
-import shutil
+import re
 import signal
 import uuid
 
@@ -228,7 +228,7 @@ class DaskExecutor(Executor):
                 self._resources[token] = dict(extra.resources)
         return notice
 
-    def start(self, token: int, argv, env: dict, cwd: str, stdout: str, stderr: str) -> int:
+    def start(self, token: int, argv, env: dict, cwd: str) -> int:
         """Submit step `token` as a Dask task; return a number that names it (no pid:
         the process lives on a worker). Raises SpawnError."""
         session = self._session
@@ -240,7 +240,7 @@ class DaskExecutor(Executor):
             why = session.misfit(resources)
             if why:
                 raise SpawnError(why)
-        files = _shipped(argv, stdout)
+        files = _shipped(argv)
         key = session.next_key(env, token)
         guard = {"guard": True} if session.guard else {}
         future = client.submit(
@@ -249,7 +249,7 @@ class DaskExecutor(Executor):
         )
         self._running[token] = (key, future)
         self._env = env
-        self._spawn(self._watch(token, key, future, stdout, stderr), self._tasks)
+        self._spawn(self._watch(token, key, future), self._tasks)
         self._number += 1
         return self._number
 
@@ -351,8 +351,9 @@ class DaskExecutor(Executor):
         counts = await self._broadcast(daskworker.signal_groups, self._ns, self._tags(), 0)
         return sum(c for c in counts.values() if type(c) is int)
 
-    async def _watch(self, token: int, key: str, future, out_path: str, err_path: str):
-        """Wait for the task; write its logs into the run record; report its end."""
+    async def _watch(self, token: int, key: str, future):
+        """Wait for the task; put its logs into the run's output store; report its end."""
+        put = self.output.put
         try:
             status, out, err, error = await future
         except concurrent.futures.CancelledError as exc:  # distributed's, not asyncio's
@@ -364,25 +365,24 @@ class DaskExecutor(Executor):
                 end = Outcome(None, f"the Dask scheduler dropped the step ({_reason(exc)}); "
                                     "a worker that loses its scheduler kills its steps")
                 note = f"dagfast: {end.error}\n"
-            self._logs(key, out_path, err_path, note.encode())
+            self._logs(token, key, note.encode())
         except distributed.KilledWorker as exc:
             worker = getattr(exc.last_worker, "address", exc.last_worker)
             end = Outcome(None, f"its Dask worker {worker} was lost")
-            self._logs(key, out_path, err_path, f"dagfast: the Dask worker {worker} running "
-                       "this step was lost; the step's processes there were killed\n".encode(),
-                       keep=True)
+            self._logs(token, key, f"dagfast: the Dask worker {worker} running "
+                       "this step was lost; the step's processes there were killed\n".encode())
         except Exception as exc:  # the task itself failed on the worker
             end = Outcome(None, f"the Dask task failed: {type(exc).__name__}: {exc}")
-            self._logs(key, out_path, err_path, f"dagfast: {end.error}\n".encode())
+            self._logs(token, key, f"dagfast: {end.error}\n".encode())
         else:
             if out is None:  # written to the shared directory
-                self._logs(key, out_path, err_path, b"", keep=status is None)
+                self._logs(token, key, b"")
             else:
-                _write(out_path, out, keep=status is None)
-                _write(err_path, err, keep=status is None)
+                put(token, 0, out)
+                put(token, 1, err)
             if status is None:  # a second start of the task (guard): its worker was lost
                 end = Outcome(None, error)
-                _write(err_path, f"dagfast: {error}\n".encode(), keep=True)
+                put(token, 1, f"dagfast: {error}\n".encode())
             else:
                 end = Outcome(127, error) if error else status
         finally:
@@ -397,19 +397,22 @@ class DaskExecutor(Executor):
             except Exception:  # a scheduler gone: it forgot the marker with the rest
                 pass
 
-    def _logs(self, key: str, out_path: str, err_path: str, note: bytes,
-              keep: bool = False) -> None:
-        """The logs of a task that did not end normally into the run record: what a
-        shared directory holds of them (moved out of it), then `note` on stderr."""
+    def _logs(self, token: int, key: str, note: bytes) -> None:
+        """The logs a task left in the shared directory (if there is one) into the
+        run's output store, then `note` on stderr. (The store appends: a task started
+        twice keeps both starts' output, in order.)"""
         shared = self._session.shared_dir
         if shared:
-            _move(os.path.join(shared, f"{key}.out"), out_path, keep)
-            _move(os.path.join(shared, f"{key}.err"), err_path, keep)
-        else:
-            _write(out_path, b"", keep=keep)
-            _write(err_path, b"", keep=keep)
+            for stream, suffix in ((0, ".out"), (1, ".err")):
+                src = os.path.join(shared, key + suffix)
+                try:
+                    with open(src, "rb") as f:
+                        self.output.put(token, stream, f.read())
+                    os.unlink(src)
+                except FileNotFoundError:
+                    pass
         if note:
-            _write(err_path, note, keep=True)
+            self.output.put(token, 1, note)
 
 
 def _allowed_failures(dask_scheduler) -> int:
@@ -424,47 +427,20 @@ def _machine_resources() -> dict[str, float]:
     return {"cpu": float(os.cpu_count() or 1), "memory": float(memory)}
 
 
-def _shipped(argv, stdout_path: str) -> tuple:
-    """The files of the run record that argv names (a step's script is written beside
-    its logs, store.RunDir.script_path): (argv index, name, bytes) each, since a worker
-    may not see the record."""
-    steps_dir = os.path.dirname(stdout_path) + os.sep
+_SCRIPT = re.compile(r"\d+\.script")
+
+
+def _shipped(argv) -> tuple:
+    """The files of the run record that argv names (a step's script file, written as
+    `<run>/steps/<id>.script` by store.RunDir.write_script): (argv index, name, bytes)
+    each, since a worker may not see the record."""
     out = []
     for i, word in enumerate(argv):
-        if word.startswith(steps_dir):
+        head, name = os.path.split(word)
+        if _SCRIPT.fullmatch(name) and os.path.basename(head) == "steps" and os.path.isfile(word):
             with open(word, "rb") as f:
-                out.append((i, os.path.basename(word), f.read()))
+                out.append((i, name, f.read()))
     return tuple(out)
-
-
-def _write(path: str, data: bytes, keep: bool = False) -> None:
-    """A log of the run record (0600); `keep` appends to what is there."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_APPEND if keep else os.O_TRUNC)
-    fd = os.open(path, flags, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
-
-
-def _move(src: str, dst: str, keep: bool = False) -> None:
-    """A log from the shared directory into the run record (`keep`: after what the
-    record's file holds)."""
-    try:
-        if keep:
-            with open(src, "rb") as f:
-                _write(dst, f.read(), keep=True)
-            os.unlink(src)
-        else:
-            os.replace(src, dst)
-    except FileNotFoundError:
-        _write(dst, b"", keep=keep)
-    except OSError:  # another filesystem
-        shutil.copyfile(src, dst)
-        os.chmod(dst, 0o600)
-        os.unlink(src)
 
 
 def _reason(exc) -> str:

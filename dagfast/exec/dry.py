@@ -21,7 +21,7 @@ class DryRun(Executor):
     def running_count(self) -> int:
         return self._count
 
-    def start(self, token, argv, env, cwd, stdout, stderr) -> int:
+    def start(self, token, argv, env, cwd) -> int:
         if not self._pending:
             self.loop.call_soon(self._flush)
         self._pending.append((token, 0))

@@ -9,6 +9,11 @@ open at once (1,100 starts a second from one thread became 2,000+ from three or 
 A worker registers each child's pidfd in one private epoll set, with the step's token in
 the event data; that set is one reader on the uvloop loop, so a burst of exits costs one
 wake-up, and reaping is one native call (`waitid(P_PIDFD)`, no pid table in Python).
+
+A step's stdout and stderr are two pipes that the spawn thread makes and hands to the
+run's output store (`_spawn.Store`, outstore.h), whose pump thread stores what they
+carry; reaping drains a step's pipes before its end is reported, so everything it
+printed is stored by then.
 """
 
 from __future__ import annotations
@@ -23,12 +28,12 @@ from collections.abc import Callable
 
 from dagfast.errors import SpawnError
 from dagfast.exec import _spawn, guardian
-from dagfast.exec.base import Executor, Outcome
+from dagfast.exec.base import Executor, Outcome, describe_exit
 
 __all__ = ["ProcessManager", "end_leftovers", "killpg", "leftovers", "system_room"]
 
-# A running step of a run with secrets holds its pidfd, two pipes and two log files.
-PIPED_DESCRIPTORS = 5
+# A running step holds its pidfd and the read ends of its two pipes here.
+STEP_DESCRIPTORS = 3
 
 # Spawning threads: one is enough when one step runs at a time (a chain), and past
 # four the windows they overlap no longer add up on a small machine.
@@ -53,20 +58,23 @@ class ProcessManager(Executor):
             raise
         self._count = 0  # started (queued or running) and not yet reported ended
         self._env: dict = {}  # the last step's environment: its DAG_RUN_ID finds escapees
-        self._out = None  # the last step's stdout
         self._descendants: set[tuple[int, int]] = set()  # see note_descendants
         loop.add_reader(self._epoll.fileno(), self._on_readable)
 
     @classmethod
-    def room(cls, piped: bool = False) -> tuple[int, str]:
-        """What the system allows: each running step holds a pidfd here (and, `piped`,
-        four more descriptors: two pipes and two log files), and is one of the user's
-        processes."""
+    def room(cls) -> tuple[int, str]:
+        """What the system allows: each running step holds three descriptors here (its
+        pidfd and two pipes), and is one of the user's processes."""
         room, why = system_room()
-        if piped:
-            room //= PIPED_DESCRIPTORS
-            why += f", and a step of a run with secrets holds {PIPED_DESCRIPTORS} descriptors"
+        if why.startswith("the open-file limit"):
+            room //= STEP_DESCRIPTORS
+            why += f", and a running step holds {STEP_DESCRIPTORS} descriptors"
         return room, why
+
+    def use_output(self, store) -> None:
+        """Steps' stdout and stderr go into `store` through pipes from now on."""
+        self.output = store
+        self._pool.use_store(store)
 
     @classmethod
     def guard_run(cls, run_id: str):
@@ -89,50 +97,26 @@ class ProcessManager(Executor):
 
     # Events --------------------------------------------------------------------------
 
-    def start(self, token: int, argv, env: dict, cwd: str, stdout, stderr) -> int:
+    def start(self, token: int, argv, env: dict, cwd: str) -> int:
         """Start `argv` (environment: a bytes -> bytes dict) in `cwd` with stdin from
-        /dev/null and stdout/stderr truncated into the given files (or dup'd from two
-        descriptors, which the pool then owns: see start_piped). The start itself
-        happens on a spawn thread: a failure there (a missing working directory is
-        made first, as Dagu does; EAGAIN waits for room) comes back through `on_exits`
-        as an Outcome. Raises SpawnError for what can be told at once. Returns 0 (no
-        pid: the step is signalled by its token)."""
+        /dev/null and stdout/stderr into the output store (under `token`, in the
+        execution the store began for it). The start itself happens on a spawn
+        thread: a failure there (a missing working directory is made first, as Dagu
+        does; EAGAIN waits for room) comes back through `on_exits` as an Outcome.
+        Raises SpawnError for what can be told at once. Returns 0 (no pid: the step is
+        signalled by its token)."""
         try:
             # With nothing else in flight there is nothing to overlap: start it here
             # and spare a chain of steps a thread hand-off each.
             self._pool.submit(
                 token, argv[0] if "/" in argv[0] else _which(argv[0], env),
-                argv, env, cwd, stdout, stderr, not self._count,
+                argv, env, cwd, None, None, not self._count,
             )
         except ValueError as exc:
             raise SpawnError(f"cannot start `{argv[0]}`: {exc}") from None
         self._env = env
-        self._out = stdout  # a log path (or a pipe): where to look when the disk fills
         self._count += 1
         return 0
-
-    def start_piped(self, token: int, argv, env: dict, cwd: str) -> tuple[int, int, int]:
-        """`start`, but stdout and stderr are the write ends of two new pipes, for a
-        step whose output the engine must see before it is written (masked secrets);
-        returns (0, stdout's read end, stderr's read end). Raises SpawnError."""
-        fds = []
-        try:
-            for _ in range(2):
-                fds.extend(os.pipe2(os.O_CLOEXEC))
-        except OSError as exc:
-            for fd in fds:
-                os.close(fd)
-            raise SpawnError(f"cannot start `{argv[0]}`: {exc.strerror}") from None
-        out_r, out_w, err_r, err_w = fds
-        try:
-            # Once queued, the pool owns the write ends, and closes them when the child
-            # has its copies (or its start failed).
-            self.start(token, argv, env, cwd, out_w, err_w)
-        except SpawnError:
-            for fd in fds:
-                os.close(fd)
-            raise
-        return 0, out_r, err_r
 
     def signal(self, token: int, sig: int) -> None:
         """Send `sig` to the process group of step `token` (if it has a process; one
@@ -193,16 +177,12 @@ class ProcessManager(Executor):
         if not ends:
             return
         self._count -= len(ends)
-        full = None  # whether the logs' file system is full: asked once, if a step failed
         for k, (token, end) in enumerate(ends):
-            if end.__class__ is tuple:  # a start that failed on a spawn thread
-                ends[k] = (token, _start_failure(*end))
-            elif end and not end & 0x7F:  # exited, not 0: did the disk fill under it?
-                if full is None:
-                    full = _full(self._out)
-                if full:
-                    code = end >> 8
-                    ends[k] = (token, Outcome(code, f"exit status {code}: {full}"))
+            if end.__class__ is tuple:
+                if len(end) == 2:  # it ended, but its output could not all be stored
+                    ends[k] = (token, _lost_output(*end))
+                else:  # a start that failed on a spawn thread
+                    ends[k] = (token, _start_failure(*end))
         self.on_exits(ends)
 
 
@@ -212,10 +192,6 @@ def _start_failure(err: int, started: bool, path: bytes, cwd: bytes, out: bytes)
     why = os.strerror(err)
     if started:
         text = f"cannot watch `{name}`: {why}"  # out of descriptors: it was killed
-    elif err in _NO_SPACE and out:
-        # The log files are created before the program starts: it is not the program's
-        # fault (an inode table full gives ENOSPC too).
-        text = f"{_NO_SPACE[err]}: cannot create the step's log `{os.fsdecode(out)}`"
     elif not os.path.isdir(cwd):
         text = f"working directory `{os.fsdecode(cwd)}`: {why}"
     else:
@@ -226,22 +202,12 @@ def _start_failure(err: int, started: bool, path: bytes, cwd: bytes, out: bytes)
 _NO_SPACE = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
 
 
-def _full(log) -> str:
-    """`no space left on device at `DIR`` when the file system of the log file `log`
-    has no block or no inode left for us (a step that failed there may have failed of
-    it, silently: its stderr could not be written either); "" otherwise."""
-    if log.__class__ is not str and log.__class__ is not bytes:
-        return ""  # a pipe: the engine writes the logs, and says so itself
-    where = os.path.dirname(os.fsdecode(log))
-    try:
-        st = os.statvfs(where)
-    except OSError:
-        return ""
-    root = os.geteuid() == 0  # root may use the blocks and inodes kept for it
-    blocks, inodes = (st.f_bfree, st.f_ffree) if root else (st.f_bavail, st.f_favail)
-    if blocks and (inodes or not st.f_files):  # f_files 0: no inode limit
-        return ""
-    return f"no space left on device at `{where}`"
+def _lost_output(status: int, err: int) -> Outcome:
+    """A step that ended but whose output could not all be stored (a full disk): it
+    fails, whatever its exit status; the engine names the step (Outcome.lost)."""
+    code, error = describe_exit(status)
+    why = _NO_SPACE.get(err) or os.strerror(err).lower()
+    return Outcome(code or 1, error, lost=why)
 
 
 def killpg(pgid: int, sig: int) -> None:

@@ -41,6 +41,8 @@ reused: such entries are dropped, never signalled.
 #include <time.h>
 #include <unistd.h>
 
+#include "outstore.h"
+
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
 #endif
@@ -71,6 +73,7 @@ typedef struct sp_job {
     int cancel_sig; /* > 0: never started, a stop or timeout (this signal) came first */
     int out_fd;     /* >= 0: stdout/stderr are these descriptors (pipes), which the */
     int err_fd;     /*       worker closes once the child has its copies; else files */
+    int piped;      /* 1: stdout/stderr are new pipes into the pool's output store */
     char *path;     /* the program to exec */
     char *cwd;
     char *out;
@@ -89,6 +92,7 @@ typedef struct sp_pool {
     int nthreads;
     pthread_t threads[8];
     int epfd;                /* the loop's epoll set (pidfds + our eventfd) */
+    os_store *store;         /* where piped jobs' output goes (not owned) */
     int evfd;                /* wakes the loop when a job failed */
     /* token table */
     int cap;
@@ -214,6 +218,36 @@ static int sp_posix_spawn(sp_pool *p, sp_job *job, pid_t *pid, int patient) {
     return rc;
 }
 
+/* Two pipes for a piped job: the write ends go to the child (job->out_fd/err_fd), the
+   read ends to `rd`; 0, or -1 and errno. */
+static int sp_make_pipes(sp_job *job, int rd[2]) {
+    int a[2], b[2];
+    if (pipe2(a, O_CLOEXEC) < 0) return -1;
+    if (pipe2(b, O_CLOEXEC) < 0) {
+        int e = errno;
+        close(a[0]);
+        close(a[1]);
+        errno = e;
+        return -1;
+    }
+    rd[0] = a[0];
+    rd[1] = b[0];
+    job->out_fd = a[1];
+    job->err_fd = b[1];
+    return 0;
+}
+
+static void sp_drop_pipes(sp_job *job, int rd[2]) {
+    for (int k = 0; k < 2; k++)
+        if (rd[k] >= 0) close(rd[k]);
+    rd[0] = rd[1] = -1;
+    if (job->out_fd >= 0) {
+        close(job->out_fd);
+        close(job->err_fd);
+        job->out_fd = job->err_fd = -1;
+    }
+}
+
 /* mkdir -p: a step's missing working directory is made, as Dagu does. */
 static int sp_mkdir_p(const char *path) {
     char buf[4096];
@@ -244,11 +278,14 @@ static void sp_queue_locked(sp_pool *p, sp_job *job) {
 static void sp_run_job(sp_pool *p, sp_job *job, int inline_) {
     pid_t pid;
     int rc;
+    int rd[2] = {-1, -1}; /* a piped job's read ends, for the store */
     int sig = sp_cancelled(p, job->token);
     if (sig) {
         /* Stopped (or timed out) while it waited in the queue: it never starts. */
         job->cancel_sig = sig > 0 ? sig : SIGKILL;
         rc = ECANCELED;
+    } else if (job->piped && sp_make_pipes(job, rd) != 0) {
+        rc = errno;
     } else {
         rc = sp_posix_spawn(p, job, &pid, !inline_);
         struct stat st;
@@ -256,6 +293,7 @@ static void sp_run_job(sp_pool *p, sp_job *job, int inline_) {
             rc = sp_posix_spawn(p, job, &pid, !inline_);
     }
     if (rc == EAGAIN && inline_) {
+        if (job->piped) sp_drop_pipes(job, rd); /* made again by the worker */
         pthread_mutex_lock(&p->mu);
         sp_queue_locked(p, job);
         pthread_mutex_unlock(&p->mu);
@@ -265,6 +303,15 @@ static void sp_run_job(sp_pool *p, sp_job *job, int inline_) {
         close(job->out_fd); /* the step holds its own copies */
         close(job->err_fd);
         job->out_fd = job->err_fd = -1;
+    }
+    if (job->piped && rc != 0) {
+        sp_drop_pipes(job, rd);
+    } else if (job->piped) {
+        /* Watched before the loop can learn of the exit (the pidfd comes after). A pipe
+           that cannot be watched is closed: the step's writes to it fail (EPIPE). */
+        for (int k = 0; k < 2; k++)
+            if (os_watch(p->store, (uint32_t)job->token, k, rd[k]) < 0)
+                os_note_lost(p->store, (uint32_t)job->token, errno ? errno : ENOMEM);
     }
     if (rc != 0) {
         job->err = rc;
@@ -378,6 +425,13 @@ fail:;
     free(p);
     errno = saved;
     return NULL;
+}
+
+/* Where piped jobs' output goes from now on (set before the first such job). */
+static void sp_set_store(sp_pool *p, os_store *s) {
+    pthread_mutex_lock(&p->mu);
+    p->store = s;
+    pthread_mutex_unlock(&p->mu);
 }
 
 /* Queue a job (the pool owns it from now on); -1 when the token table cannot grow. */

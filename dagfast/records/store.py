@@ -14,9 +14,11 @@ secrets:
         status.json      the latest snapshot (Snapshot, JSON), replaced atomically
         reserve          space set aside at creation, freed if the disk fills so that
                          the end of the run can still be recorded; gone after the run
-        steps/<id>.out   step <id>'s stdout in the latest attempt that ran it; .err its
-                         stderr; .script its script file
-        attempts/<n>/steps/<id>.out|.err   the logs attempt <n> left for steps that a
+        output, output.idx   the output store: what every step printed, per stream and
+                         execution, in one file and its index (records/outstore.py);
+                         every attempt appends to it
+        steps/<id>.script    a step's `script:` file (only steps that have one)
+        attempts/<n>/steps/<id>.script   the script attempt <n> left for a step that a
                          later attempt (`dagfast retry`) ran again
 
 The journal is the truth; a snapshot is a cache of it up to `journal_offset`.
@@ -33,6 +35,7 @@ import time
 import msgspec
 
 from dagfast.errors import RunError
+from dagfast.records import outstore
 from dagfast.records.journal import frame
 from dagfast.model import Dag
 from dagfast.status import RunStatus
@@ -258,7 +261,7 @@ class RunDir:
         run = cls(path, rid)
         try:
             run._lock()
-            os.mkdir(run.steps_dir, 0o700)
+            outstore.create(path)
             data = b'{"version":%d,' % DAG_VERSION + _json.encode(dag)[1:]
             run.write_atomic("dag.json", mask(data) if mask is not None else data)
             run._open_journal(truncate_at=None)
@@ -281,18 +284,21 @@ class RunDir:
     def begin_attempt(self, attempt: int, kept: dict[int, StepRecord], journal_end: int,
                       rerun: list[int]) -> None:
         """Prepare attempt `attempt`: cut the journal's torn tail at `journal_end`, move
-        the logs of the steps that run again to attempts/<attempt-1>/, set space aside."""
+        the scripts of the steps that run again to attempts/<attempt-1>/, set space
+        aside. (Their output stays in the store, under their earlier executions.)"""
         self.attempt = attempt
         self.kept = kept
         archive = os.path.join(self.path, "attempts", str(attempt - 1), "steps")
         try:
-            make_private_dirs(archive)
             for i in rerun:
-                for suffix in (".out", ".err", ".script"):
-                    try:
-                        os.replace(f"{self.steps_dir}/{i}{suffix}", f"{archive}/{i}{suffix}")
-                    except FileNotFoundError:
-                        pass
+                try:
+                    os.stat(f"{self.steps_dir}/{i}.script")
+                except FileNotFoundError:
+                    continue
+                make_private_dirs(archive)
+                os.replace(f"{self.steps_dir}/{i}.script", f"{archive}/{i}.script")
+            if not os.path.exists(os.path.join(self.path, outstore.DATA)):
+                outstore.create(self.path)  # a run recorded before the store
             self._open_journal(truncate_at=journal_end)
             self._make_reserve(len(kept) + len(rerun))
         except OSError as exc:
@@ -322,14 +328,6 @@ class RunDir:
             os.close(self._lock_fd)  # closing the last fd drops the flock
             self._lock_fd = -1
 
-    def stdout_path(self, step: int) -> str:
-        """Where step `step`'s stdout goes."""
-        return f"{self.steps_dir}/{step}.out"
-
-    def stderr_path(self, step: int) -> str:
-        """Where step `step`'s stderr goes."""
-        return f"{self.steps_dir}/{step}.err"
-
     def script_path(self, step: int) -> str:
         """Where step `step`'s script file is written."""
         return f"{self.steps_dir}/{step}.script"
@@ -338,6 +336,8 @@ class RunDir:
         """Write step `step`'s `script:` text to its (executable) file; its path.
         Raises OSError."""
         path = self.script_path(step)
+        if not os.path.isdir(self.steps_dir):
+            make_private_dirs(self.steps_dir)  # only runs with scripts have it
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o700)
         try:
             _write_all(fd, text.encode(), False)

@@ -13,6 +13,7 @@ import select
 import stat
 import time
 
+from dagfast.records.outstore import STDERR, Output
 from dagfast.status import RunStatus, StepStatus
 
 __all__ = [
@@ -182,7 +183,7 @@ class GithubAnnotations(Reporter):
 
     def step_finished(self, step: int, record) -> None:
         if record.status == StepStatus.FAILED:
-            self._error(self.dag.steps[step].name, record, self.run_dir.stderr_path(step))
+            self._error(self.dag.steps[step].name, record, step)
 
     def run_finished(self, result) -> None:
         for on, record in result.handlers.items():
@@ -190,10 +191,10 @@ class GithubAnnotations(Reporter):
                 self._error(f"handlerOn.{on}", record, None)
         self.out.flush()
 
-    def _error(self, name: str, record, err_path) -> None:
+    def _error(self, name: str, record, step: int | None) -> None:
         lines = [f"step {name} failed ({record.error})"]
-        if err_path is not None:
-            lines += tail(err_path, TAIL_LINES)
+        if step is not None:
+            lines += tail(self.run_dir.path, step, TAIL_LINES)
         title = _gh_escape(f"dagfast: {self.dag.name}: {name} failed", prop=True)
         self.out.write(f"::error title={title}::{_gh_escape(chr(10).join(lines))}\n")
 
@@ -226,13 +227,13 @@ class Ticker:
         self.handle.cancel()
 
 
-def tail(path: str, lines: int, max_bytes: int = 16384) -> list[str]:
-    """The last `lines` lines of the file at `path` (decoded leniently; [] if unreadable)."""
+def tail(run_path: str, step: int, lines: int, stream: int = STDERR,
+         max_bytes: int = 16384) -> list[str]:
+    """The last `lines` lines step `step` of the run at `run_path` printed on `stream`
+    (its latest execution; decoded leniently; [] if unreadable)."""
     try:
-        with open(path, "rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(0, size - max_bytes))
-            data = f.read()
+        with Output(run_path) as out:
+            data = out.tail(step, stream, max_bytes)
     except OSError:
         return []
     text = data.decode("utf-8", "replace").rstrip("\n")
@@ -262,7 +263,7 @@ def summary(result, color=None) -> list[str]:
     for i in failed[:SHOWN_FAILURES]:
         r = result.steps[i]
         out.append(f"  {paint('failed', 'red')}: {steps[i].name} ({r.error})")
-        out += [f"    | {line}" for line in tail(f"{result.path}/steps/{i}.err", TAIL_LINES)]
+        out += [f"    | {line}" for line in tail(result.path, i, TAIL_LINES)]
         out.append(f"    whole log: dagfast logs {result.run_id} {_arg(steps[i].name)} --stderr")
     if len(failed) > SHOWN_FAILURES:
         out.append(f"  ... and {len(failed) - SHOWN_FAILURES} more failed steps: "

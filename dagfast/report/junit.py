@@ -15,6 +15,7 @@ import re
 import socket
 import time
 
+from dagfast.records.outstore import STDERR, STDOUT
 from dagfast.report.base import TAIL_LINES, Reporter, tail
 from dagfast.status import StepStatus
 
@@ -49,9 +50,8 @@ def write_junit(result, path: str) -> None:
     dag = result.dag
     cases = []
     counts = {"failures": 0, "errors": 0, "skipped": 0}
-    logs = f"{result.path}/steps"
     for i, (step, record) in enumerate(zip(dag.steps, result.steps)):
-        cases.append(_case(ET, dag.name, step.name, record, f"{logs}/{i}", counts))
+        cases.append(_case(ET, dag.name, step.name, record, (result.path, i), counts))
     for on, record in result.handlers.items():
         cases.append(_case(ET, f"{dag.name}.handlerOn", on, record, None, counts))
     took = f"{result.finished_at - result.started_at:.3f}"
@@ -81,12 +81,13 @@ def write_junit(result, path: str) -> None:
         raise
 
 
-def _case(ET, classname: str, name: str, record, log: str | None, counts: dict):
+def _case(ET, classname: str, name: str, record, log: tuple | None, counts: dict):
+    """One <testcase>; `log`: (run directory, step id) whose output excerpts it shows."""
     started, finished = record.started_at, record.finished_at
     took = finished - started if started and finished else 0.0
     case = ET.Element("testcase", {"name": name, "classname": classname, "time": f"{took:.3f}"})
     status = record.status
-    err_tail = tail(f"{log}.err", TAIL_LINES) if log else []
+    err_tail = tail(*log, TAIL_LINES, STDERR) if log else []
     if status == StepStatus.FAILED:
         counts["failures"] += 1
         el = ET.SubElement(case, "failure", {"message": _clean(record.error), "type": "failed"})
@@ -99,7 +100,7 @@ def _case(ET, classname: str, name: str, record, log: str | None, counts: dict):
         reason = record.error or StepStatus(status).label
         ET.SubElement(case, "skipped", {"message": _clean(reason)})
     if log:
-        out_tail = tail(f"{log}.out", TAIL_LINES)
+        out_tail = tail(*log, TAIL_LINES, STDOUT)
         if out_tail:
             ET.SubElement(case, "system-out").text = _clean("\n".join(out_tail))
         if err_tail:

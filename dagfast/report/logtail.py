@@ -1,33 +1,46 @@
 """`--verbose`: step output streamed to the user, each line prefixed with the step's name.
 
-Step processes write their log files directly (no pipe passes through dagfast), so the
-files are tailed: `poll` (called on the reporters' timer, 10 times a second) reads the
-new bytes of every running step's stdout and stderr, and `finish` reads what is left
-when a step ends. Only whole lines are written until the step ends.
+What steps print goes into the run's output store (records/outstore.py), so it is read
+from there: `poll` (called on the reporters' timer, 10 times a second) reads the
+records each running step's stdout and stderr gained since the last poll (walking back
+from the newest: time in what is new, not in the run), and `finish` reads what is left
+when a step ends (its output up to its exit is stored by then). Only whole lines are
+written until the step ends.
 """
 
 from __future__ import annotations
 
-import os
+from dagfast.records.outstore import Output
 
 __all__ = ["LogTail"]
 
-MAX_READ = 1 << 20  # per file and poll: a step that writes faster is caught up later
-
 
 class LogTail:
-    """Follows the log files of running steps and writes their new lines to `write`."""
+    """Follows the output of running steps and writes their new lines to `write`."""
 
     def __init__(self, run_dir, names, write) -> None:
         self.run_dir = run_dir
         self.names = names
         self.write = write
-        # step -> [stdout offset, stderr offset, stdout partial line, stderr partial line]
+        self._out: Output | None = None
+        # step -> [stdout's last record read, stderr's, their partial lines, the
+        # execution it started in (earlier ones' output, from before a retry, is old)]
         self.following: dict[int, list] = {}
 
     def follow(self, step: int) -> None:
-        """Step `step` started: its logs are read from their start."""
-        self.following[step] = [0, 0, b"", b""]
+        """Step `step` started: its output is read from its start."""
+        out = self._reader()
+        if out is not None:
+            # Its execution was begun before its process started: earlier executions'
+            # output (from before a `dagfast retry`) is not this run's news.
+            self.following[step] = [-1, -1, b"", b"", out.executions(step)]
+
+    def _reader(self) -> Output | None:
+        if self._out is None:
+            out = Output(self.run_dir.path)
+            if not out.legacy:  # made with the run: absent only in a dry run
+                self._out = out
+        return self._out
 
     def poll(self) -> None:
         """Write the whole lines the followed steps wrote since the last poll."""
@@ -42,23 +55,10 @@ class LogTail:
 
     def _read(self, step: int, final: bool) -> None:
         state = self.following[step]
-        paths = (self.run_dir.stdout_path(step), self.run_dir.stderr_path(step))
+        out = self._out
         prefix = f"{self.names[step]} | " if step < len(self.names) else "| "
-        for k, path in enumerate(paths):
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
-                continue
-            try:
-                data = b""
-                while True:
-                    chunk = os.pread(fd, MAX_READ, state[k])
-                    state[k] += len(chunk)
-                    data += chunk
-                    if not final or len(chunk) < MAX_READ:
-                        break
-            finally:
-                os.close(fd)
+        for k in (0, 1):
+            data, state[k] = out.since(step, k, state[k], None, state[4])
             data = state[k + 2] + data
             if not final:
                 cut = data.rfind(b"\n") + 1

@@ -10,6 +10,7 @@ runs on one uvloop event loop, single-threaded.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from array import array
@@ -20,7 +21,8 @@ from dagfast import sched as _sched
 from dagfast.errors import SchedulerBug, SpawnError
 from dagfast.exec.base import describe
 from dagfast.records.store import Recorder, RunDir
-from dagfast.report.base import Reporter, Reporters
+from dagfast.report.base import ConsoleReporter, Reporter, Reporters
+from dagfast.runtime.output import open_step_files, open_store, step_files
 from dagfast.runtime.state import Run, RunResult, too_long
 from dagfast.status import StepStatus
 
@@ -67,8 +69,14 @@ class Engine:
         self._outputs = run.outputs
         self.children = children
         hooks = [reporter or Reporter()]
+        # Steps that name DAG_RUN_LOG_FILE or DAG_RUN_STEP_STDOUT_FILE/_STDERR_FILE: the
+        # variables their environments get (see output.step_files).
+        self._step_files: dict[int, dict[bytes, bytes]] = {}
         if run_dir is not None:  # the record is kept whatever the caller wants to hear
             hooks.insert(0, Recorder(run_dir, on_failure=self._record_failed))
+            self._step_files, log = step_files(dag, run_dir.path)
+            if log is not None:
+                hooks.append(_run_log(log))
         self.reporter = Reporters(hooks)
         self.limit = limit
         self.cleanup_sec = dag.max_cleanup_sec if cleanup_sec is None else cleanup_sec
@@ -84,9 +92,6 @@ class Engine:
             or any(s.extra is not None for s in dag.steps)
         )
         self._flow = None
-        # A run with secrets sends every step, plain ones too, through the slow path,
-        # whose processes write through pipes that the engine masks into the logs.
-        self._all_slow = featured and bool(dag.secrets or run.masker is not None)
         if featured:
             from dagfast.runtime.flow import Flow  # plain DAGs never load it (start-up)
 
@@ -103,6 +108,7 @@ class Engine:
         self._stop_deadline = 0.0
         self._done: asyncio.Future | None = None
         self.executor = None  # made on the loop, in _main
+        self.output = None  # the run's output store (exec._spawn.Store), opened in _main
 
     # The public interface --------------------------------------------------------------
 
@@ -160,26 +166,35 @@ class Engine:
 
     # The slow path's interface (flow.Flow) -----------------------------------------------
 
-    def start_process(self, token: int, argv, env: dict, cwd: str, piped: bool = False):
-        """Start a featured step's process; returns a future of its wait status (and
-        the pipes' read ends with `piped`). Raises SpawnError."""
+    def begin_execution(self, token: int) -> int:
+        """Step `token` runs (again): its output from now on is this execution's, whose
+        number (1, 2, ...) is returned. Raises SpawnError when it cannot be recorded."""
+        if self.output is None:
+            return 1
+        try:
+            execution = self.output.begin(token)
+            files = self._step_files.get(token)
+            if files is not None:
+                open_step_files(self.output, token, files)
+        except OSError as exc:
+            raise SpawnError(f"cannot record the step's output: {exc.strerror}") from None
+        return execution
+
+    def start_process(self, token: int, argv, env: dict, cwd: str):
+        """Start a featured step's process (in the execution begun for it); returns a
+        future of its wait status. Raises SpawnError."""
         fut = asyncio.get_running_loop().create_future()
         self._waiters[token] = fut
+        files = self._step_files.get(token)
+        if files is not None:
+            env.update(files)
         try:
-            if piped:
-                _, out_r, err_r = self.executor.start_piped(token, argv, env, cwd)
-                pipes = (out_r, err_r)
-            else:
-                self.executor.start(
-                    token, argv, env, cwd, self.run_dir.stdout_path(token),
-                    self.run_dir.stderr_path(token),
-                )
-                pipes = None
+            self.executor.start(token, argv, env, cwd)
         except BaseException:
             self._waiters.pop(token, None)
             raise
         self._running.add(token)
-        return fut, pipes
+        return fut
 
     def began(self) -> None:
         """A featured step took a slot (it holds it until `ended` is called for it)."""
@@ -225,6 +240,10 @@ class Engine:
             # if it cannot, the run never starts: its record says not_started.
             try:
                 notice = await self.executor.open(dag)
+                if self.run_dir is not None:
+                    self.output = open_store(self.run_dir, run.masker,
+                                             len(dag.steps) + len(dag.handlers))
+                    self.executor.use_output(self.output)
             except BaseException:
                 if self.run_dir is not None:
                     self.run_dir.close()
@@ -259,6 +278,8 @@ class Engine:
             if self._kill_handle is not None:
                 self._kill_handle.cancel()
             self.executor.close()
+            if self.output is not None:
+                self.output.close()  # after the spawn threads: none hands it a pipe now
             await self.executor.aclose()
         result = RunResult(
             dag, run.run_id, self.run_dir.path if self.run_dir is not None else "",
@@ -311,22 +332,21 @@ class Engine:
     def _start(self, i: int) -> None:
         step = self._steps[i]
         flow = self._flow
-        if flow is not None and (step.extra is not None or self._all_slow):
+        if flow is not None and step.extra is not None:
             return flow.start(i)
         record = self._records[i]
         record.status = _RUNNING
         record.started_at = time.time()
         argv = step.argv
-        run_dir = self.run_dir
         try:
             if step.script is not None:
                 argv = self.write_script(i, step.script, argv)
-            if run_dir is not None:
-                out, err = run_dir.stdout_path(i), run_dir.stderr_path(i)
-            else:
-                out = err = None  # a dry run: nothing starts, nothing is written
-            self.executor.start(i, argv, self.run.env_for(step), step.dir or self.dag.dir,
-                                out, err)
+            env = self.run.env_for(step)
+            if self.output is not None:  # None: a dry run, where nothing is written
+                self.begin_execution(i)
+                if self._step_files:
+                    env.update(self._step_files.get(i, ()))
+            self.executor.start(i, argv, env, step.dir or self.dag.dir)
             if flow is not None:
                 self._running.add(i)  # a stop with signalOnStop signals it one by one
         except SpawnError as exc:
@@ -349,7 +369,7 @@ class Engine:
             if wait_status == 0:  # the common case, without a call
                 self._ended(i, _SUCCEEDED, 0, "")
             else:
-                code, error = describe(wait_status)
+                code, error = describe(wait_status, self._steps[i].name)
                 if code == 127:
                     step = self.dag.steps[i]
                     error = too_long(error, lambda: self.run.env_for(step), step.argv, self.dag)
@@ -453,3 +473,16 @@ def _flags(dag):
     for i in marked:
         flags[i] = _sched.PASS_SKIPPED
     return flags
+
+
+def _run_log(path: str):
+    """The run's console lines, as they happen, in the file behind DAG_RUN_LOG_FILE (a
+    line-buffered file: a handler that reads it sees every line so far)."""
+    try:
+        return ConsoleReporter(open(path, "w", buffering=1, encoding="utf-8", opener=_private))
+    except OSError:
+        return Reporter()  # the variable then names a file that is not there
+
+
+def _private(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)

@@ -20,8 +20,10 @@ import msgspec
 from dagfast.errors import OutputTooLarge, SecretError, SpawnError
 from dagfast.exec.base import describe
 from dagfast.model import Step, StepExtra
+from dagfast.records.outstore import STDERR, STDOUT
 from dagfast.records.store import StepRecord
 from dagfast.runtime.conditions import is_met
+from dagfast.runtime.output import read_step
 from dagfast.runtime.outputs import capture, expand_refs
 from dagfast.runtime.state import too_long
 from dagfast.status import RunStatus, StepStatus
@@ -45,7 +47,6 @@ class Flow:
         self.run = engine.run
         self._tasks: set[asyncio.Task] = set()  # strong references while they run
         self._wake = asyncio.Event()  # set when the run is stopped: ends every sleep
-        self._pumps: set = set()  # pump.Pumps still open (runs with secrets)
 
     def start(self, i: int) -> None:
         """Step `i` was popped: it holds a slot until its coroutine ends it."""
@@ -103,13 +104,20 @@ class Flow:
         if ex.call is not None:
             from dagfast.runtime import subdag  # only DAGs that call sub-DAGs (start-up)
 
+            try:
+                engine.begin_execution(i)
+            except SpawnError as exc:
+                return _FAILED, 127, str(exc), -1
             status, code, error = await subdag.run(self, i, step, env)
         else:
             status, code, error = await self.execute(i, step, env, cwd)
-        out_path = engine.run_dir.stdout_path(i)
+
+        def stdout(limit=None):
+            return read_step(engine.run_dir, i, STDOUT, limit)
+
         if ex.output is not None:
             try:
-                run.outputs[i] = capture(out_path, dag.max_output_size)
+                run.outputs[i] = capture(stdout, dag.max_output_size)
             except OutputTooLarge as exc:
                 run.outputs[i] = ""
                 status, error = _FAILED, f"failed to capture output: {exc}"
@@ -119,7 +127,7 @@ class Flow:
         c = ex.continue_on
         if status == _FAILED and c is not None:
             if (c.failure or (code in c.exit_codes)
-                    or (c.output and _output_matches(out_path, c.output))):
+                    or (c.output and _output_matches(stdout(), c.output))):
                 run.covered.add(i)
                 outcome = 0  # PASS: dependents run; the step stays failed...
                 if c.mark_success:
@@ -142,8 +150,6 @@ class Flow:
         while True:
             attempt = 0
             while True:
-                if runs or attempt:
-                    _keep_old_logs(self.engine.run_dir, token, runs + attempt)
                 code, error, timed_out = await self._process(token, step, argv, script, env, cwd)
                 if code == 0 or timed_out or run.stopping or retry is None:
                     break
@@ -192,22 +198,11 @@ class Flow:
         engine = self.engine
         procs = engine.executor
         loop = asyncio.get_running_loop()
-        piped = self.run.masker is not None
         try:
             if script is not None:
                 argv = engine.write_script(token, script, argv)
-            if piped:
-                from dagfast.exec import pump  # only runs with secrets
-
-                logs = pump.open_logs(engine.run_dir, token)
-                try:
-                    fut, pipes = engine.start_process(token, argv, env, cwd, piped=True)
-                except BaseException:
-                    pump.close_logs(logs)
-                    raise
-                pumps = pump.pumps(loop, pipes, logs, self.run.masker, self._pumps)
-            else:
-                fut, _ = engine.start_process(token, argv, env, cwd)
+            engine.begin_execution(token)
+            fut = engine.start_process(token, argv, env, cwd)
         except SpawnError as exc:
             return 127, str(exc), False
         procs.release()  # the executor counts it now
@@ -229,11 +224,9 @@ class Flow:
             procs.hold()
             if timer is not None:
                 timer.cancel()
-            if piped:
-                pump.drain(pumps)  # the logs are whole before the output is captured
         if timed_out:
             return TIMEOUT_EXIT, "", True
-        code, error = describe(wait_status)
+        code, error = describe(wait_status, step.name)
         if code == 127:
             error = too_long(error, lambda: env, argv, self.run.dag)
         return code, error, False
@@ -302,7 +295,7 @@ class Flow:
         run = self.run
         dag = run.dag
         if not self.engine.executor.pipes_output:
-            # Masking reads the steps' output as they write it (exec/pump.py); an
+            # Masking reads the steps' output as they print it (the store's pump); an
             # executor that runs them elsewhere cannot offer that: the run must not start.
             run.error = (
                 f"{dag.path or dag.name}: a run with secrets needs its steps' output to pass "
@@ -322,15 +315,12 @@ class Flow:
         own = secrets.Masker(values.values())
         if own:
             run.masker = own.join(run.masker)
+            self.engine.output.mask(run.masker.forms)  # before any step prints
         return True
 
     async def finish(self, status: RunStatus) -> None:
         """After the steps: the success, failure or abort handler, then exit."""
-        try:
-            await self._finish(status)
-        finally:
-            for p in tuple(self._pumps):
-                p.close()  # pipes that background children still hold
+        await self._finish(status)
 
     async def _finish(self, status: RunStatus) -> None:
         run = self.run
@@ -399,35 +389,21 @@ def _str_env(env: dict) -> dict:
     return {os.fsdecode(k): os.fsdecode(v) for k, v in env.items()}
 
 
-def _keep_old_logs(run_dir, token: int, n: int) -> None:
-    """Before execution n+1 of a step: its logs so far become `<id>.out.<n>`."""
-    for path in (run_dir.stdout_path(token), run_dir.stderr_path(token)):
-        try:
-            os.replace(path, f"{path}.{n}")
-        except FileNotFoundError:
-            pass
-
-
 def _copy_logs(run_dir, i: int, ex) -> None:
-    """`stdout:`/`stderr:` files get a copy of the step's logs."""
-    for src, dst in ((run_dir.stdout_path(i), ex.stdout), (run_dir.stderr_path(i), ex.stderr)):
+    """`stdout:`/`stderr:` files get what the step printed (its latest execution)."""
+    for stream, dst in ((STDOUT, ex.stdout), (STDERR, ex.stderr)):
         if dst:
             try:
-                os.makedirs(os.path.dirname(dst), exist_ok=True)
-                import shutil  # only steps with `stdout:`/`stderr:` files pay for it
-
-                shutil.copyfile(src, dst)
+                os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
+                with open(dst, "wb") as f:
+                    f.write(read_step(run_dir, i, stream))
             except OSError:
                 pass
 
 
-def _output_matches(path: str, patterns: tuple[str, ...]) -> bool:
+def _output_matches(data: bytes, patterns: tuple[str, ...]) -> bool:
     """continueOn.output: some stdout line holds a pattern (`re:` a regular expression)."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return False
+    lines = data.decode("utf-8", "replace").splitlines()
     for p in patterns:
         if p.startswith("re:"):
             rx = re.compile(p[3:])

@@ -1,7 +1,8 @@
 """Output variables: capture from a step's log, and `${NAME.key[0]}` lookups.
 
-Capture reads the stdout log after the process has exited, so a background child that
-holds the log open never delays the step; only steps with `output:` are read.
+Capture reads the step's stdout from the output store once its process has exited
+(what it printed is stored by then), so a background child that holds the pipe open
+never delays the step; only steps with `output:` are read.
 """
 
 from __future__ import annotations
@@ -19,13 +20,10 @@ _REF = re.compile("\ue002([A-Za-z_][A-Za-z0-9_]*)([^\ue003]*)\ue003")
 
 
 
-def capture(path: str, limit: int) -> str:
-    """The log's text, trimmed of surrounding white space; OutputTooLarge past `limit`."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(limit + 1 if limit > 0 else -1)
-    except FileNotFoundError:
-        return ""
+def capture(read, limit: int) -> str:
+    """The text `read(n)` gives (at most n bytes; None: all), trimmed of surrounding
+    white space; OutputTooLarge past `limit`."""
+    data = read(limit + 1 if limit > 0 else None)
     if limit > 0 and len(data) > limit:
         raise OutputTooLarge(limit)
     return data.decode("utf-8", "replace").strip()

@@ -230,7 +230,7 @@ def limit_in_force(dag: Dag, override: int | None, factory) -> tuple[int, str]:
     """(how many steps may run at once, why it is fewer than asked or ""): the file's
     maxActiveSteps or `override`, lowered to what the system allows the executor."""
     limit = dag.max_active_steps if override is None else override
-    room, why = factory.room(bool(dag.secrets))
+    room, why = factory.room()
     # A cap no step count can reach changes nothing: the limit stays as asked.
     steps = len(dag.steps) + len(dag.handlers)
     if room < min(limit or UNLIMITED, steps):

@@ -160,22 +160,15 @@ def _items(fanout, scope: dict, refs: dict) -> list:
 
 
 def _write(engine, i: int, doc) -> None:
-    """The step's stdout log holds the JSON (so `output:` captures it)."""
+    """The step's stdout holds the JSON (so `output:` captures it)."""
     data = msgspec.json.encode(doc) + b"\n"
     if engine.run.masker is not None:
         data = engine.run.masker.bytes(data)
-    with open(engine.run_dir.stdout_path(i), "wb", opener=_private) as f:
-        f.write(data)
+    engine.output.put(i, 0, data)  # a failed write: the record says the step's end
 
 
 def _fail(engine, i: int, error: str):
     if engine.run.masker is not None:
         error = engine.run.masker.text(error)
-    with open(engine.run_dir.stderr_path(i), "a", encoding="utf-8", opener=_private) as f:
-        f.write(error + "\n")
+    engine.output.put(i, 1, (error + "\n").encode())
     return StepStatus.FAILED, 1, error
-
-
-def _private(path: str, flags: int) -> int:
-    """Logs are the user's alone, as every file of a run directory (0600)."""
-    return os.open(path, flags, 0o600)

@@ -1,0 +1,93 @@
+"""The run's output store, opened for the engine (the format: records/outstore.py and
+exec/outstore.h).
+
+One writer per run: the store's pump stores what the steps' pipes carry, and the engine
+appends what it has itself (a sub-DAG's gathered output, a Dask worker's logs) through
+the same store (`put`), so records never interleave half-written.
+"""
+
+from __future__ import annotations
+
+import os
+
+from dagfast.errors import RunError
+from dagfast.exec import _spawn
+from dagfast.records import outstore
+
+__all__ = ["RUN_LOG", "open_step_files", "open_store", "read_step", "step_files"]
+
+
+def open_store(run_dir, masker, steps: int) -> _spawn.Store:
+    """The store of `run_dir` for this attempt (a retry appends, past a torn tail cut
+    back), masking `masker`'s secrets (a Masker or None), with an index slot for each
+    of `steps` (handlers included). Raises RunError."""
+    path = run_dir.path
+    fds = []
+    try:
+        end = outstore.cut_torn_tail(path)
+        for name, flags in ((outstore.DATA, os.O_WRONLY), (outstore.INDEX, os.O_RDWR)):
+            fds.append(os.open(os.path.join(path, name), flags | os.O_CLOEXEC))
+        store = _spawn.Store(fds[0], end, fds[1], steps, masker.forms if masker else ())
+    except OSError as exc:
+        for fd in fds:
+            os.close(fd)
+        raise RunError(f"cannot open the output store of `{path}`: {exc.strerror}") from None
+    return store
+
+
+def read_step(run_dir, token: int, stream: int = outstore.STDOUT, limit: int | None = None) -> bytes:
+    """What step `token`'s latest execution printed (at most `limit` bytes)."""
+    with outstore.Output(run_dir.path) as out:
+        return out.read(token, stream, limit=limit)
+
+
+# Dagu's per-step variables: the files behind them are made only for the steps (and the
+# runs) whose command, script or env names one of them.
+_RUN_LOG, _STEP_OUT, _STEP_ERR = "DAG_RUN_LOG_FILE", "DAG_RUN_STEP_STDOUT_FILE", "DAG_RUN_STEP_STDERR_FILE"
+RUN_LOG = "run.log"
+
+
+def step_files(dag, run_path: str) -> tuple[dict[int, dict[bytes, bytes]], str | None]:
+    """({token: the variables to add to its environment}, the run log's path or None)
+    for the steps and handlers (tokens after the steps) that name Dagu's variables.
+
+    DAG_RUN_STEP_STDOUT_FILE / _STDERR_FILE are `steps/<token>.out|.err`, which get a
+    copy of what the step prints (masked as the store is) while it runs;
+    DAG_RUN_LOG_FILE is `run.log`, the run's console lines so far (a handler attaches
+    it to a mail)."""
+    wants: dict[int, dict[bytes, bytes]] = {}
+    log = None
+    steps = list(dag.steps) + [h.step for h in dag.handlers]
+    for token, step in enumerate(steps):
+        text = " ".join(step.argv) + (step.script or "") + " ".join(v for _, v in step.env)
+        if "DAG_RUN_" not in text:
+            continue
+        env = {}
+        if _RUN_LOG in text:
+            log = os.path.join(run_path, RUN_LOG)
+            env[_RUN_LOG.encode()] = os.fsencode(log)
+        if _STEP_OUT in text or _STEP_ERR in text:
+            base = os.path.join(run_path, "steps", str(token))
+            env[_STEP_OUT.encode()] = os.fsencode(base + ".out")
+            env[_STEP_ERR.encode()] = os.fsencode(base + ".err")
+        if env:
+            wants[token] = env
+    return wants, log
+
+
+def open_step_files(store, token: int, env: dict[bytes, bytes]) -> None:
+    """Make (empty) the files of `token`'s DAG_RUN_STEP_* variables, for its next
+    process's output to be copied into. Raises OSError."""
+    out = env.get(_STEP_OUT.encode())
+    if out is None:
+        return
+    err = env[_STEP_ERR.encode()]
+    os.makedirs(os.path.dirname(out), mode=0o700, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+    fo = os.open(out, flags, 0o600)
+    try:
+        fe = os.open(err, flags, 0o600)
+    except OSError:
+        os.close(fo)
+        raise
+    store.tee(token, fo, fe)
