@@ -18,7 +18,10 @@ from dagfast.records.store import (
     OUTPUT_LOST, Snapshot, Start, StepRecord, dag_dir_name, old_dag_dir_name,
 )
 
-__all__ = ["RunState", "find_run", "latest_run", "owner_pid", "read_run", "runs_of"]
+__all__ = [
+    "RunState", "Target", "child_runs", "dag_names", "find_run", "follow_step_log", "latest_run",
+    "failed_leaf", "owner_pid", "read_run", "resolve_target", "runs_of", "step_attempts", "step_log", "sub_runs",
+]
 
 _snapshot = msgspec.json.Decoder(Snapshot)
 _entries = msgspec.msgpack.Decoder(list[Entry])
@@ -205,6 +208,13 @@ def runs_of(home_dir: str, dag: str, file: str | None = None) -> list[str]:
     return sorted(runs, key=os.path.basename)
 
 
+def dag_names(home_dir: str) -> list[str]:
+    """The names of the DAGs that have runs under `home_dir`, sorted."""
+    root = os.path.join(home_dir, "runs")
+    names = {_origin(r)[0] for d in _listdir(root) for r in _runs_in(os.path.join(root, d))}
+    return sorted(n for n in names if n)
+
+
 def find_run(home_dir: str, run_id: str) -> str | None:
     """The directory of the run `run_id` (any DAG), or None."""
     if not run_id or "/" in run_id or run_id.startswith("."):
@@ -214,6 +224,25 @@ def find_run(home_dir: str, run_id: str) -> str | None:
         path = os.path.join(root, d, run_id)
         if os.path.exists(os.path.join(path, "dag.json")):
             return path
+    top, dot, _ = run_id.partition(".")
+    if dot:  # a sub-run's id, `<run id>.<step>.<k>[.a<attempt>]...`: under its caller's
+        path = find_run(home_dir, top)
+        while path is not None and os.path.basename(path) != run_id:
+            path = _sub_run_toward(path, run_id)
+        return path
+    return None
+
+
+def _sub_run_toward(path: str, run_id: str) -> str | None:
+    """The sub-run directory under the run at `path` that is `run_id` or one of its
+    callers (its id is a prefix of `run_id` up to a dot)."""
+    root = os.path.join(path, "children", "runs")
+    for d in _listdir(root):
+        for sub in _runs_in(os.path.join(root, d)):
+            name = os.path.basename(sub)
+            if run_id == name or run_id.startswith(name + "."):
+                if run_id == name or not run_id[len(name) + 1:].startswith("a"):
+                    return sub
     return None
 
 
@@ -227,12 +256,195 @@ def latest_run(home_dir: str, dag: str | None = None, file: str | None = None) -
     return max(runs, key=os.path.basename) if runs else None
 
 
+# Steps' logs and addresses -------------------------------------------------------------
+# Every read of a step's log bytes goes through step_log / step_attempts /
+# follow_step_log: they alone know where the bytes live.
+
+
+def step_log(run_path: str, step: int, stream: str, attempt: int | None = None,
+             last: int | None = None) -> bytes:
+    """Step `step`'s `stream` ("out" or "err") in the run at `run_path`: of its last
+    execution, or of execution `attempt` (1 = the first; a retryPolicy runs a step up to
+    limit+1 times); only its `last` bytes when given. b"" when there is none."""
+    path = _log_path(run_path, step, stream, attempt)
+    if last is None:
+        return _read(path)
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - last))
+            return f.read()
+    except OSError:
+        return b""
+
+
+def step_attempts(run_path: str, step: int) -> int:
+    """How many times the last run attempt executed step `step` (0: its logs are gone
+    or it never ran)."""
+    base = f"{run_path}/steps/{step}.out"
+    n = 1
+    while os.path.exists(f"{base}.{n}"):
+        n += 1
+    return n if os.path.exists(base) or n > 1 else 0
+
+
+def follow_step_log(run_path: str, step: int, stream: str, write, wait) -> None:
+    """Pass what step `step` writes to `stream` to `write(bytes)` until the run's owner
+    is gone and everything is read; `wait()` is called when there is nothing new."""
+    path = _log_path(run_path, step, stream, None)
+    pos = 0
+    while True:
+        alive = owner_pid(run_path) is not None
+        try:
+            with open(path, "rb") as f:
+                f.seek(pos)
+                data = f.read()
+        except FileNotFoundError:
+            data = b""
+        if data:
+            pos += len(data)
+            write(data)
+        elif not alive:
+            return
+        else:
+            wait()
+
+
+def _log_path(run_path: str, step: int, stream: str, attempt: int | None) -> str:
+    base = f"{run_path}/steps/{step}.{stream}"
+    if attempt is None:
+        return base
+    last = step_attempts(run_path, step)
+    return base if attempt == last else f"{base}.{attempt}"
+
+
+def child_runs(run_path: str, step: int) -> list[tuple[int, str]]:
+    """The sub-runs of step `step` of the run at `run_path` in its last run attempt:
+    (item index K, run directory), K in order."""
+    run_id = os.path.basename(run_path)
+    prefix = f"{run_id}.{step}."
+    found: dict[int, tuple[int, str]] = {}
+    root = os.path.join(run_path, "children", "runs")
+    for d in _listdir(root):
+        for path in _runs_in(os.path.join(root, d)):
+            rest = os.path.basename(path)[len(prefix):]
+            if not os.path.basename(path).startswith(prefix):
+                continue
+            k, _, tries = rest.partition(".a")
+            if not k.isdigit() or (tries and not tries.isdigit()):
+                continue
+            attempt = int(tries or 1)
+            if int(k) not in found or found[int(k)][0] < attempt:
+                found[int(k)] = (attempt, path)
+    return [(k, found[k][1]) for k in sorted(found)]
+
+
+def sub_runs(run_path: str, step: int, name: str) -> list[tuple[str, RunState, Dag]]:
+    """The readable sub-runs of sub-DAG step `step` (named `name`) of the run at
+    `run_path`: (address prefix, state, DAG), the prefix `name[K]/` (`name/` when the
+    step ran one sub-run), in item order."""
+    children = child_runs(run_path, step)
+    found = []
+    for k, path in children:
+        try:
+            state = read_run(path)
+            dag = state.dag()
+        except RunError:
+            continue
+        found.append((f"{name}[{k}]/" if len(children) > 1 else f"{name}/", state, dag))
+    return found
+
+
+def failed_leaf(run_path: str, step: int, name: str) -> Target | None:
+    """The first failed step inside the sub-runs of sub-DAG step `step` (named `name`)
+    of the run at `run_path`, followed down to a step that is not a sub-DAG step; None
+    when it ran no sub-DAG or none of its sub-runs has a failed step."""
+    for here, state, dag in sub_runs(run_path, step, name):
+        for i, r in enumerate(state.steps):
+            if r.status == StepStatus.FAILED:
+                child = here + dag.steps[i].name
+                return (failed_leaf(state.path, i, child)
+                        or Target(state.path, dag, i, child, r.error))
+    return None
+
+
+@dataclass
+class Target:
+    """What an address names: the run (`run_path`, whose DAG is `dag`) that holds the
+    step, the step's id there (handlers follow the steps), and its display name."""
+
+    run_path: str
+    dag: Dag
+    step: int
+    name: str
+    error: str = ""
+
+
+def resolve_target(run_path: str, address: str) -> Target:
+    """The step `address` names in the run at `run_path`: `STEP` (a name, `id:` or
+    number), `handlerOn.EVENT`, `STEP/CHILD` for the step CHILD of a sub-DAG step's run
+    (any depth), `STEP[K]/CHILD` for its fan-out item K. RunError saying which part
+    names nothing."""
+    path = run_path
+    shown = []
+    parts = address.split("/")
+    for depth, part in enumerate(parts):
+        dag = RunState(path=path, run_id=os.path.basename(path)).dag()
+        name, k = _item(part)
+        i = _step_of(dag, name, address)
+        shown.append(part)
+        if depth == len(parts) - 1:
+            if k is not None:
+                raise RunError(f"`{address}`: `{part}` names a sub-run, not a step; add "
+                               f"`/STEP` (one of its steps)")
+            return Target(path, dag, i, "/".join(shown))
+        children = child_runs(path, i)
+        if not children:
+            raise RunError(f"`{address}`: step `{name}` ran no sub-DAG in run "
+                           f"`{os.path.basename(path)}`")
+        if k is None:
+            if len(children) > 1:
+                raise RunError(f"`{address}`: step `{name}` ran {len(children)} sub-runs; "
+                               f"name one: `{name}[0]` to `{name}[{children[-1][0]}]`")
+            k = children[0][0]
+        runs = dict(children)
+        if k not in runs:
+            raise RunError(f"`{address}`: step `{name}` has no sub-run [{k}] (it has "
+                           f"{', '.join(f'[{j}]' for j in runs)})")
+        path = runs[k]
+    raise RunError(f"`{address}` names no step")  # an empty address: split gives [""]
+
+
+def _item(part: str) -> tuple[str, int | None]:
+    """`fan[2]` -> ("fan", 2); `fan` -> ("fan", None)."""
+    if part.endswith("]") and "[" in part:
+        name, _, k = part[:-1].rpartition("[")
+        if k.isdigit():
+            return name, int(k)
+    return part, None
+
+
+def _step_of(dag: Dag, name: str, address: str) -> int:
+    if name.startswith("handlerOn."):
+        events = [h.on for h in dag.handlers]
+        on = name[len("handlerOn."):]
+        if on in events:
+            return len(dag.steps) + events.index(on)
+        have = ", ".join(f"handlerOn.{e}" for e in events) or "none"
+        raise RunError(f"`{address}`: DAG `{dag.name}` has no `{name}` handler "
+                       f"(its handlers: {have})")
+    try:
+        return dag.step_id(name)
+    except RunError as exc:
+        raise RunError(f"`{address}`: {exc}") from None
+
+
 # Internals -----------------------------------------------------------------------------
 
 
 def _runs_in(parent: str) -> list[str]:
+    # A dot name is a run being deleted (records.prune): no longer a run.
     return [os.path.join(parent, n) for n in _listdir(parent)
-            if os.path.exists(os.path.join(parent, n, "dag.json"))]
+            if not n.startswith(".") and os.path.exists(os.path.join(parent, n, "dag.json"))]
 
 
 class _Origin(msgspec.Struct):

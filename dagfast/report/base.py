@@ -13,6 +13,7 @@ import select
 import stat
 import time
 
+from dagfast.records.read import failed_leaf, step_log
 from dagfast.status import RunStatus, StepStatus
 
 __all__ = [
@@ -262,16 +263,42 @@ def summary(result, color=None) -> list[str]:
     for i in failed[:SHOWN_FAILURES]:
         r = result.steps[i]
         out.append(f"  {paint('failed', 'red')}: {steps[i].name} ({r.error})")
-        out += [f"    | {line}" for line in tail(f"{result.path}/steps/{i}.err", TAIL_LINES)]
-        out.append(f"    whole log: dagfast logs {result.run_id} {_arg(steps[i].name)} --stderr")
+        # A sub-DAG step's own stderr is empty: show the failing step inside it.
+        leaf = failed_leaf(result.path, i, steps[i].name) if steps[i].extra else None
+        path, step, name = (leaf.run_path, leaf.step, leaf.name) if leaf else (result.path, i, steps[i].name)
+        if leaf is not None:
+            out.append(f"    {leaf.name}: {leaf.error}")
+        out += [f"    | {line}" for line in _tail(step_log(path, step, "err", last=16384))]
+        out.append(f"    whole log: dagfast logs {result.run_id} {_arg(name)} --stderr")
     if len(failed) > SHOWN_FAILURES:
         out.append(f"  ... and {len(failed) - SHOWN_FAILURES} more failed steps: "
                    f"dagfast status {result.run_id}")
+    events = [h.on for h in result.dag.handlers]
     for on, r in result.handlers.items():
         if r.status == StepStatus.FAILED:
             out.append(f"  {paint('failed', 'red')}: handlerOn.{on} ({r.error})")
+            if on in events:
+                token = len(steps) + events.index(on)
+                out += [f"    | {line}" for line in _tail(step_log(result.path, token, "err",
+                                                                    last=16384))]
+                out.append(f"    whole log: dagfast logs {result.run_id} handlerOn.{on} --stderr")
     out.append(f"  run directory: {result.path}")
+    if result.signal or status == RunStatus.FAILED:
+        if result.steps and not _all_done(result):
+            out.append(f"  to finish it: dagfast retry {result.run_id}")
     return out
+
+
+def _all_done(result) -> bool:
+    """Whether every step succeeded (a run that failed only in a handler, or whose
+    preconditions were unmet, has nothing to retry)."""
+    return all(r.status == StepStatus.SUCCEEDED for r in result.steps)
+
+
+def _tail(data: bytes, lines: int = TAIL_LINES) -> list[str]:
+    """The last `lines` lines of `data`, decoded leniently."""
+    text = data.decode("utf-8", "replace").rstrip("\n")
+    return text.split("\n")[-lines:] if text else []
 
 
 def _arg(word: str) -> str:

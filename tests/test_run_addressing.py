@@ -1,0 +1,158 @@
+"""One way to address anything in a run, end to end: `STEP/CHILD` and `STEP[K]/CHILD`
+for sub-DAG steps, `handlerOn.EVENT` for handlers, `--attempt N` for a retried step's
+executions; in `logs`, `status` (text and JSON), `trace`, and the failure's ending."""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+
+import pytest
+
+from spectools import dagfast
+
+#   flaky (fails twice, then passes; retryPolicy)
+#   fan  -> child.yaml x 3 items (item [1] fails with `boom-2` on stderr)
+#   one  -> child.yaml once
+#   handlerOn.failure (fails with `handler-err` on stderr)
+CHILD = """\
+    params: [N=0]
+    steps:
+      - name: work
+        command: sh -c 'echo child-out $N; if [ "$N" = 2 ]; then echo boom-$N >&2; exit 3; fi'
+    """
+PARENT = """\
+    handlerOn:
+      failure:
+        command: sh -c 'echo handler-err >&2; exit 5'
+    steps:
+      - name: flaky
+        command: sh -c 'n=$(cat count 2>/dev/null || echo 0); n=$((n+1)); echo $n > count; echo try $n; [ $n -ge 3 ]'
+        dir: {dir}
+        retryPolicy: {{limit: 3}}
+      - name: fan
+        call: child.yaml
+        parallel: {{items: ["1", "2", "3"]}}
+        params: N=${{ITEM}}
+      - name: one
+        call: child.yaml
+    """
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory):
+    """(run id, home, DAG file, the run's result) of one run of PARENT."""
+    tmp = tmp_path_factory.mktemp("addressing")
+    (tmp / "child.yaml").write_text(textwrap.dedent(CHILD))
+    dag = tmp / "parent.yaml"
+    dag.write_text(textwrap.dedent(PARENT.format(dir=tmp)))
+    home = tmp / "home"
+    res = dagfast("run", str(dag), home=home)
+    assert res.code == 1, res.err
+    run_id = re.search(r"run (\S+) of parent", res.out).group(1)
+    return run_id, home, dag, res
+
+
+def test_the_ending_shows_the_failing_child_and_commands_that_work(ran):
+    run_id, home, _, res = ran
+    lines = res.out.splitlines()
+    at = lines.index("  failed: fan (1 of 3 sub-DAG runs failed)")
+    assert lines[at + 1:at + 4] == [
+        "    fan[1]/work: exit status 3",
+        "    | boom-2",
+        f"    whole log: dagfast logs {run_id} 'fan[1]/work' --stderr",
+    ]
+    at = lines.index("  failed: handlerOn.failure (exit status 5)")
+    assert lines[at + 1:at + 3] == [
+        "    | handler-err",
+        f"    whole log: dagfast logs {run_id} handlerOn.failure --stderr",
+    ]
+    assert lines[-1] == f"  to finish it: dagfast retry {run_id}"
+    # The commands the ending suggests print what it showed.
+    got = dagfast("logs", run_id, "fan[1]/work", "--stderr", home=home)
+    assert (got.code, got.out) == (0, "boom-2\n"), got.err
+    got = dagfast("logs", run_id, "handlerOn.failure", "--stderr", home=home)
+    assert (got.code, got.out) == (0, "handler-err\n"), got.err
+
+
+def test_logs_reach_sub_runs_handlers_and_earlier_attempts(ran):
+    run_id, home, dag, _ = ran
+
+    def logs(*args):
+        got = dagfast("logs", *args, home=home)
+        return got.code, got.out, got.err.strip()
+
+    assert logs(run_id, "one/work") == (0, "child-out 0\n", "")
+    assert logs(str(dag), "fan[2]/work") == (0, "child-out 3\n", "")
+    # A sub-DAG step's logs are its sub-runs' steps', each under its address.
+    assert logs(run_id, "fan") == (0, "==> fan[0]/work <==\nchild-out 1\n==> fan[1]/work "
+                                      "<==\nchild-out 2\n==> fan[2]/work <==\nchild-out 3\n", "")
+    assert logs(run_id, "fan", "--stderr") == (0, "==> fan[1]/work <==\nboom-2\n", "")
+    # Every execution of a retried step: the last by default.
+    assert [logs(run_id, "flaky", "--attempt", str(n))[1] for n in (1, 2, 3)] == [
+        "try 1\n", "try 2\n", "try 3\n"]
+    assert logs(run_id, "flaky")[1] == "try 3\n"
+    # Bad addresses: one line naming what is wrong, exit 1.
+    assert logs(run_id, "flaky", "--attempt", "4") == (
+        1, "", f"dagfast: step `flaky` of run `{run_id}` ran 3 times: no attempt 4")
+    assert logs(run_id, "fan/work") == (
+        1, "", "dagfast: `fan/work`: step `fan` ran 3 sub-runs; name one: `fan[0]` to `fan[2]`")
+    assert logs(run_id, "fan[7]/work") == (
+        1, "", "dagfast: `fan[7]/work`: step `fan` has no sub-run [7] (it has [0], [1], [2])")
+    assert logs(run_id, "flaky/x") == (
+        1, "", f"dagfast: `flaky/x`: step `flaky` ran no sub-DAG in run `{run_id}`")
+    assert logs(run_id, "one/nope") == (
+        1, "", "dagfast: `one/nope`: no step `nope` in DAG `child`")
+    assert logs(run_id, "handlerOn.success") == (
+        1, "", "dagfast: `handlerOn.success`: DAG `parent` has no `handlerOn.success` "
+               "handler (its handlers: handlerOn.failure)")
+
+
+def test_status_shows_sub_runs_under_their_caller_and_attempts(ran):
+    run_id, home, _, _ = ran
+    got = dagfast("status", run_id, home=home)
+    assert got.code == 0, got.err
+    names = [line[:15].rstrip() for line in got.out.splitlines()[6:]]
+    assert names == ["flaky", "fan", "  fan[0]/work", "  fan[1]/work", "  fan[2]/work",
+                     "one", "  one/work"], got.out
+    assert "succeeded (3 attempts)" in got.out.splitlines()[6]
+    doc = json.loads(dagfast("status", run_id, "--json", home=home).out)
+    flaky, fan, one = doc["steps"]
+    assert flaky["attempts"] == 3
+    assert [(r["item"], r["status"], r["run_id"]) for r in fan["runs"]] == [
+        (0, "succeeded", f"{run_id}.1.0"), (1, "failed", f"{run_id}.1.1"),
+        (2, "succeeded", f"{run_id}.1.2")]
+    assert fan["runs"][1]["steps"][0]["exit_code"] == 3
+    # A sub-run's own id works where a run id does.
+    got = dagfast("status", f"{run_id}.1.1", home=home)
+    assert got.code == 0 and "status:  failed" in got.out, got.err
+    got = dagfast("logs", f"{run_id}.1.1", "work", "--stderr", home=home)
+    assert (got.code, got.out) == (0, "boom-2\n"), got.err
+
+
+def test_trace_writes_one_slice_a_step_on_concurrency_lanes(ran, tmp_path):
+    run_id, home, _, _ = ran
+    out = tmp_path / "run.json"
+    got = dagfast("trace", run_id, "-o", str(out), home=home)
+    assert got.code == 0, got.err
+    doc = json.loads(out.read_text())
+    slices = {e["name"]: e for e in doc["traceEvents"] if e["ph"] == "X"}
+    assert sorted(slices) == ["fan", "fan[0]/work", "fan[1]/work", "fan[2]/work", "flaky",
+                              "one", "one/work"]
+    assert slices["fan[1]/work"]["args"] == {"status": "failed", "exit_code": 3,
+                                             "attempts": 1, "error": "exit status 3"}
+    assert slices["flaky"]["args"]["attempts"] == 3
+    # Slices on one lane never overlap; the lanes are named.
+    lanes: dict[int, list] = {}
+    for e in slices.values():
+        lanes.setdefault(e["tid"], []).append((e["ts"], e["ts"] + e["dur"]))
+    for spans in lanes.values():
+        spans.sort()
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
+    names = {e["tid"]: e["args"]["name"] for e in doc["traceEvents"]
+             if e["name"] == "thread_name"}
+    assert names == {t: f"slot {t}" for t in lanes}
+    got = dagfast("trace", run_id, "-o", str(tmp_path / "no" / "x.json"), home=home)
+    assert got.code == 2
+    assert got.err.startswith(f"dagfast: -o {tmp_path}/no/x.json: No such file")
