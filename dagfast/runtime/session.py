@@ -70,7 +70,8 @@ def run(
     if dag.max_active_runs:  # at most maxActiveRuns at once, queued in order
         from dagfast.records import runslots  # only DAGs with maxActiveRuns (start-up)
 
-        slot, run_dir = runslots.run_dir_for(dag, home_dir, queue=queue)
+        tell = reporter.notice if reporter is not None else None  # "waiting for a slot"
+        slot, run_dir = runslots.run_dir_for(dag, home_dir, queue=queue, on_queued=tell)
     else:
         run_dir = RunDir.create(dag, home_dir)
     try:
