@@ -175,14 +175,22 @@ def _add_record_commands(sub) -> None:
                     help="delete runs started more than AGE ago: 30s, 15m, 12h, 10d or 2w")
     pr.add_argument("--yes", action="store_true", help="delete (without it: only show)")
 
-    tr = add("trace", "write a run as a Chrome trace (Perfetto, chrome://tracing)",
-             "Write the run in Chrome's trace event format: one track a concurrency slot, "
-             "a slice a step execution with its status, exit code and cost.")
-    tr.add_argument("run", nargs="?", metavar="DAG|RUN_ID",
-                    help="a run id, or a DAG file or name (its latest run); default: the "
-                    "latest run of any DAG")
-    tr.add_argument("-o", "--output", metavar="FILE", required=True,
-                    help="the JSON file to write (`-`: stdout)")
+    pictures = (
+        ("trace", "JSON", "write a run as a Chrome trace (Perfetto, chrome://tracing)",
+         "Write the run in Chrome's trace event format: one track a concurrency slot, "
+         "a slice a step execution with its status, exit code and cost."),
+        ("report", "HTML", "write a run as one HTML page (timeline, critical path, failures)",
+         "Write one self-contained HTML file about a run: a Gantt timeline with the "
+         "critical path highlighted, the slowest steps, and the failures with the end "
+         "of their stderr. No network, no server: open it in a browser."),
+    )
+    for name, kind, short, long in pictures:
+        pic = add(name, short, long)
+        pic.add_argument("run", nargs="?", metavar="DAG|RUN_ID",
+                         help="a run id, or a DAG file or name (its latest run); default: "
+                         "the latest run of any DAG")
+        pic.add_argument("-o", "--output", metavar="FILE", required=True,
+                         help=f"the {kind} file to write (`-`: stdout)")
 
     dr = add("dry", "show the order steps would start in, running nothing",
              "Show the order in which steps would start, in rounds, as if every step took "
@@ -204,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "validate":
             return _validate(args)
         # Each command imports what it uses, when it is run (start-up of the others).
-        if args.command in ("status", "history", "logs", "dry", "trace"):
+        if args.command in ("status", "history", "logs", "dry", "trace", "report"):
             from dagfast.cli import views as commands  # start-up: only these commands
 
             return getattr(commands, args.command)(args)
@@ -424,6 +432,7 @@ _EXAMPLES = {
     "prune": "  dagfast prune --keep 10            # show what would go\n"
              "  dagfast prune dag.yaml --older-than 10d --yes",
     "trace": "  dagfast trace 20261128T162600123Z-9f3a1c -o run.json   # open in ui.perfetto.dev",
+    "report": "  dagfast report dag.yaml -o run.html",
     "scheduler": "  dagfast scheduler dags/\n  dagfast scheduler --on-stop stop dags/",
     "version": "  dagfast version",
     "completion": """\

@@ -10,15 +10,16 @@ import sys
 import time
 
 from dagfast.errors import RunError, UsageError
+from dagfast.records.address import Target, resolve_target, sub_runs
 from dagfast.records.read import (
-    RunState, Target, child_runs, find_run, follow_step_log, latest_run, read_run,
-    resolve_target, runs_of, step_attempts, step_log, sub_runs,
+    RunState, child_runs, find_run, follow_step_log, latest_run, read_run, runs_of,
+    step_attempts, step_log,
 )
 from dagfast.status import RunStatus, StepStatus
 from dagfast.records.store import home
 from dagfast.report.base import Reporter
 
-__all__ = ["dag_named", "dry", "history", "logs", "resolve_run", "status", "trace"]
+__all__ = ["dag_named", "dry", "history", "logs", "report", "resolve_run", "status", "trace"]
 
 
 def resolve_run(home_dir: str, target: str | None) -> str:
@@ -284,6 +285,16 @@ def trace(args, out=sys.stdout) -> int:
     state = read_run(resolve_run(home(), args.run))
     doc = msgspec.json.encode(chrome_trace(state, timeline(state))) + b"\n"
     _write_output(args.output, doc, out)
+    return 0
+
+
+def report(args, out=sys.stdout) -> int:
+    """Write the run as one self-contained HTML page to `-o FILE` (`-`: stdout)."""
+    from dagfast.report.html import render  # only `report` (start-up)
+    from dagfast.report.trace import timeline
+
+    state = read_run(resolve_run(home(), args.run))
+    _write_output(args.output, render(state, timeline(state)).encode(), out)
     return 0
 
 

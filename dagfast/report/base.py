@@ -13,7 +13,8 @@ import select
 import stat
 import time
 
-from dagfast.records.read import failed_leaf, step_log
+from dagfast.records.address import failed_leaf
+from dagfast.records.read import step_log
 from dagfast.status import RunStatus, StepStatus
 
 __all__ = [

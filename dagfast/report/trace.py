@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from dagfast.records.read import RunState, step_attempts, sub_runs
+from dagfast.records.address import sub_runs
+from dagfast.records.read import RunState, step_attempts
 from dagfast.status import StepStatus
 
 __all__ = ["Bar", "chrome_trace", "cost", "timeline"]
