@@ -110,3 +110,27 @@ def test_runs_to_prune_by_count_and_age():
     assert runs_to_prune(ids, 5, parse_age("4d"), now) == ids[:1]
     assert runs_to_prune(ids, None, None, now) == []
     assert parse_age("1.5h") == 5400 and parse_age("2w") == 14 * day
+
+
+def test_retention_after_a_run_keeps_the_latest_and_the_running(tmp_path):
+    """records.prune.apply_retention, the hook for histRetentionRuns/histRetentionDays:
+    called while the latest run is still held, it keeps that one."""
+    from dagfast.records.prune import apply_retention
+    from dagfast.records.read import runs_of
+    from dagfast.records.store import RunDir
+    from dagfast.loader import load
+
+    home = tmp_path / "home"
+    dag = tmp_path / "r.yaml"
+    dag.write_text("steps:\n  - name: a\n    command: 'true'\n")
+    for _ in range(3):
+        assert dagfast("run", "-q", str(dag), home=home).code == 0
+    first = runs_of(str(home), "r")
+    held = RunDir.create(load(str(dag)), str(home))  # a run that is going on
+    try:
+        done = apply_retention(str(home), "r", 0, None)
+        assert sorted(done.deleted) == first and done.busy == [held.path]
+        assert runs_of(str(home), "r") == [held.path]
+    finally:
+        held.close()
+    assert apply_retention(str(home), "r", None, None).deleted == []

@@ -48,7 +48,7 @@ def ran(tmp_path_factory):
     dag = tmp / "parent.yaml"
     dag.write_text(textwrap.dedent(PARENT.format(dir=tmp)))
     home = tmp / "home"
-    res = dagfast("run", str(dag), home=home)
+    res = dagfast("run", str(dag), "--junit", str(tmp / "junit.xml"), home=home)
     assert res.code == 1, res.err
     run_id = re.search(r"run (\S+) of parent", res.out).group(1)
     return run_id, home, dag, res
@@ -156,3 +156,34 @@ def test_trace_writes_one_slice_a_step_on_concurrency_lanes(ran, tmp_path):
     got = dagfast("trace", run_id, "-o", str(tmp_path / "no" / "x.json"), home=home)
     assert got.code == 2
     assert got.err.startswith(f"dagfast: -o {tmp_path}/no/x.json: No such file")
+
+
+def test_junit_has_a_case_for_every_sub_run_step_and_the_handlers_stderr(ran):
+    import xml.etree.ElementTree as ET
+
+    _, _, dag, _ = ran
+    suite = ET.parse(dag.parent / "junit.xml").getroot().find("testsuite")
+    cases = {c.get("name"): c for c in suite.iter("testcase")}
+    assert list(cases) == ["flaky", "fan", "fan[0]/work", "fan[1]/work", "fan[2]/work",
+                           "one", "one/work", "failure"]
+    failure = cases["fan[1]/work"].find("failure")
+    assert (failure.get("message"), failure.text) == ("exit status 3", "boom-2")
+    assert cases["failure"].find("system-err").text == "handler-err"
+    assert suite.get("tests") == "8" and suite.get("failures") == "3"
+
+
+def test_json_events_name_sub_run_steps_and_handlers_by_address(tmp_path):
+    (tmp_path / "child.yaml").write_text(textwrap.dedent(CHILD))
+    dag = tmp_path / "parent.yaml"
+    dag.write_text(textwrap.dedent(PARENT.format(dir=tmp_path)))
+    res = dagfast("run", "--json", str(dag), home=tmp_path / "home")
+    assert res.code == 1, res.err
+    events = [json.loads(line) for line in res.out.splitlines()]
+    finished = [(e["step"], e["status"], "id" in e) for e in events
+                if e["event"] in ("step_finished", "handler_finished")]
+    fan = finished.index(("fan", "failed", True))
+    assert finished[fan - 3:fan] == [("fan[0]/work", "succeeded", False),
+                                     ("fan[1]/work", "failed", False),
+                                     ("fan[2]/work", "succeeded", False)]
+    assert ("one/work", "succeeded", False) in finished
+    assert finished[-1] == ("handlerOn.failure", "failed", False)

@@ -12,7 +12,7 @@ from dagfast.model import Dag
 from dagfast.records.read import RunState, child_runs, read_run
 from dagfast.status import StepStatus
 
-__all__ = ["Target", "failed_leaf", "resolve_target", "sub_runs"]
+__all__ = ["Target", "failed_leaf", "resolve_target", "sub_runs", "sub_steps"]
 
 
 def sub_runs(run_path: str, step: int, name: str) -> list[tuple[str, RunState, Dag]]:
@@ -28,6 +28,18 @@ def sub_runs(run_path: str, step: int, name: str) -> list[tuple[str, RunState, D
         except RunError:
             continue
         found.append((f"{name}[{k}]/" if len(children) > 1 else f"{name}/", state, dag))
+    return found
+
+
+def sub_steps(run_path: str, step: int, name: str) -> list[tuple[Target, object]]:
+    """Every step of the sub-runs of sub-DAG step `step` (named `name`), any depth, in
+    order, as (Target, its StepRecord)."""
+    found = []
+    for here, state, dag in sub_runs(run_path, step, name):
+        for i, (s, r) in enumerate(zip(dag.steps, state.steps)):
+            found.append((Target(state.path, dag, i, here + s.name, r.error), r))
+            if s.extra is not None and s.extra.call is not None:
+                found += sub_steps(state.path, i, here + s.name)
     return found
 
 

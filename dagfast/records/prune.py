@@ -22,7 +22,7 @@ from dagfast.errors import UsageError
 from dagfast.records.read import owner_pid, runs_of
 from dagfast.records.store import run_id_time
 
-__all__ = ["Pruned", "parse_age", "plan", "prune", "runs_to_prune"]
+__all__ = ["Pruned", "apply_retention", "parse_age", "plan", "prune", "runs_to_prune"]
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _AGE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
@@ -127,3 +127,18 @@ def _remove_leftovers(parent: str) -> None:
     for name in _listdir(parent):
         if name.startswith(".") and name.endswith(_LEFTOVER):
             shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+
+
+def apply_retention(home_dir: str, name: str, keep_runs: int | None,
+                    keep_days: float | None) -> Pruned:
+    """The DAG keys `histRetentionRuns` / `histRetentionDays`, applied after a run of
+    the DAG called `name`: its runs beyond the `keep_runs` latest, or started more than
+    `keep_days` days ago, are deleted (never a running or queued one, the run that just
+    ended included while its owner holds it)."""
+    if keep_runs is None and keep_days is None:
+        return Pruned([], [], [])
+    age = keep_days * 86400 if keep_days is not None else None
+    doomed, busy = plan(home_dir, [name], keep_runs, age)
+    done = prune(doomed)
+    done.busy += busy
+    return done

@@ -19,7 +19,7 @@ from dagfast.status import RunStatus, StepStatus
 
 __all__ = [
     "ConsoleReporter", "GithubAnnotations", "Notices", "Reporter", "Reporters", "Ticker",
-    "Unbreakable", "summary", "tail", "to_devnull",
+    "Unbreakable", "summary", "tail_bytes", "to_devnull",
 ]
 
 TAIL_LINES = 10  # stderr lines shown for a failed step in the ending and in reports
@@ -184,7 +184,7 @@ class GithubAnnotations(Reporter):
 
     def step_finished(self, step: int, record) -> None:
         if record.status == StepStatus.FAILED:
-            self._error(self.dag.steps[step].name, record, self.run_dir.stderr_path(step))
+            self._error(self.dag.steps[step].name, record, step)
 
     def run_finished(self, result) -> None:
         for on, record in result.handlers.items():
@@ -192,10 +192,10 @@ class GithubAnnotations(Reporter):
                 self._error(f"handlerOn.{on}", record, None)
         self.out.flush()
 
-    def _error(self, name: str, record, err_path) -> None:
+    def _error(self, name: str, record, step: int | None) -> None:
         lines = [f"step {name} failed ({record.error})"]
-        if err_path is not None:
-            lines += tail(err_path, TAIL_LINES)
+        if step is not None:
+            lines += tail_bytes(step_log(self.run_dir.path, step, "err", last=16384))
         title = _gh_escape(f"dagfast: {self.dag.name}: {name} failed", prop=True)
         self.out.write(f"::error title={title}::{_gh_escape(chr(10).join(lines))}\n")
 
@@ -228,19 +228,6 @@ class Ticker:
         self.handle.cancel()
 
 
-def tail(path: str, lines: int, max_bytes: int = 16384) -> list[str]:
-    """The last `lines` lines of the file at `path` (decoded leniently; [] if unreadable)."""
-    try:
-        with open(path, "rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(0, size - max_bytes))
-            data = f.read()
-    except OSError:
-        return []
-    text = data.decode("utf-8", "replace").rstrip("\n")
-    return text.split("\n")[-lines:] if text else []
-
-
 def summary(result, color=None) -> list[str]:
     """The run's ending: its status and counts, then every failed step (up to
     SHOWN_FAILURES) with its exit status and the last lines of its stderr, and the
@@ -269,7 +256,7 @@ def summary(result, color=None) -> list[str]:
         path, step, name = (leaf.run_path, leaf.step, leaf.name) if leaf else (result.path, i, steps[i].name)
         if leaf is not None:
             out.append(f"    {leaf.name}: {leaf.error}")
-        out += [f"    | {line}" for line in _tail(step_log(path, step, "err", last=16384))]
+        out += [f"    | {line}" for line in tail_bytes(step_log(path, step, "err", last=16384))]
         out.append(f"    whole log: dagfast logs {result.run_id} {_arg(name)} --stderr")
     if len(failed) > SHOWN_FAILURES:
         out.append(f"  ... and {len(failed) - SHOWN_FAILURES} more failed steps: "
@@ -280,7 +267,7 @@ def summary(result, color=None) -> list[str]:
             out.append(f"  {paint('failed', 'red')}: handlerOn.{on} ({r.error})")
             if on in events:
                 token = len(steps) + events.index(on)
-                out += [f"    | {line}" for line in _tail(step_log(result.path, token, "err",
+                out += [f"    | {line}" for line in tail_bytes(step_log(result.path, token, "err",
                                                                     last=16384))]
                 out.append(f"    whole log: dagfast logs {result.run_id} handlerOn.{on} --stderr")
     out.append(f"  run directory: {result.path}")
@@ -296,7 +283,7 @@ def _all_done(result) -> bool:
     return all(r.status == StepStatus.SUCCEEDED for r in result.steps)
 
 
-def _tail(data: bytes, lines: int = TAIL_LINES) -> list[str]:
+def tail_bytes(data: bytes, lines: int = TAIL_LINES) -> list[str]:
     """The last `lines` lines of `data`, decoded leniently."""
     text = data.decode("utf-8", "replace").rstrip("\n")
     return text.split("\n")[-lines:] if text else []
