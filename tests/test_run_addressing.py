@@ -74,6 +74,8 @@ def test_the_ending_shows_the_failing_child_and_commands_that_work(ran):
     assert (got.code, got.out) == (0, "boom-2\n"), got.err
     got = dagfast("logs", run_id, "handlerOn.failure", "--stderr", home=home)
     assert (got.code, got.out) == (0, "handler-err\n"), got.err
+    got = dagfast("logs", run_id, "onFailure", "--stderr", home=home)  # Dagu's name
+    assert (got.code, got.out) == (0, "handler-err\n"), got.err
 
 
 def test_logs_reach_sub_runs_handlers_and_earlier_attempts(ran):
@@ -89,6 +91,8 @@ def test_logs_reach_sub_runs_handlers_and_earlier_attempts(ran):
     assert logs(run_id, "fan") == (0, "==> fan[0]/work <==\nchild-out 1\n==> fan[1]/work "
                                       "<==\nchild-out 2\n==> fan[2]/work <==\nchild-out 3\n", "")
     assert logs(run_id, "fan", "--stderr") == (0, "==> fan[1]/work <==\nboom-2\n", "")
+    assert logs(run_id, "--stderr") == (
+        0, "==> fan[1]/work <==\nboom-2\n==> handlerOn.failure <==\nhandler-err\n", "")
     # Every execution of a retried step: the last by default.
     assert [logs(run_id, "flaky", "--attempt", str(n))[1] for n in (1, 2, 3)] == [
         "try 1\n", "try 2\n", "try 3\n"]

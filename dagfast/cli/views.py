@@ -225,17 +225,23 @@ def logs(args, out=None) -> int:
     stream = "err" if args.stderr else "out"
     if args.step is None:
         dag = state.dag()
-        targets = [Target(state.path, dag, i, s.name) for i, s in enumerate(dag.steps)]
-        if args.follow and len(targets) != 1:
-            raise UsageError("--follow needs a STEP when the DAG has more than one step")
-        if args.attempt is not None and len(targets) != 1:
-            raise UsageError("--attempt needs a STEP when the DAG has more than one step")
+        if len(dag.steps) != 1:
+            for flag, given in (("--follow", args.follow), ("--attempt", args.attempt)):
+                if given not in (None, False):
+                    raise UsageError(f"{flag} needs a STEP when the DAG has more than one step")
+        targets = [leaf for i, s in enumerate(dag.steps)
+                   for leaf in _leaves(Target(state.path, dag, i, s.name))]
+        if not args.follow and args.attempt is None:  # every step's output: handlers' too
+            n = len(dag.steps)
+            targets += [Target(state.path, dag, n + k, f"handlerOn.{h.on}")
+                        for k, h in enumerate(dag.handlers)]
     else:
         # A sub-DAG step writes nothing itself: its logs are its sub-runs' steps'.
         targets = _leaves(resolve_target(state.path, args.step))
-        if (args.follow or args.attempt is not None) and len(targets) != 1:
-            raise UsageError(f"`{args.step}` is a sub-DAG step; name one of its steps: "
-                             f"{', '.join(t.name for t in targets[:3])}, ...")
+    if (args.follow or args.attempt is not None) and len(targets) != 1:
+        raise UsageError(f"`{args.step or targets[0].name.split('/')[0]}` is a sub-DAG "
+                         f"step; name one of its steps: "
+                         f"{', '.join(t.name for t in targets[:3])}, ...")
     if args.attempt is not None:
         t = targets[0]
         n = step_attempts(t.run_path, t.step)

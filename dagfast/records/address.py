@@ -112,7 +112,14 @@ def _item(part: str) -> tuple[str, int | None]:
     return part, None
 
 
+# Dagu's own names of the handlers (its UI and logs say `onFailure`): the same handlers.
+_DAGU_NAMES = {"onInit": "init", "onSuccess": "success", "onFailure": "failure",
+               "onAbort": "abort", "onCancel": "abort", "onExit": "exit"}
+
+
 def _step_of(dag: Dag, name: str, address: str) -> int:
+    if name in _DAGU_NAMES and all(s.name != name and s.id != name for s in dag.steps):
+        name = f"handlerOn.{_DAGU_NAMES[name]}"
     if name.startswith("handlerOn."):
         events = [h.on for h in dag.handlers]
         on = name[len("handlerOn."):]
