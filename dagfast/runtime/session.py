@@ -153,8 +153,8 @@ def retry(
             from dagfast.records import runslots  # only DAGs with maxActiveRuns
 
             def queued() -> None:
-                out.write(f"dagfast: run {state.run_id}: waiting for a run slot "
-                          f"(maxActiveRuns {dag.max_active_runs})\n")
+                out.write("dagfast: " + runslots.waiting_line(
+                    dag.name, dag.max_active_runs, home_dir, state.run_id) + "\n")
                 out.flush()
 
             slot = runslots.take_or_stop(
