@@ -191,3 +191,23 @@ def test_json_events_name_sub_run_steps_and_handlers_by_address(tmp_path):
                                      ("fan[2]/work", "succeeded", False)]
     assert ("one/work", "succeeded", False) in finished
     assert finished[-1] == ("handlerOn.failure", "failed", False)
+
+
+def test_status_of_one_step_by_its_address(ran):
+    run_id, home, dag, _ = ran
+    got = dagfast("status", str(dag), "fan[1]/work", home=home)
+    assert got.code == 0, got.err
+    lines = got.out.splitlines()
+    assert re.fullmatch(r"status:   failed, exit 3, took \d+\.\d\ds", lines.pop(2))
+    assert lines == [
+        "step:     fan[1]/work", f"run:      {run_id}.1.1", "attempts: 1",
+        "error:    exit status 3", f"logs:     dagfast logs {run_id} 'fan[1]/work' [--stderr]"]
+    got = dagfast("status", run_id, "fan", home=home)
+    assert [line.split("  ")[1] for line in got.out.splitlines() if line.startswith("  ")] == [
+        "fan[0]/work", "fan[1]/work", "fan[2]/work"]
+    doc = json.loads(dagfast("status", run_id, "flaky", "--json", home=home).out)
+    assert (doc["address"], doc["attempts"], doc["status"]) == ("flaky", 3, "succeeded")
+    got = dagfast("status", run_id, "handlerOn.failure", home=home)
+    assert got.code == 1 and got.err.strip() == (
+        "dagfast: `handlerOn.failure`: the record keeps no status of handlers; "
+        f"`dagfast logs {run_id} handlerOn.failure` prints its output")

@@ -116,6 +116,9 @@ def _add_record_commands(sub) -> None:
     st.add_argument("target", nargs="?", metavar="DAG|RUN_ID",
                     help="a run id, or a DAG file or name (its latest run); default: the "
                     "latest run of any DAG")
+    st.add_argument("step", nargs="?", metavar="STEP",
+                    help="only this step, in detail: a name, handlerOn.EVENT, STEP/CHILD "
+                    "or STEP[K]/CHILD (as `logs`)")
     st.add_argument("--json", action="store_true", help="print one JSON document")
 
     hi = add("history", "list the runs of a DAG", "List the runs of a DAG, newest first.")

@@ -17,7 +17,7 @@ from dagfast.records.read import (
 )
 from dagfast.status import RunStatus, StepStatus
 from dagfast.records.store import home
-from dagfast.report.base import Reporter
+from dagfast.report.base import Reporter, shell_word
 
 __all__ = ["dag_named", "dry", "history", "logs", "report", "resolve_run", "status", "trace"]
 
@@ -56,6 +56,8 @@ def dag_named(target: str) -> tuple[str, str | None]:
 def status(args, out=sys.stdout) -> int:
     """Print one run, step by step (or as one JSON document with --json)."""
     state = read_run(resolve_run(home(), args.target))
+    if args.step is not None:
+        return _step_status(state, args, out)
     dag = state.dag()
     if args.json:
         import msgspec
@@ -119,6 +121,39 @@ def _rows(state: RunState, dag, prefix: str, depth: int) -> list[tuple]:
             for here, sub, sub_dag in sub_runs(state.path, i, name):
                 rows += _rows(sub, sub_dag, here, depth + 1)
     return rows
+
+
+def _step_status(state: RunState, args, out) -> int:
+    """`status RUN STEP`: one step (any address) in detail, and its sub-runs' steps."""
+    t = resolve_target(state.path, args.step)
+    if t.step >= len(t.dag.steps):
+        raise RunError(f"`{args.step}`: the record keeps no status of handlers; "
+                       f"`dagfast logs {state.run_id} {args.step}` prints its output")
+    here = state if t.run_path == state.path else read_run(t.run_path)
+    doc = dict(_status_doc(here, t.dag)["steps"][t.step], address=t.name,
+               run_id=here.run_id)
+    if args.json:
+        import msgspec
+
+        out.write(msgspec.json.format(msgspec.json.encode(doc), indent=2).decode() + "\n")
+        return 0
+    w = 10
+    took = "-" if doc["duration"] is None else _dur(doc["duration"])
+    code = "" if doc["exit_code"] is None else f", exit {doc['exit_code']}"
+    out.write(f"{'step:':<{w}}{t.name}\n{'run:':<{w}}{here.run_id}\n"
+              f"{'status:':<{w}}{doc['status']}{code}, took {took}\n"
+              f"{'attempts:':<{w}}{doc['attempts']}\n")
+    if doc["error"]:
+        out.write(f"{'error:':<{w}}{doc['error']}\n")
+    rows = _rows(here, t.dag, "", 0)
+    step = t.dag.steps[t.step]
+    inner = [r for r in rows if r[0].lstrip().startswith((step.name + "/", step.name + "["))]
+    for name, label, r, _ in inner:
+        code = "-" if r.exit_code is None else str(r.exit_code)
+        shown = t.name.rsplit("/", 1)[0] + "/" + name.strip() if "/" in t.name else name.strip()
+        out.write(f"  {shown}  {label}  exit {code}  {r.error}".rstrip() + "\n")
+    out.write(f"{'logs:':<{w}}dagfast logs {state.run_id} {shell_word(t.name)} [--stderr]\n")
+    return 0
 
 
 def _run_label(state: RunState) -> str:

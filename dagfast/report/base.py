@@ -19,7 +19,7 @@ from dagfast.status import RunStatus, StepStatus
 
 __all__ = [
     "ConsoleReporter", "GithubAnnotations", "Notices", "Reporter", "Reporters", "Ticker",
-    "Unbreakable", "summary", "tail_bytes", "to_devnull",
+    "Unbreakable", "shell_word", "summary", "tail_bytes", "to_devnull",
 ]
 
 TAIL_LINES = 10  # stderr lines shown for a failed step in the ending and in reports
@@ -257,7 +257,7 @@ def summary(result, color=None) -> list[str]:
         if leaf is not None:
             out.append(f"    {leaf.name}: {leaf.error}")
         out += [f"    | {line}" for line in tail_bytes(step_log(path, step, "err", last=16384))]
-        out.append(f"    whole log: dagfast logs {result.run_id} {_arg(name)} --stderr")
+        out.append(f"    whole log: dagfast logs {result.run_id} {shell_word(name)} --stderr")
     if len(failed) > SHOWN_FAILURES:
         out.append(f"  ... and {len(failed) - SHOWN_FAILURES} more failed steps: "
                    f"dagfast status {result.run_id}")
@@ -289,7 +289,7 @@ def tail_bytes(data: bytes, lines: int = TAIL_LINES) -> list[str]:
     return text.split("\n")[-lines:] if text else []
 
 
-def _arg(word: str) -> str:
+def shell_word(word: str) -> str:
     """`word` quoted for a shell command line when it needs to be."""
     import re
 
