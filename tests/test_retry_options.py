@@ -98,6 +98,17 @@ def test_retry_edited_runs_changed_and_unfinished_steps_of_the_new_file(tmp_path
     assert res.code == 0, res.out + res.err
     assert "1 of 5 steps to run again" in res.out
     assert dagfast("logs", run_id, "d", home=home).out == "D\n"
+    # A file that no longer loads, or names another DAG: one line, the record untouched.
+    text = dag.read_text()
+    dag.write_text(text.replace("depends: b", "depends: nope", 1))
+    res = dagfast("retry", run_id, "--edited", home=home, cwd=tmp_path)
+    assert res.code == 2 and "depends on unknown step `nope`" in res.err, res.err
+    dag.write_text("name: other\n" + text)
+    res = dagfast("retry", run_id, "--edited", home=home, cwd=tmp_path)
+    assert (res.code, res.err.strip()) == (
+        1, f"dagfast: {dag} now names its DAG `other`, not `fix`: run it anew "
+           f"(`dagfast run {dag}`)")
+    assert json.loads(dagfast("status", run_id, "--json", home=home).out)["attempt"] == 3
 
 
 def test_retry_step_downstream_runs_it_and_everything_after_it(tmp_path):

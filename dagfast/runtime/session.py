@@ -124,6 +124,9 @@ def retry(
                 raise RunError(f"run `{state.run_id}`: its DAG file `{dag.path}` is gone; "
                                "cannot retry it --edited")
             new = load(dag.path, params=dag.params or None)
+            if new.name != dag.name:  # its runs are kept under its name
+                raise RunError(f"{dag.path} now names its DAG `{new.name}`, not `{dag.name}`: "
+                               f"run it anew (`dagfast run {dag.path}`)")
             check_sub_dags(new)
             plan = retryplan.plan_edited(dag, records, new)
             dag, records, moved = new, plan.records, plan.kept
