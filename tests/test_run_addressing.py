@@ -133,6 +133,12 @@ def test_status_shows_sub_runs_under_their_caller_and_attempts(ran):
     assert got.code == 0 and "status:  failed" in got.out, got.err
     got = dagfast("logs", f"{run_id}.1.1", "work", "--stderr", home=home)
     assert (got.code, got.out) == (0, "boom-2\n"), got.err
+    # ... but a sub-run is retried and stopped through its caller.
+    for command in ("retry", "stop"):
+        got = dagfast(command, f"{run_id}.1.1", home=home)
+        assert (got.code, got.err.strip()) == (
+            1, f"dagfast: run `{run_id}.1.1` is a sub-run of run `{run_id}`: "
+               f"`dagfast {command} {run_id}`")
 
 
 def test_trace_writes_one_slice_a_step_on_concurrency_lanes(ran, tmp_path):

@@ -29,7 +29,7 @@ def retry(args, out=sys.stdout) -> int:
 
     if args.downstream and args.step is None:
         raise UsageError("--downstream goes with --step STEP")
-    path = resolve_run(home(), args.run)
+    path = _top_level(resolve_run(home(), args.run), "retry")
     state = read_run(path)
     # Notes go to stderr: with --json, stdout is JSON lines alone.
     note = sys.stderr if args.json else out
@@ -54,7 +54,7 @@ def retry(args, out=sys.stdout) -> int:
 
 def stop(args, out=sys.stdout) -> int:
     """Ask the process running a run to stop it (SIGTERM), and wait until it has."""
-    path = resolve_run(home(), args.run)
+    path = _top_level(resolve_run(home(), args.run), "stop")
     run_id = os.path.basename(path)
     pid = owner_pid(path)
     if pid is None:
@@ -73,6 +73,17 @@ def stop(args, out=sys.stdout) -> int:
     state = read_run(path)
     out.write(f"dagfast: run {run_id} stopped: {state.label}\n")
     return 0
+
+
+def _top_level(path: str, command: str) -> str:
+    """`path`, a run directory; RunError when it is a sub-run's: its caller is the run
+    to act on (a sub-run alone has no process of its own, nor a record of its caller)."""
+    run_id = os.path.basename(path)
+    top = run_id.split(".", 1)[0]
+    if top != run_id:
+        raise RunError(f"run `{run_id}` is a sub-run of run `{top}`: "
+                       f"`dagfast {command} {top}`")
+    return path
 
 
 def _holds_lock(pid: int, lock: str) -> bool:
