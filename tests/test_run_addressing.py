@@ -217,3 +217,21 @@ def test_status_of_one_step_by_its_address(ran):
     assert got.code == 1 and got.err.strip() == (
         "dagfast: `handlerOn.failure`: the record keeps no status of handlers; "
         f"`dagfast logs {run_id} handlerOn.failure` prints its output")
+
+
+def test_addresses_reach_any_depth(tmp_path):
+    #   outer -> mid.yaml: inner -> child.yaml (N=2): work fails with `boom-2`
+    (tmp_path / "child.yaml").write_text(textwrap.dedent(CHILD))
+    (tmp_path / "mid.yaml").write_text("steps:\n  - name: inner\n    call: child.yaml\n"
+                                       "    params: N=2\n")
+    top = tmp_path / "top.yaml"
+    top.write_text("steps:\n  - name: outer\n    call: mid.yaml\n")
+    home = tmp_path / "home"
+    res = dagfast("run", str(top), home=home)
+    assert res.code == 1
+    assert "    outer/inner/work: exit status 3" in res.out.splitlines()
+    got = dagfast("status", str(top), home=home)
+    assert [line[:20].rstrip() for line in got.out.splitlines()[6:]] == [
+        "outer", "  outer/inner", "    outer/inner/work"]
+    got = dagfast("logs", str(top), "outer/inner/work", "--stderr", home=home)
+    assert (got.code, got.out) == (0, "boom-2\n"), got.err
