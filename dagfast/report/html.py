@@ -15,7 +15,7 @@ import time
 from dagfast.records.read import RunState, step_log
 from dagfast.report.trace import Bar
 
-__all__ = ["critical_path", "render"]
+__all__ = ["cost_text", "critical_path", "render"]
 
 ROW = 22  # pixels a lane
 WIDTH = 1000  # pixels of the time axis
@@ -50,7 +50,8 @@ def render(state: RunState, bars: list[Bar]) -> str:
     t0 = min([state.started_at or 0.0] + [b.start for b in bars])
     t1 = max([state.finished_at or state.last_recorded_at or t0] + [b.end for b in bars])
     span = max(t1 - t0, 1e-6)
-    critical = {id(b) for b in critical_path(bars)}
+    chain = critical_path(bars)
+    critical = {id(b) for b in chain}
     lanes = max([b.lane for b in bars] + [-1]) + 1
     title = f"{state.dag_name} {state.run_id}"
     parts = [_HEAD.format(title=html.escape(title), style=_STYLE)]
@@ -63,7 +64,7 @@ def render(state: RunState, bars: list[Bar]) -> str:
         f"lane{'s' if lanes != 1 else ''}</p>"
     )
     parts.append(_gantt(bars, t0, span, lanes, critical))
-    parts.append(_critical_table(bars, critical, t0))
+    parts.append(_critical_table(chain, t0))
     parts.append(_slowest(bars))
     parts.append(_failures(bars))
     parts.append(f"<script>{_SCRIPT}</script></body></html>\n")
@@ -94,7 +95,7 @@ def _gantt(bars: list[Bar], t0: float, span: float, lanes: int, critical: set) -
         if b.attempts > 1:
             tip += f", {b.attempts} attempts"
         if b.cost:
-            tip += ", " + ", ".join(f"{k} {v}" for k, v in b.cost.items())
+            tip += ", " + cost_text(b)
         out.append(
             f'<g class="bar{crit}" data-name="{html.escape(b.name)}">'
             f'<rect x="{x:.2f}" y="{y}" width="{w:.2f}" height="{ROW - 4}" fill="{colour}"/>'
@@ -108,8 +109,7 @@ def _gantt(bars: list[Bar], t0: float, span: float, lanes: int, critical: set) -
     return "".join(out)
 
 
-def _critical_table(bars: list[Bar], critical: set, t0: float) -> str:
-    chain = [b for b in critical_path(bars)]
+def _critical_table(chain: list[Bar], t0: float) -> str:
     if not chain:
         return ""
     rows = "".join(
