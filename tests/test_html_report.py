@@ -67,3 +67,20 @@ def test_the_html_report_renders_its_bars_in_a_browser_without_errors(tmp_path):
     assert re.search(r'<body data-rendered="4">', proc.stdout), proc.stdout[:500]
     console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
     assert console == [], console
+
+
+def test_a_steps_cost_is_shown_when_its_record_has_one():
+    """The hook for what a step cost: fields of the record named for CPU or memory."""
+    import msgspec
+
+    from dagfast.records.store import StepRecord
+    from dagfast.report.trace import cost
+
+    class Costly(msgspec.Struct):
+        status: int = 4
+        cpu_user: float | None = 1.5
+        cpu_system: float | None = None
+        max_rss: int = 2048
+
+    assert cost(StepRecord()) == {}
+    assert cost(Costly()) == {"cpu_user": 1.5, "max_rss": 2048}
