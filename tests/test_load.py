@@ -62,11 +62,11 @@ NOT_YET: dict[str, str] = {}
 # The page's own mistakes: these must keep failing, with exactly these problems.
 WRONG_ON_THE_PAGE = {
     "minimize-dependencies": [
-        "{f}:13:1: duplicate key `steps` (first given at line 2)",
+        "{f}:14:1: duplicate key `steps` (first given at line 3)",
     ],
     "progress-monitoring": [
-        "{f}:21:22: depends on unknown step `task2` (did you mean `task1`?) - at `$.steps[2].depends[1]`",
-        "{f}:21:29: depends on unknown step `...` - at `$.steps[2].depends[2]`",
+        "{f}:22:22: depends on unknown step `task2` (did you mean `task1`?) - at `$.steps[2].depends[1]`",
+        "{f}:22:29: depends on unknown step `...` - at `$.steps[2].depends[2]`",
     ],
 }
 

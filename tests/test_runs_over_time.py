@@ -150,7 +150,8 @@ def test_a_retry_waits_for_a_slot_and_a_sigterm_meanwhile_leaves_the_record_as_i
         retry.send_signal(signal.SIGTERM)
         out, err = retry.communicate(timeout=30)
         assert retry.returncode == 143, (out, err)
-        assert "waiting for a run slot (maxActiveRuns 1)" in out
+        assert (f"dagfast: run {failed_id}: waiting for a run slot of one: 1 of 1 in use "
+                "(run ") in out, out
         st = dagfast("status", failed_id, "--json", home=home).out
         assert '"status": "failed"' in st and '"attempt": 1' in st, st
     finally:

@@ -116,6 +116,9 @@ def _add_record_commands(sub) -> None:
     st.add_argument("target", nargs="?", metavar="DAG|RUN_ID",
                     help="a run id, or a DAG file or name (its latest run); default: the "
                     "latest run of any DAG")
+    st.add_argument("step", nargs="?", metavar="STEP",
+                    help="only this step, in detail: a name, handlerOn.EVENT, STEP/CHILD "
+                    "or STEP[K]/CHILD (as `logs`)")
     st.add_argument("--json", action="store_true", help="print one JSON document")
 
     hi = add("history", "list the runs of a DAG", "List the runs of a DAG, newest first.")
@@ -126,7 +129,10 @@ def _add_record_commands(sub) -> None:
     lo = add("logs", "print a step's output",
              "Print a step's stdout (all steps' when STEP is not given), or its stderr.")
     lo.add_argument("run", metavar="RUN_ID", help="the run, or a DAG (its latest run)")
-    lo.add_argument("step", nargs="?", metavar="STEP", help="the step's name or id")
+    lo.add_argument("step", nargs="?", metavar="STEP",
+                    help="the step's name or id; handlerOn.EVENT for a handler; STEP/CHILD "
+                    "for a step of a sub-DAG step's run (any depth), STEP[K]/CHILD for its "
+                    "fan-out item K")
     lo.add_argument("-f", "--follow", action="store_true",
                     help="keep printing what the step writes until the run ends")
     lo.add_argument("--stderr", action="store_true", help="print stderr instead of stdout")
@@ -137,17 +143,58 @@ def _add_record_commands(sub) -> None:
     re_ = add("retry", "run again the steps of a run that did not succeed",
               "A new attempt of the same run: the steps that did not succeed run again (or "
               "only STEP), the others keep their records. Exits as `run` does.")
-    re_.add_argument("run", metavar="RUN_ID")
+    re_.add_argument("run", metavar="DAG|RUN_ID",
+                     help="a run id, or a DAG file or name (its latest run)")
     re_.add_argument("--step", metavar="NAME", help="run only this step again")
+    re_.add_argument("--downstream", action="store_true",
+                     help="with --step: also every step that depends on it")
+    re_.add_argument("--edited", action="store_true",
+                     help="run the DAG as its file is now: succeeded steps whose definition "
+                     "did not change keep their records, the others run again")
     re_.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+    re_.add_argument("-v", "--verbose", action="store_true",
+                     help="also print every step's output, each line prefixed with its name")
+    re_.add_argument("--json", action="store_true",
+                     help="print one JSON event a line instead of the progress view")
+    re_.add_argument("--junit", metavar="FILE",
+                     help="write a JUnit XML report (one test case a step) to FILE")
     _add_executor_flags(re_)
 
     so = add("stop", "stop a running run",
              "Stop a run: its running steps' process groups get SIGTERM, then SIGKILL after "
              "the clean-up period; the run ends `aborted`. Waits until it has ended.")
-    so.add_argument("run", metavar="RUN_ID")
+    so.add_argument("run", metavar="DAG|RUN_ID",
+                    help="a run id, or a DAG file or name (its latest run)")
     so.add_argument("--wait", type=float, default=30.0, metavar="SEC",
                     help="how long to wait for the run to end (default 30)")
+
+    pr = add("prune", "delete old runs",
+             "Delete the records of old runs: those beyond the N latest (--keep N) or started "
+             "before a time (--older-than 10d). Shows what it would delete unless --yes. "
+             "Never deletes a running or queued run.")
+    pr.add_argument("dag", nargs="?", metavar="DAG",
+                    help="a DAG file or name (default: the runs of every DAG)")
+    pr.add_argument("--keep", type=_count, metavar="N", help="keep the N latest runs of each DAG")
+    pr.add_argument("--older-than", metavar="AGE",
+                    help="delete runs started more than AGE ago: 30s, 15m, 12h, 10d or 2w")
+    pr.add_argument("--yes", action="store_true", help="delete (without it: only show)")
+
+    pictures = (
+        ("trace", "JSON", "write a run as a Chrome trace (Perfetto, chrome://tracing)",
+         "Write the run in Chrome's trace event format: one track a concurrency slot, "
+         "a slice a step execution with its status, exit code and cost."),
+        ("report", "HTML", "write a run as one HTML page (timeline, critical path, failures)",
+         "Write one self-contained HTML file about a run: a Gantt timeline with the "
+         "critical path highlighted, the slowest steps, and the failures with the end "
+         "of their stderr. No network, no server: open it in a browser."),
+    )
+    for name, kind, short, long in pictures:
+        pic = add(name, short, long)
+        pic.add_argument("run", nargs="?", metavar="DAG|RUN_ID",
+                         help="a run id, or a DAG file or name (its latest run); default: "
+                         "the latest run of any DAG")
+        pic.add_argument("-o", "--output", metavar="FILE", required=True,
+                         help=f"the {kind} file to write (`-`: stdout)")
 
     dr = add("dry", "show the order steps would start in, running nothing",
              "Show the order in which steps would start, in rounds, as if every step took "
@@ -169,12 +216,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "validate":
             return _validate(args)
         # Each command imports what it uses, when it is run (start-up of the others).
-        if args.command in ("status", "history", "logs", "dry"):
+        if args.command in ("status", "history", "logs", "dry", "trace", "report"):
             from dagfast.cli import views as commands  # start-up: only these commands
 
             return getattr(commands, args.command)(args)
-        if args.command in ("retry", "stop"):
-            from dagfast.cli import control  # start-up: only retry and stop
+        if args.command in ("retry", "stop", "prune"):
+            from dagfast.cli import control  # start-up: only retry, stop and prune
+
+            if args.command == "retry":
+                _check_output_flags(args)
 
             return getattr(control, args.command)(args)
         if args.command == "scheduler":
@@ -388,8 +438,13 @@ _EXAMPLES = {
     "logs": "  dagfast logs 20261128T162600123Z-9f3a1c\n"
             "  dagfast logs 20261128T162600123Z-9f3a1c build --stderr --follow",
     "retry": "  dagfast retry 20261128T162600123Z-9f3a1c\n"
-             "  dagfast retry 20261128T162600123Z-9f3a1c --step build",
-    "stop": "  dagfast stop 20261128T162600123Z-9f3a1c --wait 60",
+             "  dagfast retry dag.yaml --edited       # the latest run, as the file is now\n"
+             "  dagfast retry 20261128T162600123Z-9f3a1c --step build --downstream",
+    "stop": "  dagfast stop 20261128T162600123Z-9f3a1c --wait 60\n  dagfast stop dag.yaml",
+    "prune": "  dagfast prune --keep 10            # show what would go\n"
+             "  dagfast prune dag.yaml --older-than 10d --yes",
+    "trace": "  dagfast trace 20261128T162600123Z-9f3a1c -o run.json   # open in ui.perfetto.dev",
+    "report": "  dagfast report dag.yaml -o run.html",
     "scheduler": "  dagfast scheduler dags/\n  dagfast scheduler --on-stop stop dags/",
     "version": "  dagfast version",
     "completion": """\

@@ -10,13 +10,16 @@ import sys
 import time
 
 from dagfast.errors import RunError, UsageError
-from dagfast.records.outstore import STDERR, STDOUT, Output
-from dagfast.records.read import RunState, find_run, latest_run, owner_pid, read_run, runs_of
+from dagfast.records.address import Target, resolve_target, sub_runs
+from dagfast.records.read import (
+    RunState, child_runs, find_run, follow_step_log, latest_run, read_run, runs_of,
+    step_attempts, step_log,
+)
 from dagfast.status import RunStatus, StepStatus
 from dagfast.records.store import home
-from dagfast.report.base import Reporter
+from dagfast.report.base import Reporter, shell_word
 
-__all__ = ["dry", "history", "logs", "resolve_run", "status"]
+__all__ = ["dag_named", "dry", "history", "logs", "report", "resolve_run", "status", "trace"]
 
 
 def resolve_run(home_dir: str, target: str | None) -> str:
@@ -30,14 +33,14 @@ def resolve_run(home_dir: str, target: str | None) -> str:
     path = find_run(home_dir, target)
     if path is not None:
         return path
-    name, file = _dag_named(target)
+    name, file = dag_named(target)
     path = latest_run(home_dir, name, file)
     if path is None:
         raise RunError(f"no run `{target}` (neither a run id nor a DAG with runs)")
     return path
 
 
-def _dag_named(target: str) -> tuple[str, str | None]:
+def dag_named(target: str) -> tuple[str, str | None]:
     """(DAG name, DAG file or None) of a command's DAG argument: a file means the runs
     of that file alone, not of every file that gives its DAG the same name."""
     if not os.path.isfile(target):
@@ -53,6 +56,8 @@ def _dag_named(target: str) -> tuple[str, str | None]:
 def status(args, out=sys.stdout) -> int:
     """Print one run, step by step (or as one JSON document with --json)."""
     state = read_run(resolve_run(home(), args.target))
+    if args.step is not None:
+        return _step_status(state, args, out)
     dag = state.dag()
     if args.json:
         import msgspec
@@ -85,20 +90,69 @@ def status(args, out=sys.stdout) -> int:
         if state.torn:
             why.append(f"the journal ends in a torn record (read up to byte {state.journal_end})")
         out.write(f"{'note:':<{w}}{'; '.join(why)}\n")
-    names = [s.name for s in dag.steps]
-    nw = max([4] + [len(n) for n in names])
-    labels = [_step_label(state, r) for r in state.steps]
-    lw = max([6] + [len(x) for x in labels])
+    rows = _rows(state, dag, "", 0)
+    nw = max([4] + [len(r[0]) for r in rows])
+    lw = max([6] + [len(r[1]) for r in rows])
     out.write(f"\n{'step':<{nw}}  {'status':<{lw}}  {'duration':>8}  {'exit':>4}  error\n")
-    for name, r, label in zip(names, state.steps, labels):
+    for name, label, r, stopped in rows:
         if r.started_at is None:
             took = "-"
         elif r.finished_at is None:
-            took = _dur(now - r.started_at) if not state.interrupted else "-"
+            took = _dur(now - r.started_at) if not stopped else "-"
         else:
             took = _dur(r.finished_at - r.started_at)
         code = "-" if r.exit_code is None else str(r.exit_code)
         out.write(f"{name:<{nw}}  {label:<{lw}}  {took:>8}  {code:>4}  {r.error}".rstrip() + "\n")
+    return 0
+
+
+def _rows(state: RunState, dag, prefix: str, depth: int) -> list[tuple]:
+    """(name, status label, record, interrupted) a step, each sub-DAG step followed by
+    its sub-runs' steps, indented, named by their address (`fan[1]/work`)."""
+    rows = []
+    for i, (step, r) in enumerate(zip(dag.steps, state.steps)):
+        label = _step_label(state, r)
+        tries = step_attempts(state.path, i)
+        if tries > 1:
+            label += f" ({tries} attempts)"
+        name = f"{prefix}{step.name}"
+        rows.append(("  " * depth + name, label, r, state.interrupted))
+        if step.extra is not None:
+            for here, sub, sub_dag in sub_runs(state.path, i, name):
+                rows += _rows(sub, sub_dag, here, depth + 1)
+    return rows
+
+
+def _step_status(state: RunState, args, out) -> int:
+    """`status RUN STEP`: one step (any address) in detail, and its sub-runs' steps."""
+    t = resolve_target(state.path, args.step)
+    if t.step >= len(t.dag.steps):
+        raise RunError(f"`{args.step}`: the record keeps no status of handlers; "
+                       f"`dagfast logs {state.run_id} {args.step}` prints its output")
+    here = state if t.run_path == state.path else read_run(t.run_path)
+    doc = dict(_status_doc(here, t.dag)["steps"][t.step], address=t.name,
+               run_id=here.run_id)
+    if args.json:
+        import msgspec
+
+        out.write(msgspec.json.format(msgspec.json.encode(doc), indent=2).decode() + "\n")
+        return 0
+    w = 10
+    took = "-" if doc["duration"] is None else _dur(doc["duration"])
+    code = "" if doc["exit_code"] is None else f", exit {doc['exit_code']}"
+    out.write(f"{'step:':<{w}}{t.name}\n{'run:':<{w}}{here.run_id}\n"
+              f"{'status:':<{w}}{doc['status']}{code}, took {took}\n"
+              f"{'attempts:':<{w}}{doc['attempts']}\n")
+    if doc["error"]:
+        out.write(f"{'error:':<{w}}{doc['error']}\n")
+    rows = _rows(here, t.dag, "", 0)
+    step = t.dag.steps[t.step]
+    inner = [r for r in rows if r[0].lstrip().startswith((step.name + "/", step.name + "["))]
+    for name, label, r, _ in inner:
+        code = "-" if r.exit_code is None else str(r.exit_code)
+        shown = t.name.rsplit("/", 1)[0] + "/" + name.strip() if "/" in t.name else name.strip()
+        out.write(f"  {shown}  {label}  exit {code}  {r.error}".rstrip() + "\n")
+    out.write(f"{'logs:':<{w}}dagfast logs {state.run_id} {shell_word(t.name)} [--stderr]\n")
     return 0
 
 
@@ -131,12 +185,18 @@ def _status_doc(state: RunState, dag) -> dict:
         took = None
         if r.started_at is not None and r.finished_at is not None:
             took = round(r.finished_at - r.started_at, 6)
-        steps.append({
+        doc = {
             "id": i, "name": step.name, "status": _step_label(state, r),
             "exit_code": r.exit_code, "started_at": r.started_at,
             "finished_at": r.finished_at, "duration": took, "error": r.error,
-            "output": r.output,
-        })
+            "output": r.output, "attempts": step_attempts(state.path, i),
+        }
+        if step.extra is not None and step.extra.call is not None:
+            doc["runs"] = [
+                dict(_status_doc(sub, sub.dag()), item=k)
+                for k, sub in ((k, read_run(p)) for k, p in child_runs(state.path, i))
+            ]
+        steps.append(doc)
     took = None
     end = state.finished_at or (state.last_recorded_at if state.interrupted else None)
     if state.started_at and end:
@@ -156,7 +216,7 @@ def _status_doc(state: RunState, dag) -> dict:
 
 def history(args, out=sys.stdout) -> int:
     """List the runs of a DAG, newest first."""
-    name, file = _dag_named(args.dag)
+    name, file = dag_named(args.dag)
     paths = runs_of(home(), name, file)
     if not paths:
         raise RunError(f"no runs of `{args.dag}` under `{home()}`")
@@ -192,60 +252,106 @@ def history(args, out=sys.stdout) -> int:
 
 
 def logs(args, out=None) -> int:
-    """Print a step's stdout (or stderr); with --follow, until the run ends."""
+    """Print a step's stdout (or stderr), of its last execution or of `--attempt N`;
+    with --follow, until the run ends. STEP may be `handlerOn.EVENT`, `STEP/CHILD`,
+    `STEP[K]/CHILD` (read.resolve_target)."""
     out = out or sys.stdout.buffer
     state = read_run(resolve_run(home(), args.run))
-    dag = state.dag()
-    stream = STDERR if args.stderr else STDOUT
+    stream = "err" if args.stderr else "out"
     if args.step is None:
-        ids = list(range(len(dag.steps)))
-        if args.follow and len(ids) != 1:
-            raise UsageError("--follow needs a STEP when the DAG has more than one step")
+        dag = state.dag()
+        if len(dag.steps) != 1:
+            for flag, given in (("--follow", args.follow), ("--attempt", args.attempt)):
+                if given not in (None, False):
+                    raise UsageError(f"{flag} needs a STEP when the DAG has more than one step")
+        targets = [leaf for i, s in enumerate(dag.steps)
+                   for leaf in _leaves(Target(state.path, dag, i, s.name))]
+        if not args.follow and args.attempt is None:  # every step's output: handlers' too
+            n = len(dag.steps)
+            targets += [Target(state.path, dag, n + k, f"handlerOn.{h.on}")
+                        for k, h in enumerate(dag.handlers)]
     else:
-        ids = [dag.step_id(args.step)]
-    attempt = getattr(args, "attempt", None)
+        # A sub-DAG step writes nothing itself: its logs are its sub-runs' steps'.
+        targets = _leaves(resolve_target(state.path, args.step))
+    if (args.follow or args.attempt is not None) and len(targets) != 1:
+        raise UsageError(f"`{args.step or targets[0].name.split('/')[0]}` is a sub-DAG "
+                         f"step; name one of its steps: "
+                         f"{', '.join(t.name for t in targets[:3])}, ...")
+    if args.attempt is not None:
+        t = targets[0]
+        n = step_attempts(t.run_path, t.step)
+        if not 1 <= args.attempt <= n:
+            raise RunError(f"step `{t.name}` of run `{state.run_id}` ran "
+                           f"{n} time{'s' if n != 1 else ''}: no attempt {args.attempt}")
     if args.follow:
-        if attempt is not None:
-            raise UsageError("--follow follows the latest execution: leave out --attempt")
-        return _follow(state.path, ids[0], stream, out)
-    with Output(state.path) as store:
-        if attempt is not None:
-            for i in ids:
-                ran = store.executions(i)
-                if attempt > ran:
-                    raise UsageError(f"step {dag.steps[i].name} ran {ran} time"
-                                     f"{'' if ran == 1 else 's'}: there is no attempt {attempt}")
-        datas = [store.read(i, stream, attempt) for i in ids]
-    for i, data in zip(ids, datas):
-        if len(ids) > 1:
+        t = targets[0]
+
+        def write(data: bytes) -> None:
+            out.write(data)
+            out.flush()
+
+        follow_step_log(t.run_path, t.step, stream, write, lambda: time.sleep(0.1))
+        return 0
+    for t in targets:
+        data = step_log(t.run_path, t.step, stream, args.attempt)
+        if len(targets) > 1:
             if not data:
                 continue
-            out.write(f"==> {dag.steps[i].name} <==\n".encode())
+            out.write(f"==> {t.name} <==\n".encode())
         out.write(data)
-        if len(ids) > 1 and not data.endswith(b"\n"):
+        if len(targets) > 1 and not data.endswith(b"\n"):
             out.write(b"\n")
     out.flush()
     return 0
 
 
-def _follow(run_path: str, step: int, stream: int, out) -> int:
-    """Print what the step's latest execution printed, then what it prints, until the
-    run's process is gone (each round reads only the records that are new)."""
-    with Output(run_path) as store:
-        after, execution = -1, None
-        while True:
-            alive = owner_pid(run_path) is not None
-            now = store.executions(step)
-            if now != execution:  # it began (again): follow the new execution
-                after, execution = -1, now
-            data, after = store.since(step, stream, after, execution)
-            if data:
-                out.write(data)
-                out.flush()
-            elif not alive:
-                return 0
-            else:
-                time.sleep(0.1)
+def _leaves(t: Target) -> list[Target]:
+    """`t`, or when it is a sub-DAG step, the steps of its sub-runs (any depth)."""
+    found = []
+    for here, sub, dag in sub_runs(t.run_path, t.step, t.name):
+        for i, step in enumerate(dag.steps):
+            found += _leaves(Target(sub.path, dag, i, here + step.name))
+    return found or [t]
+
+
+# trace, report --------------------------------------------------------------------------
+
+
+def trace(args, out=sys.stdout) -> int:
+    """Write the run in Chrome's trace event format to `-o FILE` (`-`: stdout)."""
+    import msgspec
+
+    from dagfast.report.trace import chrome_trace, timeline  # only `trace` (start-up)
+
+    state = read_run(resolve_run(home(), args.run))
+    doc = msgspec.json.encode(chrome_trace(state, timeline(state))) + b"\n"
+    _write_output(args.output, doc, out)
+    return 0
+
+
+def report(args, out=sys.stdout) -> int:
+    """Write the run as one self-contained HTML page to `-o FILE` (`-`: stdout)."""
+    from dagfast.report.html import render  # only `report` (start-up)
+    from dagfast.report.trace import timeline
+
+    state = read_run(resolve_run(home(), args.run))
+    _write_output(args.output, render(state, timeline(state)).encode(), out)
+    return 0
+
+
+def _write_output(path: str, data: bytes, out) -> None:
+    """`data` to the file `path` (`-`: to `out`); UsageError naming the file when it
+    cannot be written."""
+    if path == "-":
+        out.write(data.decode())
+        out.flush()
+        return
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+    except OSError as exc:
+        raise UsageError(f"-o {path}: {exc.strerror}") from None
+    print(f"dagfast: wrote {path}", file=sys.stderr)
 
 
 # dry -----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import msgspec
 
 from dagfast.errors import RunError
 from dagfast.records.journal import frames
+from dagfast.records.outstore import STDERR, STDOUT, Output
 from dagfast.model import Dag
 from dagfast.status import RunStatus, StepStatus
 from dagfast.records.store import (
@@ -18,7 +19,10 @@ from dagfast.records.store import (
     OUTPUT_LOST, Snapshot, Start, StepRecord, dag_dir_name, old_dag_dir_name,
 )
 
-__all__ = ["RunState", "find_run", "latest_run", "owner_pid", "read_run", "runs_of"]
+__all__ = [
+    "RunState", "child_runs", "dag_names", "find_run", "follow_step_log", "latest_run",
+    "owner_pid", "read_run", "runs_of", "step_attempts", "step_log",
+]
 
 _snapshot = msgspec.json.Decoder(Snapshot)
 _entries = msgspec.msgpack.Decoder(list[Entry])
@@ -205,6 +209,13 @@ def runs_of(home_dir: str, dag: str, file: str | None = None) -> list[str]:
     return sorted(runs, key=os.path.basename)
 
 
+def dag_names(home_dir: str) -> list[str]:
+    """The names of the DAGs that have runs under `home_dir`, sorted."""
+    root = os.path.join(home_dir, "runs")
+    names = {_origin(r)[0] for d in _listdir(root) for r in _runs_in(os.path.join(root, d))}
+    return sorted(n for n in names if n)
+
+
 def find_run(home_dir: str, run_id: str) -> str | None:
     """The directory of the run `run_id` (any DAG), or None."""
     if not run_id or "/" in run_id or run_id.startswith("."):
@@ -214,6 +225,25 @@ def find_run(home_dir: str, run_id: str) -> str | None:
         path = os.path.join(root, d, run_id)
         if os.path.exists(os.path.join(path, "dag.json")):
             return path
+    top, dot, _ = run_id.partition(".")
+    if dot:  # a sub-run's id, `<run id>.<step>.<k>[.a<attempt>]...`: under its caller's
+        path = find_run(home_dir, top)
+        while path is not None and os.path.basename(path) != run_id:
+            path = _sub_run_toward(path, run_id)
+        return path
+    return None
+
+
+def _sub_run_toward(path: str, run_id: str) -> str | None:
+    """The sub-run directory under the run at `path` that is `run_id` or one of its
+    callers (its id is a prefix of `run_id` up to a dot)."""
+    root = os.path.join(path, "children", "runs")
+    for d in _listdir(root):
+        for sub in _runs_in(os.path.join(root, d)):
+            name = os.path.basename(sub)
+            if run_id == name or run_id.startswith(name + "."):
+                if run_id == name or not run_id[len(name) + 1:].startswith("a"):
+                    return sub
     return None
 
 
@@ -227,12 +257,87 @@ def latest_run(home_dir: str, dag: str | None = None, file: str | None = None) -
     return max(runs, key=os.path.basename) if runs else None
 
 
+# Steps' logs and sub-runs --------------------------------------------------------------
+# Every read of a step's log bytes goes through step_log / step_attempts /
+# follow_step_log: they alone know where the bytes live.
+
+
+def step_log(run_path: str, step: int, stream: str, attempt: int | None = None,
+             last: int | None = None) -> bytes:
+    """Step `step`'s `stream` ("out" or "err") in the run at `run_path` (its output
+    store): of its latest execution, or of execution `attempt` (1 = the first; retries,
+    repeats and `dagfast retry` each add one); only its `last` bytes when given. b""
+    when there is none."""
+    k = STDERR if stream == "err" else STDOUT
+    try:
+        with Output(run_path) as out:
+            if last is not None and attempt is None:
+                return out.tail(step, k, last)
+            data = out.read(step, k, attempt)
+    except OSError:
+        return b""
+    return data[-last:] if last is not None else data
+
+
+def step_attempts(run_path: str, step: int) -> int:
+    """How many executions of step `step` began in the run (0: it never ran)."""
+    try:
+        with Output(run_path) as out:
+            return out.executions(step)
+    except OSError:
+        return 0
+
+
+def follow_step_log(run_path: str, step: int, stream: str, write, wait) -> None:
+    """Pass what step `step` writes to `stream` to `write(bytes)` until the run's owner
+    is gone and everything is read; `wait()` is called when there is nothing new. Each
+    round reads only the records that are new; a new execution is followed from its
+    start."""
+    k = STDERR if stream == "err" else STDOUT
+    with Output(run_path) as out:
+        after, execution = -1, None
+        while True:
+            alive = owner_pid(run_path) is not None
+            now = out.executions(step)
+            if now != execution:
+                after, execution = -1, now
+            data, after = out.since(step, k, after, execution)
+            if data:
+                write(data)
+            elif not alive:
+                return
+            else:
+                wait()
+
+
+def child_runs(run_path: str, step: int) -> list[tuple[int, str]]:
+    """The sub-runs of step `step` of the run at `run_path` in its last run attempt:
+    (item index K, run directory), K in order."""
+    run_id = os.path.basename(run_path)
+    prefix = f"{run_id}.{step}."
+    found: dict[int, tuple[int, str]] = {}
+    root = os.path.join(run_path, "children", "runs")
+    for d in _listdir(root):
+        for path in _runs_in(os.path.join(root, d)):
+            rest = os.path.basename(path)[len(prefix):]
+            if not os.path.basename(path).startswith(prefix):
+                continue
+            k, _, tries = rest.partition(".a")
+            if not k.isdigit() or (tries and not tries.isdigit()):
+                continue
+            attempt = int(tries or 1)
+            if int(k) not in found or found[int(k)][0] < attempt:
+                found[int(k)] = (attempt, path)
+    return [(k, found[k][1]) for k in sorted(found)]
+
+
 # Internals -----------------------------------------------------------------------------
 
 
 def _runs_in(parent: str) -> list[str]:
+    # A dot name is a run being deleted (records.prune): no longer a run.
     return [os.path.join(parent, n) for n in _listdir(parent)
-            if os.path.exists(os.path.join(parent, n, "dag.json"))]
+            if not n.startswith(".") and os.path.exists(os.path.join(parent, n, "dag.json"))]
 
 
 class _Origin(msgspec.Struct):

@@ -21,10 +21,15 @@ import os
 import signal
 import time
 
+from dagfast.status import RunStatus
 from dagfast.errors import RunError, RunsFull, Stopped  # defined with the others
+from dagfast.records.read import owner_pid, read_run, runs_of
 from dagfast.records.store import RunDir, Snapshot, StepRecord, dag_dir_name, make_private_dirs
 
-__all__ = ["RunsFull", "Slot", "Stopped", "occupancy", "run_dir_for", "take", "take_or_stop"]
+__all__ = [
+    "RunsFull", "Slot", "Stopped", "occupancy", "run_dir_for", "take", "take_or_stop",
+    "waiting_line",
+]
 
 POLL_SEC = 0.05  # how often a waiter looks for a free slot
 
@@ -117,18 +122,21 @@ def take_or_stop(name: str, limit: int, home_dir: str, *, queue: bool = True,
             signal.signal(signal.SIGTERM, old)
 
 
-def run_dir_for(dag, home_dir: str, *, queue: bool = True):
+def run_dir_for(dag, home_dir: str, *, queue: bool = True, on_queued=None):
     """Take a slot for a run of `dag` and make its run directory: `(slot, run_dir)`.
 
     A run that has to wait gets its record first, with status `queued` (since the time it
-    queued), so that `status` shows it; SIGINT or SIGTERM while it waits ends it
-    `aborted`, its time in the queue kept, and raises Stopped, which says so."""
+    queued), so that `status` shows it, and `on_queued(text)` is told (`waiting_line`);
+    SIGINT or SIGTERM while it waits ends it `aborted`, its time in the queue kept, and
+    raises Stopped, which says so."""
     made: list = []
 
     def queued() -> None:
         made.append(RunDir.create(dag, home_dir))
         made.append(time.time())
         _write_status(made[0], dag, 5, made[1], None, "")  # RunStatus.QUEUED
+        if on_queued is not None:
+            on_queued(waiting_line(dag.name, dag.max_active_runs, home_dir, made[0].run_id))
 
     def stopped(exc: Stopped) -> None:
         if made:
@@ -146,6 +154,34 @@ def run_dir_for(dag, home_dir: str, *, queue: bool = True):
         slot.release()
         raise
     return slot, run_dir
+
+
+def waiting_line(name: str, limit: int, home_dir: str, run_id: str) -> str:
+    """What a queued run says: `run R: waiting for a run slot of D: 2 of 2 in use (runs
+    A, B); Ctrl-C leaves the queue`, the runs being those of D that hold a slot now."""
+    held, _ = occupancy(name, limit, home_dir)
+    holders = _running(name, home_dir, run_id, held)
+    runs = f" (run{'s' if len(holders) != 1 else ''} {', '.join(holders)})" if holders else ""
+    return (f"run {run_id}: waiting for a run slot of {name}: {held} of {limit} in use"
+            f"{runs}; Ctrl-C leaves the queue, running nothing")
+
+
+def _running(name: str, home_dir: str, own: str, most: int) -> list[str]:
+    """Up to `most` ids of the DAG's runs that are running now (their owner alive and
+    their record not queued), newest first; `own` left out."""
+    found = []
+    for path in reversed(runs_of(home_dir, name)[-200:]):
+        if len(found) >= most:
+            break
+        if os.path.basename(path) == own or owner_pid(path) is None:
+            continue
+        try:
+            if read_run(path).status == RunStatus.QUEUED:  # waiting, not holding a slot
+                continue
+        except RunError:
+            continue
+        found.append(os.path.basename(path))
+    return found
 
 
 # Internals -----------------------------------------------------------------------------

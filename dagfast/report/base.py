@@ -13,12 +13,13 @@ import select
 import stat
 import time
 
-from dagfast.records.outstore import STDERR, Output
+from dagfast.records.address import failed_leaf
+from dagfast.records.read import step_log
 from dagfast.status import RunStatus, StepStatus
 
 __all__ = [
     "ConsoleReporter", "GithubAnnotations", "Notices", "Reporter", "Reporters", "Ticker",
-    "Unbreakable", "summary", "tail", "to_devnull",
+    "Unbreakable", "shell_word", "summary", "tail_bytes", "to_devnull",
 ]
 
 TAIL_LINES = 10  # stderr lines shown for a failed step in the ending and in reports
@@ -194,7 +195,7 @@ class GithubAnnotations(Reporter):
     def _error(self, name: str, record, step: int | None) -> None:
         lines = [f"step {name} failed ({record.error})"]
         if step is not None:
-            lines += tail(self.run_dir.path, step, TAIL_LINES)
+            lines += tail_bytes(step_log(self.run_dir.path, step, "err", last=16384))
         title = _gh_escape(f"dagfast: {self.dag.name}: {name} failed", prop=True)
         self.out.write(f"::error title={title}::{_gh_escape(chr(10).join(lines))}\n")
 
@@ -227,19 +228,6 @@ class Ticker:
         self.handle.cancel()
 
 
-def tail(run_path: str, step: int, lines: int, stream: int = STDERR,
-         max_bytes: int = 16384) -> list[str]:
-    """The last `lines` lines step `step` of the run at `run_path` printed on `stream`
-    (its latest execution; decoded leniently; [] if unreadable)."""
-    try:
-        with Output(run_path) as out:
-            data = out.tail(step, stream, max_bytes)
-    except OSError:
-        return []
-    text = data.decode("utf-8", "replace").rstrip("\n")
-    return text.split("\n")[-lines:] if text else []
-
-
 def summary(result, color=None) -> list[str]:
     """The run's ending: its status and counts, then every failed step (up to
     SHOWN_FAILURES) with its exit status and the last lines of its stderr, and the
@@ -263,19 +251,45 @@ def summary(result, color=None) -> list[str]:
     for i in failed[:SHOWN_FAILURES]:
         r = result.steps[i]
         out.append(f"  {paint('failed', 'red')}: {steps[i].name} ({r.error})")
-        out += [f"    | {line}" for line in tail(result.path, i, TAIL_LINES)]
-        out.append(f"    whole log: dagfast logs {result.run_id} {_arg(steps[i].name)} --stderr")
+        # A sub-DAG step's own stderr is empty: show the failing step inside it.
+        leaf = failed_leaf(result.path, i, steps[i].name) if steps[i].extra else None
+        path, step, name = (leaf.run_path, leaf.step, leaf.name) if leaf else (result.path, i, steps[i].name)
+        if leaf is not None:
+            out.append(f"    {leaf.name}: {leaf.error}")
+        out += [f"    | {line}" for line in tail_bytes(step_log(path, step, "err", last=16384))]
+        out.append(f"    whole log: dagfast logs {result.run_id} {shell_word(name)} --stderr")
     if len(failed) > SHOWN_FAILURES:
         out.append(f"  ... and {len(failed) - SHOWN_FAILURES} more failed steps: "
                    f"dagfast status {result.run_id}")
+    events = [h.on for h in result.dag.handlers]
     for on, r in result.handlers.items():
         if r.status == StepStatus.FAILED:
             out.append(f"  {paint('failed', 'red')}: handlerOn.{on} ({r.error})")
+            if on in events:
+                token = len(steps) + events.index(on)
+                out += [f"    | {line}" for line in tail_bytes(step_log(result.path, token, "err",
+                                                                    last=16384))]
+                out.append(f"    whole log: dagfast logs {result.run_id} handlerOn.{on} --stderr")
     out.append(f"  run directory: {result.path}")
+    if result.signal or status == RunStatus.FAILED:
+        if result.steps and not _all_done(result):
+            out.append(f"  to finish it: dagfast retry {result.run_id}")
     return out
 
 
-def _arg(word: str) -> str:
+def _all_done(result) -> bool:
+    """Whether every step succeeded (a run that failed only in a handler, or whose
+    preconditions were unmet, has nothing to retry)."""
+    return all(r.status == StepStatus.SUCCEEDED for r in result.steps)
+
+
+def tail_bytes(data: bytes, lines: int = TAIL_LINES) -> list[str]:
+    """The last `lines` lines of `data`, decoded leniently."""
+    text = data.decode("utf-8", "replace").rstrip("\n")
+    return text.split("\n")[-lines:] if text else []
+
+
+def shell_word(word: str) -> str:
     """`word` quoted for a shell command line when it needs to be."""
     import re
 

@@ -7,8 +7,11 @@ Events (`event` is the first key; times are unix seconds, durations seconds):
     {"event": "step_finished", "step", "id", "status", "exit_code", "duration", "error",
      "time"}                       status: succeeded, failed, aborted, skipped, ...;
                                    exit_code and duration are null for a step that
-                                   never ran (aborted or skipped because of upstream)
-    {"event": "handler_finished", "handler": ON, "status", "exit_code", "duration", "error"}
+                                   never ran (aborted or skipped because of upstream);
+                                   a sub-DAG step's event follows one a step of its
+                                   sub-runs, named by address (`fan[1]/work`), no `id`
+    {"event": "handler_finished", "handler": ON, "status", "exit_code", "duration", "error",
+     "step": "handlerOn.ON"}
     {"event": "run_finished", "run_id", "status", "duration", "counts": {status: N},
      "outputs": {NAME: VALUE}, "path", "time"}
 
@@ -24,6 +27,7 @@ import time
 
 import msgspec
 
+from dagfast.records.address import sub_steps
 from dagfast.report.base import Reporter, Ticker, Unbreakable
 from dagfast.status import RunStatus, StepStatus
 
@@ -52,6 +56,8 @@ class JsonReporter(Reporter):
 
     def run_started(self, dag, run_dir, records) -> None:
         self.names = [s.name for s in dag.steps]
+        self.steps = dag.steps
+        self.path = run_dir.path
         self.run_id = run_dir.run_id
         self._emit({"event": "run_started", "run_id": run_dir.run_id, "dag": dag.name,
                     "steps": len(self.names), "max_active_steps": dag.max_active_steps,
@@ -64,6 +70,11 @@ class JsonReporter(Reporter):
                     "time": time.time()})
 
     def step_finished(self, step: int, record) -> None:
+        extra = self.steps[step].extra
+        if extra is not None and extra.call is not None:
+            # A sub-DAG step: first its sub-runs' steps, by address (`fan[1]/work`).
+            for t, r in sub_steps(self.path, step, self.names[step]):
+                self._emit(_finished("step_finished", "step", t.name, r))
         self._emit(_finished("step_finished", "step", self.names[step], record, step))
 
     def steps_cancelled(self, steps, status, reason) -> None:
@@ -78,7 +89,9 @@ class JsonReporter(Reporter):
         if self._ticker is not None:
             self._ticker.cancel()
         for on, record in result.handlers.items():
-            self._emit(_finished("handler_finished", "handler", on, record))
+            event = _finished("handler_finished", "handler", on, record)
+            event["step"] = f"handlerOn.{on}"  # its address in `logs` and `status`
+            self._emit(event)
         counts: dict[str, int] = {}
         for r in result.steps:
             label = _LABELS[r.status]

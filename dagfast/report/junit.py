@@ -1,7 +1,7 @@
 """`--junit FILE`: a JUnit XML report, written when the run ends, for CI systems.
 
-One <testsuite> for the DAG, one <testcase> a step (and one a handler that ran), named
-after the step, with classname the DAG's name and time its duration. A failed step has a
+One <testsuite> for the DAG, one <testcase> a step (and one a handler that ran, and one
+a step of each sub-DAG run, named by its address: `fan[1]/work`), named after the step, with classname the DAG's name and time its duration. A failed step has a
 <failure> whose message is the error ("exit status 3") and whose text is the tail of its
 stderr; a step stopped with the run has an <error>; a step that never ran (upstream
 failed or skipped, precondition unmet) is <skipped> with the reason. Each case carries the
@@ -15,8 +15,9 @@ import re
 import socket
 import time
 
-from dagfast.records.outstore import STDERR, STDOUT
-from dagfast.report.base import TAIL_LINES, Reporter, tail
+from dagfast.records.address import sub_steps
+from dagfast.records.read import step_log
+from dagfast.report.base import Reporter, tail_bytes
 from dagfast.status import StepStatus
 
 __all__ = ["JUnitReporter", "write_junit"]
@@ -52,8 +53,13 @@ def write_junit(result, path: str) -> None:
     counts = {"failures": 0, "errors": 0, "skipped": 0}
     for i, (step, record) in enumerate(zip(dag.steps, result.steps)):
         cases.append(_case(ET, dag.name, step.name, record, (result.path, i), counts))
+        if step.extra is not None and step.extra.call is not None:
+            for t, r in sub_steps(result.path, i, step.name):
+                cases.append(_case(ET, dag.name, t.name, r, (t.run_path, t.step), counts))
+    events = [h.on for h in dag.handlers]
     for on, record in result.handlers.items():
-        cases.append(_case(ET, f"{dag.name}.handlerOn", on, record, None, counts))
+        log = (result.path, len(dag.steps) + events.index(on)) if on in events else None
+        cases.append(_case(ET, f"{dag.name}.handlerOn", on, record, log, counts))
     took = f"{result.finished_at - result.started_at:.3f}"
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(result.started_at))
     attrs = {"tests": str(len(cases)), **{k: str(v) for k, v in counts.items()}, "time": took}
@@ -81,13 +87,13 @@ def write_junit(result, path: str) -> None:
         raise
 
 
-def _case(ET, classname: str, name: str, record, log: tuple | None, counts: dict):
-    """One <testcase>; `log`: (run directory, step id) whose output excerpts it shows."""
+def _case(ET, classname: str, name: str, record, log: tuple[str, int] | None, counts: dict):
+    """The test case of one step; `log`: (run directory, step id) of its logs."""
     started, finished = record.started_at, record.finished_at
     took = finished - started if started and finished else 0.0
     case = ET.Element("testcase", {"name": name, "classname": classname, "time": f"{took:.3f}"})
     status = record.status
-    err_tail = tail(*log, TAIL_LINES, STDERR) if log else []
+    err_tail = _tail(*log, "err") if log else []
     if status == StepStatus.FAILED:
         counts["failures"] += 1
         el = ET.SubElement(case, "failure", {"message": _clean(record.error), "type": "failed"})
@@ -100,12 +106,16 @@ def _case(ET, classname: str, name: str, record, log: tuple | None, counts: dict
         reason = record.error or StepStatus(status).label
         ET.SubElement(case, "skipped", {"message": _clean(reason)})
     if log:
-        out_tail = tail(*log, TAIL_LINES, STDOUT)
+        out_tail = _tail(*log, "out")
         if out_tail:
             ET.SubElement(case, "system-out").text = _clean("\n".join(out_tail))
         if err_tail:
             ET.SubElement(case, "system-err").text = _clean("\n".join(err_tail))
     return case
+
+
+def _tail(run_path: str, step: int, stream: str) -> list[str]:
+    return tail_bytes(step_log(run_path, step, stream, last=16384))
 
 
 def _clean(text: str) -> str:

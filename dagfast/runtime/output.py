@@ -14,7 +14,7 @@ from dagfast.errors import RunError
 from dagfast.exec import _spawn
 from dagfast.records import outstore
 
-__all__ = ["RUN_LOG", "open_step_files", "open_store", "read_step", "step_files"]
+__all__ = ["RUN_LOG", "carry_over", "open_step_files", "open_store", "read_step", "step_files"]
 
 
 def open_store(run_dir, masker, steps: int) -> _spawn.Store:
@@ -33,6 +33,30 @@ def open_store(run_dir, masker, steps: int) -> _spawn.Store:
             os.close(fd)
         raise RunError(f"cannot open the output store of `{path}`: {exc.strerror}") from None
     return store
+
+
+def carry_over(run_dir, moved: dict[int, int], steps: int) -> None:
+    """`retry --edited`: the kept steps' latest output under their new ids (new id ->
+    old id), as a new execution of each (all read first: ids may swap). Raises
+    RunError."""
+    with outstore.Output(run_dir.path) as out:
+        texts = {new: (out.read(old, outstore.STDOUT), out.read(old, outstore.STDERR))
+                 for new, old in moved.items() if new != old}
+    if not texts:
+        return
+    store = open_store(run_dir, None, steps)
+    try:
+        for new, (text, err) in texts.items():
+            store.begin(new)
+            for stream, data in ((outstore.STDOUT, text), (outstore.STDERR, err)):
+                failed = store.put(new, stream, data) if data else 0
+                if failed:
+                    raise RunError(f"cannot carry the kept steps' output over: "
+                                   f"{os.strerror(failed)}")
+    except OSError as exc:
+        raise RunError(f"cannot carry the kept steps' output over: {exc.strerror}") from None
+    finally:
+        store.close()
 
 
 def read_step(run_dir, token: int, stream: int = outstore.STDOUT, limit: int | None = None) -> bytes:

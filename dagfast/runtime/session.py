@@ -70,7 +70,8 @@ def run(
     if dag.max_active_runs:  # at most maxActiveRuns at once, queued in order
         from dagfast.records import runslots  # only DAGs with maxActiveRuns (start-up)
 
-        slot, run_dir = runslots.run_dir_for(dag, home_dir, queue=queue)
+        tell = reporter.notice if reporter is not None else None  # "waiting for a slot"
+        slot, run_dir = runslots.run_dir_for(dag, home_dir, queue=queue, on_queued=tell)
     else:
         run_dir = RunDir.create(dag, home_dir)
     try:
@@ -90,10 +91,14 @@ def retry(
     scheduler: str | None = None,
     shared_dir: str | None = None,
     out=sys.stdout,
+    downstream: bool = False,
+    edited: bool = False,
 ) -> RunResult | None:
     """A new attempt of run `target` (its id): the steps that did not succeed run again
-    (or only `step`), the others keep their records. Progress lines go to `out`.
-    Returns None when there is nothing to retry."""
+    (or only `step`; with `downstream`, it and every step after it), the others keep
+    their records. `edited`: the DAG is loaded again from its file, and only succeeded
+    steps whose definition did not change keep their records (records.retryplan).
+    Progress lines go to `out`. Returns None when there is nothing to retry."""
     from dagfast.records.read import find_run, read_run  # retries only (start-up)
 
     home_dir = home_dir or home()
@@ -111,6 +116,20 @@ def retry(
         records = [_for_retry(r) for r in state.steps]
         if len(records) != len(dag.steps):
             raise RunError(f"the record of run `{state.run_id}` does not match its DAG")
+        moved = None
+        if edited:  # the DAG as its file says now, with the run's parameters
+            from dagfast.records import retryplan  # only `retry --edited`
+
+            if not dag.path or not os.path.isfile(dag.path):
+                raise RunError(f"run `{state.run_id}`: its DAG file `{dag.path}` is gone; "
+                               "cannot retry it --edited")
+            new = load(dag.path, params=dag.params or None)
+            if new.name != dag.name:  # its runs are kept under its name
+                raise RunError(f"{dag.path} now names its DAG `{new.name}`, not `{dag.name}`: "
+                               f"run it anew (`dagfast run {dag.path}`)")
+            check_sub_dags(new)
+            plan = retryplan.plan_edited(dag, records, new)
+            dag, records, moved = new, plan.records, plan.kept
         # Where the steps run: the flags, else the environment, else the DAG as recorded.
         factory = choose(dag, executor, scheduler, shared_dir)
         dag, notice = _in_force(dag, None, factory)
@@ -118,7 +137,11 @@ def retry(
         if step is not None:
             target_id = dag.step_id(step)
             rerun = [target_id]  # the engine keeps every other step's record as it is
-            kept = {i: r for i, r in enumerate(records) if i != target_id and r.status}
+            if downstream:
+                from dagfast.records.retryplan import downstream as below  # only here
+
+                rerun = below(dag, target_id)
+            kept = {i: r for i, r in enumerate(records) if i not in rerun and r.status}
         else:
             rerun = [i for i, r in enumerate(records) if r.status != StepStatus.SUCCEEDED]
             kept = {i: r for i, r in enumerate(records) if r.status == StepStatus.SUCCEEDED}
@@ -133,14 +156,22 @@ def retry(
             from dagfast.records import runslots  # only DAGs with maxActiveRuns
 
             def queued() -> None:
-                out.write(f"dagfast: run {state.run_id}: waiting for a run slot "
-                          f"(maxActiveRuns {dag.max_active_runs})\n")
+                out.write("dagfast: " + runslots.waiting_line(
+                    dag.name, dag.max_active_runs, home_dir, state.run_id) + "\n")
                 out.flush()
 
             slot = runslots.take_or_stop(
                 dag.name, dag.max_active_runs, home_dir, on_queued=queued
             )
-        run_dir.begin_attempt(state.attempt + 1, kept, state.journal_end, rerun)
+        if moved is None:
+            run_dir.begin_attempt(state.attempt + 1, kept, state.journal_end, rerun)
+        else:  # every old log is archived; the kept steps' come back under their new ids
+            run_dir.begin_attempt(state.attempt + 1, kept, state.journal_end,
+                                  list(range(len(state.steps))))
+            retryplan.carry_over(run_dir, dag)
+            from dagfast.runtime import output  # only retry --edited
+
+            output.carry_over(run_dir, moved, len(dag.steps) + len(dag.handlers))
     except BaseException:
         if slot is not None:
             slot.release()
