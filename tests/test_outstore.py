@@ -69,7 +69,7 @@ def test_logs_attempt_reads_each_execution_and_names_what_is_not_there(tmp_path)
     assert err.out == "oops 2\n"
     assert dagfast("logs", "flaky", "flaky", home=home).out == "try 3\n"  # the latest
     res = dagfast("logs", "flaky", "flaky", "--attempt", "4", home=home)
-    assert res.code != 0 and "ran 3 times: there is no attempt 4" in res.err
+    assert res.code != 0 and "ran 3 times: no attempt 4" in res.err
     res = dagfast("logs", "flaky", "flaky", "--attempt", "0", home=home)
     assert res.code != 0 and "must be 1 or more" in res.err
 
