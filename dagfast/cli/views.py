@@ -90,10 +90,16 @@ def status(args, out=sys.stdout) -> int:
         if state.torn:
             why.append(f"the journal ends in a torn record (read up to byte {state.journal_end})")
         out.write(f"{'note:':<{w}}{'; '.join(why)}\n")
+    cpu = [r.cpu for r in state.steps if r.cpu is not None]
+    if cpu:
+        peak = max((r.rss or 0, s.name) for s, r in zip(dag.steps, state.steps))
+        largest = f"; the largest peak memory {_kib(peak[0])} ({peak[1]})" if peak[0] else ""
+        out.write(f"{'cost:':<{w}}{sum(cpu):.2f}s CPU in all steps{largest}\n")
     rows = _rows(state, dag, "", 0)
     nw = max([4] + [len(r[0]) for r in rows])
     lw = max([6] + [len(r[1]) for r in rows])
-    out.write(f"\n{'step':<{nw}}  {'status':<{lw}}  {'duration':>8}  {'exit':>4}  error\n")
+    out.write(f"\n{'step':<{nw}}  {'status':<{lw}}  {'duration':>8}  {'exit':>4}  "
+              f"{'cpu':>7}  {'peak mem':>8}  error\n")
     for name, label, r, stopped in rows:
         if r.started_at is None:
             took = "-"
@@ -102,8 +108,20 @@ def status(args, out=sys.stdout) -> int:
         else:
             took = _dur(r.finished_at - r.started_at)
         code = "-" if r.exit_code is None else str(r.exit_code)
-        out.write(f"{name:<{nw}}  {label:<{lw}}  {took:>8}  {code:>4}  {r.error}".rstrip() + "\n")
+        cpu_s = "-" if r.cpu is None else f"{r.cpu:.2f}s"
+        rss = "-" if r.rss is None else _kib(r.rss)  # "-": no more than the engine's
+        out.write(f"{name:<{nw}}  {label:<{lw}}  {took:>8}  {code:>4}  {cpu_s:>7}  {rss:>8}  "
+                  f"{r.error}".rstrip() + "\n")
     return 0
+
+
+def _kib(kib: int) -> str:
+    """A size in KiB, as people read it (`812K`, `45.6M`, `1.2G`)."""
+    if kib < 1024:
+        return f"{kib}K"
+    if kib < 1024 * 1024:
+        return f"{kib / 1024:.1f}M"
+    return f"{kib / 1024 / 1024:.1f}G"
 
 
 def _rows(state: RunState, dag, prefix: str, depth: int) -> list[tuple]:
@@ -190,6 +208,7 @@ def _status_doc(state: RunState, dag) -> dict:
             "exit_code": r.exit_code, "started_at": r.started_at,
             "finished_at": r.finished_at, "duration": took, "error": r.error,
             "output": r.output, "attempts": step_attempts(state.path, i),
+            "cpu_seconds": r.cpu, "peak_rss_kib": r.rss,
         }
         if step.extra is not None and step.extra.call is not None:
             doc["runs"] = [
@@ -208,6 +227,7 @@ def _status_doc(state: RunState, dag) -> dict:
         "interrupted": state.interrupted, "pid": state.pid,
         "started_at": state.started_at, "finished_at": state.finished_at, "duration": took,
         "error": state.error, "path": state.path, "steps": steps,
+        "cpu_seconds": round(sum(r.cpu for r in state.steps if r.cpu is not None), 6),
     }
 
 

@@ -42,6 +42,19 @@ cdef extern from "<errno.h>" nogil:
 cdef extern from "<unistd.h>" nogil:
     int close(int fd)
 
+cdef extern from "<sys/resource.h>" nogil:
+    struct timeval:
+        long tv_sec
+        long tv_usec
+    struct rusage:
+        timeval ru_utime
+        timeval ru_stime
+        long ru_maxrss
+    int wait4(int pid, int *status, int options, rusage *ru)
+    int getrusage(int who, rusage *ru)
+    enum:
+        RUSAGE_SELF
+
 cdef extern from "outstore.h" nogil:
     ctypedef struct os_store:
         pass
@@ -78,6 +91,7 @@ cdef extern from "spawnpool.h" nogil:
     int P_PIDFD
     int WEXITED
     int waitid(int idtype, int id, siginfo_t *info, int options)
+    int sp_pid(sp_pool *p, int token)
     sp_pool *sp_new(int nthreads, int epfd)
     void sp_set_store(sp_pool *p, os_store *s)
     int sp_submit(sp_pool *p, sp_job *job)
@@ -227,9 +241,11 @@ cdef class Pool:
     cdef sp_pool *_p
     cdef int _epfd
     cdef Store _store
+    cdef dict _cost  # token -> (CPU seconds, peak RSS in KiB) of its last process
 
     def __cinit__(self, int nthreads, int epfd, Store store=None):
         self._epfd = epfd
+        self._cost = {}
         self._p = sp_new(nthreads, epfd)
         if self._p == NULL:
             raise OSError(errno, "cannot start the spawn threads")
@@ -339,7 +355,9 @@ cdef class Pool:
         output up to its exit is in the store before its end is returned."""
         cdef epoll_event events[MAX_EVENTS]
         cdef siginfo_t info
-        cdef int n, k, fd, token, status, rc, lost
+        cdef int n, k, fd, token, status = 0, rc, lost, pid
+        cdef rusage ru, own
+        cdef long floor = -1  # the engine's own peak RSS, asked once a batch
         cdef os_store *store = self._store._s if self._store is not None else NULL
         cdef uint64_t data
         cdef sp_job *job
@@ -370,24 +388,47 @@ cdef class Pool:
                 continue
             token = <int>(data >> 32)
             fd = <int>(data & 0xFFFFFFFF)
-            info.si_code = 0
-            info.si_status = 0
-            with nogil:
-                while True:
-                    rc = waitid(P_PIDFD, fd, &info, WEXITED)
-                    if rc < 0 and errno == EINTR:
-                        continue
-                    break
+            pid = sp_pid(self._p, token)
+            if pid > 0:
+                # wait4 on the pid (a zombie until reaped, so never reused under us):
+                # the wait status and what the process tree it waited for cost.
+                with nogil:
+                    while True:
+                        rc = wait4(pid, &status, 0, &ru)
+                        if rc < 0 and errno == EINTR:
+                            continue
+                        break
+                if rc > 0:
+                    # glibc's posix_spawn is vfork-based: until exec the child runs in
+                    # the engine's memory, and the kernel counts that in its peak. A
+                    # peak no larger than the engine's own is that, not the step's.
+                    if floor < 0:
+                        floor = own.ru_maxrss if getrusage(RUSAGE_SELF, &own) == 0 else 0
+                    self._cost[token] = (
+                        ru.ru_utime.tv_sec + ru.ru_stime.tv_sec
+                        + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6,
+                        ru.ru_maxrss if ru.ru_maxrss > floor else None,
+                    )
+            else:
+                info.si_code = 0
+                info.si_status = 0
+                with nogil:
+                    while True:
+                        rc = waitid(P_PIDFD, fd, &info, WEXITED)
+                        if rc < 0 and errno == EINTR:
+                            continue
+                        break
+                if rc == 0:
+                    if info.si_code == CLD_EXITED:
+                        status = (info.si_status & 0xFF) << 8
+                    elif info.si_code == CLD_DUMPED:
+                        status = (info.si_status & 0x7F) | 0x80
+                    else:
+                        status = info.si_status & 0x7F
             close(fd)  # its one-shot entry is spent, and goes with the file
             sp_ended(self._p, token)
             if rc < 0:
                 status = 127 << 8  # reaped by someone else: report a failure, not success
-            elif info.si_code == CLD_EXITED:
-                status = (info.si_status & 0xFF) << 8
-            elif info.si_code == CLD_DUMPED:
-                status = (info.si_status & 0x7F) | 0x80
-            else:
-                status = info.si_status & 0x7F
             lost = 0
             if store != NULL:
                 with nogil:
@@ -397,6 +438,11 @@ cdef class Pool:
             else:
                 out.append((token, status))
         return out
+
+    def cost(self, int token):
+        """(CPU seconds, user + system, and peak RSS in KiB) of the last process of
+        `token` that was reaped, counting the children it waited for; None if none."""
+        return self._cost.pop(token, None)
 
     def signal(self, int token, int sig):
         """Signal the step's process group (right after its start if still pending);

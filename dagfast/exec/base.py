@@ -102,6 +102,11 @@ class Executor:
         """Give back a slot taken with `hold`."""
         self.held -= 1
 
+    def cost(self, token: int) -> tuple[float, int] | None:
+        """(CPU seconds, peak RSS in KiB) of step `token`'s process that just ended,
+        once (None when this executor cannot tell)."""
+        return None
+
     def use_output(self, store) -> None:
         """The run's output store, before the first start."""
         self.output = store

@@ -71,6 +71,10 @@ class ProcessManager(Executor):
             why += f", and a running step holds {STEP_DESCRIPTORS} descriptors"
         return room, why
 
+    def cost(self, token: int) -> tuple[float, int] | None:
+        """What step `token`'s process that just ended cost (wait4's rusage), once."""
+        return self._pool.cost(token)
+
     def use_output(self, store) -> None:
         """Steps' stdout and stderr go into `store` through pipes from now on."""
         self.output = store

@@ -485,6 +485,14 @@ static int sp_lingering_locked(sp_pool *p, int sig) {
     return alive;
 }
 
+/* The pid of running `token` (0: none). */
+static pid_t sp_pid(sp_pool *p, int token) {
+    pthread_mutex_lock(&p->mu);
+    pid_t pid = token < p->cap && p->state[token] == SP_RUNNING ? p->pids[token] : 0;
+    pthread_mutex_unlock(&p->mu);
+    return pid;
+}
+
 /* A reaped token is idle again; its group is kept only while members remain. */
 static void sp_ended(sp_pool *p, int token) {
     pthread_mutex_lock(&p->mu);

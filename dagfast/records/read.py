@@ -451,8 +451,8 @@ def _replay(state: RunState, entries: list) -> None:
         kind = type(e)
         if kind is End:
             r = steps[e.step]
-            r.status, r.exit_code, r.finished_at, r.error, r.output = (
-                e.status, e.exit_code, e.at, e.error, e.output)
+            r.status, r.exit_code, r.finished_at, r.error, r.output, r.cpu, r.rss = (
+                e.status, e.exit_code, e.at, e.error, e.output, e.cpu, e.rss)
         elif kind is Start:
             r = steps[e.step]
             r.status = StepStatus.RUNNING

@@ -55,7 +55,11 @@ DAG_VERSION = 1  # dag.json; a file without the key is version 1
 
 class StepRecord(msgspec.Struct, array_like=True):
     """One step's outcome: status code, exit code, start/end (unix seconds), error text,
-    and the value of its `output:` variable (None when it has none)."""
+    the value of its `output:` variable (None when it has none), and what its last
+    process cost: CPU seconds (user + system) and peak RSS in KiB, counting the
+    children it waited for (None: no process of this machine's was reaped; for `rss`
+    also: no larger than the engine's own, which the vfork-based spawn makes the
+    kernel count for every child, so the step's own peak cannot be told)."""
 
     status: int = 0
     exit_code: int | None = None
@@ -63,6 +67,8 @@ class StepRecord(msgspec.Struct, array_like=True):
     finished_at: float | None = None
     error: str = ""
     output: str | None = None
+    cpu: float | None = None
+    rss: int | None = None
 
 
 class Snapshot(msgspec.Struct):
@@ -115,6 +121,8 @@ class End(msgspec.Struct, array_like=True, tag=3):
     at: float | None
     error: str
     output: str | None = None
+    cpu: float | None = None  # what its last process cost (see StepRecord)
+    rss: int | None = None
 
 
 class Cancel(msgspec.Struct, array_like=True, tag=4):
@@ -530,7 +538,7 @@ class Recorder:
     def step_finished(self, step: int, record) -> None:
         self._pending.append(
             (3, step, record.status, record.exit_code, record.finished_at, record.error,
-             record.output)
+             record.output, record.cpu, record.rss)
         )
         if not self._flush_scheduled:
             self._schedule()

@@ -115,4 +115,7 @@ def _finished(event: str, key: str, name: str, record, step: int | None = None) 
         "duration": finished - started if started and finished else None,
         "error": record.error, "time": finished or time.time(),
     })
+    if record.cpu is not None:  # what its process cost (wait4's rusage)
+        out["cpu_seconds"] = record.cpu
+        out["peak_rss_kib"] = record.rss
     return out

@@ -92,6 +92,11 @@ def _case(ET, classname: str, name: str, record, log: tuple[str, int] | None, co
     started, finished = record.started_at, record.finished_at
     took = finished - started if started and finished else 0.0
     case = ET.Element("testcase", {"name": name, "classname": classname, "time": f"{took:.3f}"})
+    if record.cpu is not None:  # what its process cost
+        props = ET.SubElement(case, "properties")
+        ET.SubElement(props, "property", {"name": "cpu_seconds", "value": f"{record.cpu:.6f}"})
+        if record.rss is not None:
+            ET.SubElement(props, "property", {"name": "peak_rss_kib", "value": str(record.rss)})
     status = record.status
     err_tail = _tail(*log, "err") if log else []
     if status == StepStatus.FAILED:

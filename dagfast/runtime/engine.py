@@ -384,6 +384,9 @@ class Engine:
         record.exit_code = code
         record.finished_at = time.time()
         record.error = error
+        cost = self.executor.cost(i)
+        if cost is not None:
+            record.cpu, record.rss = cost
         if self._outputs:
             record.output = self._outputs.get(i)  # kept in the record for a retry
         self.reporter.step_finished(i, record)

@@ -365,6 +365,9 @@ class Flow:
             error = run.masker.text(error)
         record.status, record.exit_code, record.error = status, code, error
         record.finished_at = time.time()
+        cost = procs.cost(token)
+        if cost is not None:
+            record.cpu, record.rss = cost
         return status == _SUCCEEDED
 
 

@@ -1,0 +1,41 @@
+"""What each step cost, from wait4's rusage: CPU seconds and peak memory in the record,
+`status` (columns and a total), `--json` and `--junit`."""
+
+from __future__ import annotations
+
+import json
+import sys
+import xml.etree.ElementTree as ET
+
+from spectools import dagfast
+
+BURN = "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done"
+
+
+def test_each_steps_cpu_time_and_peak_memory_reach_status_json_and_junit(tmp_path):
+    dag = tmp_path / "cost.yaml"
+    dag.write_text(
+        "steps:\n"
+        f"  - name: burn\n    command: sh -c '{BURN}'\n"
+        f"  - name: big\n    command: {sys.executable} -c \"b = bytearray(200 << 20)\"\n"
+        "  - name: never\n    command: 'true'\n    preconditions: test -e nothing-here\n"
+    )
+    home = tmp_path / "home"
+    res = dagfast("run", "-q", str(dag), "--junit", str(tmp_path / "j.xml"), home=home)
+    assert res.code == 0, res.out + res.err
+    doc = json.loads(dagfast("status", "cost", "--json", home=home).out)
+    steps = {s["name"]: s for s in doc["steps"]}
+    assert steps["burn"]["cpu_seconds"] > 0
+    assert steps["big"]["peak_rss_kib"] >= 200 * 1024  # the bytearray, touched by zeroing
+    assert steps["never"]["cpu_seconds"] is None  # skipped: no process was reaped
+    assert doc["cpu_seconds"] >= steps["burn"]["cpu_seconds"] + steps["big"]["cpu_seconds"]
+    text = dagfast("status", "cost", home=home).out
+    assert "cpu" in text and "peak mem" in text and "s CPU in all steps" in text
+    big_row = next(line for line in text.splitlines() if line.startswith("big "))
+    assert "M" in big_row.split()[-1]
+    cases = {c.get("name"): c for c in ET.parse(tmp_path / "j.xml").getroot().iter("testcase")}
+    props = {p.get("name"): p.get("value") for p in cases["big"].iter("property")}
+    assert float(props["cpu_seconds"]) > 0 and int(props["peak_rss_kib"]) >= 200 * 1024
+    events = [json.loads(line) for line in dagfast("run", "--json", str(dag), home=home).out.splitlines()]
+    ended = {e["step"]: e for e in events if e["event"] == "step_finished"}
+    assert ended["burn"]["cpu_seconds"] > 0
