@@ -200,3 +200,26 @@ def test_dagus_per_step_variables_name_real_files_made_only_for_the_steps_that_u
     mailed = (tmp_path / "mailed.txt").read_text()
     assert "succeeded  talk" in mailed and "failed     bad" in mailed
     assert (run / "run.log").read_text().startswith(mailed)
+
+
+def test_verbose_shows_sub_runs_output_by_address(tmp_path):
+    write(tmp_path / "sub.yaml", """\
+        steps:
+          - name: work
+            command: sh -c 'echo "hello from $ITEM"'
+        """)
+    dag = write(tmp_path / "par.yaml", """\
+        steps:
+          - name: fan
+            call: sub.yaml
+            parallel: [a, b]
+          - name: one
+            call: sub.yaml
+            params: ITEM=z
+        """)
+    res = dagfast("run", "-v", str(dag), home=tmp_path / "home")
+    assert res.code == 0, res.out + res.err
+    lines = res.out.splitlines()
+    for line in ("fan[0]/work | hello from a", "fan[1]/work | hello from b",
+                 "one/work | hello from z"):
+        assert line in lines, res.out

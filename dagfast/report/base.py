@@ -49,6 +49,44 @@ class Reporter:
         """Something the user should know about the run as a whole (for example that
         the system's limits cap how many steps run at once)."""
 
+    def child(self, prefix: str):
+        """The reporter of a sub-run whose steps are addressed `prefix` + name
+        (`fan[1]/`), or None: sub-runs report nothing of their own by default."""
+        return None
+
+
+class ChildOutput(Reporter):
+    """`--verbose` for a sub-run: its steps' output, each line prefixed with the step's
+    address (`fan[1]/work | ...`), through the parent's `write`."""
+
+    def __init__(self, write, prefix: str) -> None:
+        self.write = write
+        self.prefix = prefix
+        self._tail = None
+        self._ticker = None
+
+    def run_started(self, dag, run_dir, records) -> None:
+        from dagfast.report.logtail import LogTail  # only with --verbose (start-up)
+
+        self._tail = LogTail(run_dir, [self.prefix + s.name for s in dag.steps], self.write)
+        self._ticker = Ticker(0.1, self._tail.poll)
+
+    def step_started(self, step: int) -> None:
+        if self._tail is not None:
+            self._tail.follow(step)
+
+    def step_finished(self, step: int, record) -> None:
+        if self._tail is not None:
+            self._tail.finish(step)
+
+    def run_finished(self, result) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._tail.poll()
+
+    def child(self, prefix: str):
+        return ChildOutput(self.write, self.prefix + prefix)
+
 
 class Notices(Reporter):
     """Writes notices to a stream (the CLI gives it stderr), one line each."""
@@ -105,6 +143,14 @@ class Reporters(Reporter):
                 failure = failure or exc
         if failure is not None:
             raise failure
+
+    def child(self, prefix: str):
+        for r in self.reporters:
+            hook = getattr(r, "child", None)  # the Recorder keeps no sub-run reporter
+            found = hook(prefix) if hook is not None else None
+            if found is not None:
+                return found
+        return None
 
 
 class ConsoleReporter(Reporter):
@@ -169,6 +215,9 @@ class ConsoleReporter(Reporter):
             self._tail.poll()
         self.out.write("".join(line + "\n" for line in summary(result)))
         self.out.flush()
+
+    def child(self, prefix: str):
+        return ChildOutput(self.out.write, prefix) if self.verbose else None
 
 
 class GithubAnnotations(Reporter):

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from dagfast.report.base import Reporter, Ticker, summary
+from dagfast.report.base import ChildOutput, Reporter, Ticker, summary
 from dagfast.status import StepStatus
 
 __all__ = ["ProgressReporter"]
@@ -117,6 +117,9 @@ class ProgressReporter(Reporter):
             self.console.print(line)
             shown += 1
         self.live.update(self._frame(), refresh=True)
+
+    def child(self, prefix: str):
+        return ChildOutput(self._print_output, prefix) if self.verbose else None
 
     def _print_output(self, text: str) -> None:
         self.console.print(Text(text.rstrip("\n")), soft_wrap=True)

@@ -309,8 +309,10 @@ class Children:
         state = Run(sub, run_dir.run_id, parent.base_env, parent=parent)
         from dagfast.runtime.engine import Engine  # loaded by the caller's run already
 
-        child = Engine(state, self.factory, limit=sub.max_active_steps, run_dir=run_dir,
-                       children=self, nested=True)
+        # `--verbose`: the sub-run's steps' output too, by address (`fan[1]/work | ...`).
+        item = f"[{k}]" if steps[i].extra.parallel is not None else ""
+        child = Engine(state, self.factory, caller.reporter.child(f"{steps[i].name}{item}/"),
+                       limit=sub.max_active_steps, run_dir=run_dir, children=self, nested=True)
         caller.adopt(child)
         try:
             return await child.run_nested()
