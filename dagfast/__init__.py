@@ -44,12 +44,10 @@ _WHERE = {
     "RunStatus": "status",
     "StepStatus": "status",
     "run": "runtime.session",
+    # The function, not the subpackage: read-only commands (status, logs, history,
+    # version) never load PyYAML.
+    "load": "loader",
 }
-
-# Bound eagerly, as the public function (the loader lives in `dagfast.loader`).
-# Loading needs only yaml and msgspec, which every command uses.
-from dagfast.loader import load  # noqa: E402
-
 
 def __getattr__(name: str):
     module = _WHERE.get(name)
