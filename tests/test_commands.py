@@ -69,14 +69,15 @@ def test_status_prints_a_header_and_one_line_a_step(failed_run):
     assert lines[1] == f"run:     {run.name}"
     assert lines[2] == "status:  failed"
     assert re.fullmatch(r"started: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}, took \d+\.\d\ds", lines[3])
-    assert lines[4] == ""
-    assert lines[5].split() == ["step", "status", "duration", "exit", "error"]
-    rows = [re.sub(r"\d+\.\d\ds", "T", line).split(None, 4) for line in lines[6:]]
+    assert re.fullmatch(r"cost:    \d+\.\d\ds CPU in all steps", lines[4])
+    assert lines[5] == ""
+    assert lines[6].split() == ["step", "status", "duration", "exit", "cpu", "peak", "mem", "error"]
+    rows = [re.sub(r"\d+\.\d\ds", "T", line).split(None, 6) for line in lines[7:]]
     assert rows == [
-        ["a", "succeeded", "T", "0"],
-        ["b", "failed", "T", "1", "exit status 1"],
-        ["c", "aborted", "-", "-", "upstream failed"],
-        ["d", "succeeded", "T", "0"],
+        ["a", "succeeded", "T", "0", "T", "-"],
+        ["b", "failed", "T", "1", "T", "-", "exit status 1"],
+        ["c", "aborted", "-", "-", "-", "-", "upstream failed"],
+        ["d", "succeeded", "T", "0", "T", "-"],
     ]
     # By DAG file, by DAG name and with no argument: the same (latest) run.
     for target in ([str(dag)], ["fix"], []):
@@ -305,7 +306,8 @@ def test_an_interrupted_run_stays_at_its_last_record(tmp_path):
     assert lines[2] == (f"status:  interrupted: its process (pid {state.pid}) is gone, 1 step "
                         f"was running; `dagfast retry {run.name}` finishes it")
     assert lines[3].endswith(f", interrupted after {took:.2f}s") and "running" not in lines[3]
-    assert lines[7].split() == ["b", "interrupted", "-", "-"]
+    (row_b,) = [line for line in lines if line.startswith("b ")]
+    assert row_b.split() == ["b", "interrupted", "-", "-", "-", "-"]
     doc = json.loads(dagfast("status", "--json", run.name, home=home).out)
     assert doc["status"] == "interrupted" and doc["duration"] == round(took, 6)
     assert doc["finished_at"] is None

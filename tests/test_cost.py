@@ -26,16 +26,18 @@ def test_each_steps_cpu_time_and_peak_memory_reach_status_json_and_junit(tmp_pat
     doc = json.loads(dagfast("status", "cost", "--json", home=home).out)
     steps = {s["name"]: s for s in doc["steps"]}
     assert steps["burn"]["cpu_seconds"] > 0
-    assert steps["big"]["peak_rss_kib"] >= 200 * 1024  # the bytearray, touched by zeroing
+    assert (steps["big"]["peak_rss_kib"] or 0) >= 200 * 1024, steps  # the zeroed bytearray
     assert steps["never"]["cpu_seconds"] is None  # skipped: no process was reaped
-    assert doc["cpu_seconds"] >= steps["burn"]["cpu_seconds"] + steps["big"]["cpu_seconds"]
+    parts = steps["burn"]["cpu_seconds"] + steps["big"]["cpu_seconds"]
+    assert doc["cpu_seconds"] >= parts - 1e-5  # each rounded to the microsecond
     text = dagfast("status", "cost", home=home).out
     assert "cpu" in text and "peak mem" in text and "s CPU in all steps" in text
     big_row = next(line for line in text.splitlines() if line.startswith("big "))
     assert "M" in big_row.split()[-1]
-    cases = {c.get("name"): c for c in ET.parse(tmp_path / "j.xml").getroot().iter("testcase")}
-    props = {p.get("name"): p.get("value") for p in cases["big"].iter("property")}
-    assert float(props["cpu_seconds"]) > 0 and int(props["peak_rss_kib"]) >= 200 * 1024
+    root = ET.parse(tmp_path / "j.xml").getroot()
+    props = {p.get("name"): p.get("value") for p in root.iter("property")}
+    assert float(props["cost.big.cpu_seconds"]) > 0
+    assert int(props["cost.big.peak_rss_kib"]) >= 200 * 1024
     events = [json.loads(line) for line in dagfast("run", "--json", str(dag), home=home).out.splitlines()]
     ended = {e["step"]: e for e in events if e["event"] == "step_finished"}
     assert ended["burn"]["cpu_seconds"] > 0

@@ -163,9 +163,9 @@ def test_a_gigabyte_of_output_keeps_the_engine_small(tmp_path):
         with Output(str(the_run(home))) as out:
             assert out.total(0, 0) == 1 << 30
             assert out.tail(0, 0, 16) == b"\0" * 16
-        # MiB: the interpreter and its libraries take about 35; the output streams
-        # through 64 KiB at a time.
-        assert int(hwm.split()[1]) < 60, done.stdout
+        # MiB (the bound): 29 measured, 15 of them the interpreter's own; the
+        # output streams through 64 KiB at a time.
+        assert int(hwm.split()[1]) < 50, done.stdout
     finally:
         os.unlink(the_run(home) / "output")  # a gigabyte is not left in /tmp
 

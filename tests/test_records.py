@@ -95,7 +95,9 @@ def test_a_run_leaves_a_private_versioned_record(tmp_path):
     entries = journal_entries(run)
     assert isinstance(entries[0], Begin) and entries[0].steps == 2 and entries[0].version == 1
     assert [type(e).__name__ for e in entries[1:]] == ["Start", "End", "Start", "End", "Finish"]
-    assert entries[-2] == End(1, 2, 4, entries[-2].at, "exit status 4", None)
+    end = entries[-2]
+    assert end == End(1, 2, 4, end.at, "exit status 4", None, end.cpu, end.rss)
+    assert end.cpu is not None  # what its process cost
     assert entries[-1].status == 2
     assert not (run / "reserve").exists()
     for p in [run, *run.rglob("*")]:
@@ -193,7 +195,8 @@ def test_kill_9_then_status_says_interrupted_and_retry_finishes(tmp_path):
     res = cli("status", run.name, home=home)
     assert res.code == 0
     assert "interrupted" in res.out and "retry" in res.out
-    lines = {line.split()[0]: line.split()[1] for line in res.out.splitlines()[6:] if line}
+    table = res.out.split("\n\n", 1)[1].splitlines()[1:]  # the step rows, after the header
+    lines = {line.split()[0]: line.split()[1] for line in table if line}
     assert lines == {"quick": "succeeded", "slow": "interrupted", "last": "not_started"}
     doc = json.loads(cli("status", "--json", str(dag), home=home).out)
     assert doc["interrupted"] is True and doc["run_id"] == run.name

@@ -71,6 +71,13 @@ def write_junit(result, path: str) -> None:
     for name, value in (("run_id", result.run_id), ("dag_file", dag.path),
                         ("run_directory", result.path)):
         ET.SubElement(props, "property", {"name": name, "value": _clean(value)})
+    # What each step's process cost, as suite properties (the JUnit schema has none on
+    # a test case): `cost.<step>.cpu_seconds`, `cost.<step>.peak_rss_kib`.
+    for step, record in zip(dag.steps, result.steps):
+        for key, value in (("cpu_seconds", record.cpu), ("peak_rss_kib", record.rss)):
+            if value is not None:
+                ET.SubElement(props, "property", {"name": _clean(f"cost.{step.name}.{key}"),
+                                                  "value": str(value)})
     suite.extend(cases)
     ET.indent(root)
     data = ET.tostring(root, encoding="utf-8", xml_declaration=True)
@@ -92,11 +99,6 @@ def _case(ET, classname: str, name: str, record, log: tuple[str, int] | None, co
     started, finished = record.started_at, record.finished_at
     took = finished - started if started and finished else 0.0
     case = ET.Element("testcase", {"name": name, "classname": classname, "time": f"{took:.3f}"})
-    if record.cpu is not None:  # what its process cost
-        props = ET.SubElement(case, "properties")
-        ET.SubElement(props, "property", {"name": "cpu_seconds", "value": f"{record.cpu:.6f}"})
-        if record.rss is not None:
-            ET.SubElement(props, "property", {"name": "peak_rss_kib", "value": str(record.rss)})
     status = record.status
     err_tail = _tail(*log, "err") if log else []
     if status == StepStatus.FAILED:
