@@ -52,8 +52,23 @@ class Steps:
         """The path of step `i` (and of `rest` in it), with the user's key spellings."""
         head = self.keys[i] if self.keys is not None else i
         if rest and self.spell is not None and self.spell[i] is not None:
-            rest = (self.spell[i].get(rest[0], rest[0]),) + rest[1:]
+            said = self.spell[i].get(rest[0], rest[0])
+            rest = (said if type(said) is tuple else (said,)) + rest[1:]
         return (self.key, head) + rest
+
+    def respell(self, renamed: dict) -> None:
+        """Keys the loader rewrote (a 2.x `run:` read as `command`, `with.dag` as `call`)
+        are named in messages as the user wrote them: `renamed[("steps", i)]` maps a
+        canonical key to the user's key path."""
+        n = len(self.specs)
+        for at, keys in renamed.items():
+            if at[0] != "steps" or type(at[1]) is not int or at[1] >= n or not keys:
+                continue
+            if self.spell is None:
+                self.spell = [None] * n
+            spelled = dict(self.spell[at[1]] or {})
+            spelled.update(keys)
+            self.spell[at[1]] = spelled
 
 
 def convert(tree: dict, problems: Problems) -> tuple[DagSpec, dict[str, str], Steps]:

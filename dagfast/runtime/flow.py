@@ -100,12 +100,24 @@ class Flow:
             await self.sleep(ex.delay_sec)
         if run.stopping:
             return _ABORTED, None, "the run was stopped", -1
+        if ex.outputs or ex.reads is not None:
+            from dagfast.runtime import stepoutputs  # only Dagu 2.x outputs (start-up)
+
+            if ex.reads is not None:
+                stepoutputs.fill_env(run, step, env)
+            if ex.outputs:
+                stepoutputs.prepare(engine.run_dir.path, i, env)
         if ex.call is not None:
             from dagfast.runtime import subdag  # only DAGs that call sub-DAGs (start-up)
 
             status, code, error = await subdag.run(self, i, step, env)
         else:
             status, code, error = await self.execute(i, step, env, cwd)
+        if ex.outputs and status == _SUCCEEDED:
+            try:
+                run.step_outputs[i] = stepoutputs.parse(env, ex.outputs, dag.max_output_size)
+            except stepoutputs.StepOutputError as exc:
+                status, error = _FAILED, str(exc)
         out_path = engine.run_dir.stdout_path(i)
         if ex.output is not None:
             try:
@@ -136,6 +148,11 @@ class Flow:
         if ex is not None and ex.expand:
             argv = tuple(expand_refs(a, values) for a in argv)
             script = expand_refs(script, values) if script is not None else None
+        if ex is not None and ex.reads is not None:
+            from dagfast.runtime.stepoutputs import fill  # only Dagu 2.x outputs (start-up)
+
+            argv = tuple(fill(run, ex.reads, a) for a in argv)
+            script = fill(run, ex.reads, script) if script is not None else None
         retry = ex.retry if ex is not None else None
         repeat = ex.repeat if ex is not None else None
         runs = 0
@@ -144,6 +161,10 @@ class Flow:
             while True:
                 if runs or attempt:
                     _keep_old_logs(self.engine.run_dir, token, runs + attempt)
+                    if ex.outputs:  # each attempt writes its own (Dagu 2.x outputs)
+                        from dagfast.runtime.stepoutputs import reset  # start-up, as above
+
+                        reset(env)
                 code, error, timed_out = await self._process(token, step, argv, script, env, cwd)
                 if code == 0 or timed_out or run.stopping or retry is None:
                     break
