@@ -309,3 +309,23 @@ def test_the_callers_params_win_over_the_sub_dags_defaults_in_every_form(tmp_pat
     assert sorted((tmp_path / "seen.txt").read_text().splitlines()) == [
         "by-call child-y", "by-dag-run child-y", "by-item-a child-y",
     ]
+
+
+def test_2x_typed_params_are_read_as_their_defaults(tmp_path):
+    dag = write(tmp_path / "typed.yaml", """\
+        params:
+          - name: environment
+            type: string
+            enum: [dev, staging]
+            default: staging
+          - name: batch_size
+            type: integer
+            default: 100
+          - name: plain
+        steps:
+          - run: echo "$environment $batch_size $name" > p.txt
+        """)
+    assert run(dag).code == 0
+    assert (tmp_path / "p.txt").read_text() == "staging 100 plain\n"
+    assert run(dag, "-p", "environment=dev").code == 0
+    assert (tmp_path / "p.txt").read_text() == "dev 100 plain\n"

@@ -83,6 +83,7 @@ def read(tree: dict, forced: str, problems: Problems, has_refs: bool) -> Reading
         r.why = f"no form only Dagu 2.x has; camelCase keys such as `{r.camel[-1]}` are 1.x's"
     if r.dialect == "2":
         _rewrite_header(tree)
+    _rich_params(tree, problems)
     handlers = tree.get("handler_on", tree.get("handlerOn"))
     hkey = "handler_on" if "handler_on" in tree else "handlerOn"
     more = list(handlers.items()) if type(handlers) is dict else []
@@ -164,6 +165,35 @@ def _rewrite_header(tree: dict) -> None:
         value = tree.get(key)
         if type(value) is str and re.fullmatch(r"\s*-[0-9]+\s*", value):
             tree[key] = "0"
+
+
+_RICH = frozenset(("name", "type", "default", "description", "enum", "minimum", "maximum",
+                   "required"))
+
+
+def _rich_params(tree: dict, problems: Problems) -> None:
+    """Dagu 2.x's typed params (`- name: env`, `default: dev`, `type`, `enum`...) as the
+    `NAME: default` form. An entry is one when it has `name` and another of its keys (a
+    lone `- name: x` is the param `name`); its checks (type, enum, bounds) are not made."""
+    params = tree.get("params")
+    if type(params) is not list:
+        return
+    for k, item in enumerate(params):
+        if type(item) is not dict or "name" not in item or len(item) < 2:
+            continue
+        if not set(item) <= _RICH:
+            extra = sorted(set(item) - _RICH)[0]
+            if set(item) & (_RICH - {"name"}):
+                problems.add(("params", k, extra), f"`{extra}` is not supported in a typed "
+                             "param (dagfast reads `name`, `default`, `type`, `description`, "
+                             "`enum`, `minimum`, `maximum`, `required`)", True)
+            continue
+        name = item["name"]
+        if type(name) is not str or not name:
+            problems.add(("params", k, "name"), "expected the param's name (text)")
+            continue
+        default = item.get("default")
+        params[k] = {name: "" if default is None else default}
 
 
 def _rewrite_step(at: Path, step: dict, r: Reading, problems: Problems) -> None:

@@ -83,7 +83,8 @@ async def run(flow, i: int, step: Step, env: dict):
             if state.stopping:
                 return "the run was stopped"
             local = dict(scope, ITEM=item if type(item) is str else msgspec.json.encode(item).decode())
-            params = _params(ex.params, local, refs)
+            # `${ITEM.key}` reads a mapping item, as `${NAME.key}` reads an output.
+            params = _params(ex.params, local, dict(refs, ITEM=local["ITEM"]))
             if type(item) is dict:
                 params = override(params, tuple(item.items()))
             else:
