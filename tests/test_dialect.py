@@ -329,3 +329,21 @@ def test_2x_typed_params_are_read_as_their_defaults(tmp_path):
     assert (tmp_path / "p.txt").read_text() == "staging 100 plain\n"
     assert run(dag, "-p", "environment=dev").code == 0
     assert (tmp_path / "p.txt").read_text() == "dev 100 plain\n"
+
+
+def test_a_retry_keeps_the_outputs_of_the_steps_it_does_not_run_again(tmp_path):
+    dag = write(tmp_path / "retry.yaml", """\
+        steps:
+          - id: a
+            run: echo "x=from-a" >> "$DAGU_OUTPUT_FILE"
+            outputs: [{name: x}]
+          - id: b
+            depends: a
+            run: test -f go && echo "${steps.a.outputs.x}" > got.txt
+        """)
+    assert run(dag).code == 1
+    (tmp_path / "go").touch()
+    run_id = next((tmp_path / "home" / "runs" / "retry").iterdir()).name
+    res = dagfast("retry", "-q", run_id, home=tmp_path / "home", cwd=tmp_path)
+    assert res.code == 0, res
+    assert (tmp_path / "got.txt").read_text() == "from-a\n"

@@ -229,6 +229,7 @@ def _load(data: bytes, src: _Source, environ, given_params, sub: _Sub | None,
     header, spell, steps = convert(tree, problems)
     if reading.renamed:
         steps.respell(reading.renamed)
+    steps.step_refs = has_refs and b"${steps." in data
     # Second: everything the text as written can answer.
     checked = _check(header, spell, steps, environ, problems, sub)
     if _MAY_HOLD_NUL.search(data):
@@ -258,6 +259,8 @@ def _check(header, spell, steps: Steps, environ, problems: Problems, sub) -> _Ch
         steps, header.type == "chain", shell, problems, sub.done if sub else frozenset()
     )
     c.handler_steps = hdr.handler_steps(header, spell, problems)
+    if c.handler_steps is not None:
+        c.handler_steps.step_refs = steps.step_refs  # kept as written there (no scope)
     c.secrets = hdr.secrets(header, spell, problems) if header.secrets else ()
     if header.preconditions is not None:
         check_condition_types(

@@ -38,7 +38,7 @@ _EXPECTED = re.compile(r"Expected `([^`]*)`([^,]*)(?:, got `[^`]*`)?")
 class Steps:
     """The steps after conversion, and how to name their paths in messages."""
 
-    __slots__ = ("key", "keys", "specs", "spell", "incomplete", "featured")
+    __slots__ = ("key", "keys", "specs", "spell", "incomplete", "featured", "step_refs")
 
     def __init__(self, key: str, keys: list[str] | None) -> None:
         self.key = key  # the user's spelling of `steps`
@@ -47,6 +47,7 @@ class Steps:
         self.spell: list[dict[str, str] | None] | None = None
         self.incomplete: set[int] = set()  # steps whose problems are already reported
         self.featured: list[int] = []  # steps with extra keys (`stepopts.featured`)
+        self.step_refs = False  # the text holds `${steps.…}` (Dagu 2.x output references)
 
     def path(self, i: int, *rest: str | int) -> Path:
         """The path of step `i` (and of `rest` in it), with the user's key spellings."""

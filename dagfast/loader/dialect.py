@@ -72,8 +72,9 @@ def read(tree: dict, forced: str, problems: Problems, has_refs: bool) -> Reading
     if forced and not r.forced:
         r.forced = f"--dialect {forced}"
     steps = tree.get("steps")
-    items = list(enumerate(steps)) if type(steps) is list else []
-    _scan(tree, steps, items, r, has_refs)
+    if type(steps) is not list:
+        steps = []  # a mapping of steps (dagfast's own form) holds no 1.x/2.x form
+    keys = _scan(tree, steps, r, has_refs)
     if r.forced:
         r.dialect, r.why = forced, f"{r.forced} says so"
     elif r.two is not None:
@@ -84,31 +85,38 @@ def read(tree: dict, forced: str, problems: Problems, has_refs: bool) -> Reading
     if r.dialect == "2":
         _rewrite_header(tree)
     _rich_params(tree, problems)
-    handlers = tree.get("handler_on", tree.get("handlerOn"))
+    if r.dialect == "2" or keys & {"action", "with"}:
+        for i, step in enumerate(steps):
+            if type(step) is dict and (r.dialect == "2" or "action" in step or "with" in step):
+                _rewrite_step(("steps", i), step, r, problems)
     hkey = "handler_on" if "handler_on" in tree else "handlerOn"
-    more = list(handlers.items()) if type(handlers) is dict else []
-    for at, step in [(("steps", i), s) for i, s in items] + [((hkey, k), s) for k, s in more]:
+    handlers = tree.get(hkey)
+    for k, step in handlers.items() if type(handlers) is dict else ():
         if type(step) is dict and (r.dialect == "2" or "action" in step or "with" in step):
-            _rewrite_step(at, step, r, problems)
-    r.warning = _warning(tree, steps, r)
+            _rewrite_step((hkey, k), step, r, problems)
+    r.warning = _warning(tree, steps, keys, r)
     return r
 
 
-def _scan(tree: dict, steps, items, r: Reading, has_refs: bool) -> None:
-    """Note the first camelCase key and the first form only 2.x has."""
+def _scan(tree: dict, steps: list, r: Reading, has_refs: bool) -> set:
+    """Note the first camelCase key and the first form only 2.x has; the keys the steps
+    use. They are gathered in one C-level pass: only a key that matters sends it looking
+    for its step."""
     for k in tree:
         if _CAMEL.search(k) and k in ALIASES["dag"]:
             r.camel = (k,)
             break
-    for i, step in items:
-        if type(step) is not dict:
-            continue
-        if r.camel is None:
-            for k in step:
-                if _CAMEL.search(k) and k in ALIASES["step"]:
-                    r.camel = ("steps", i, k)
-                    break
-        if r.two is None:
+    dicts = [s for s in steps if type(s) is dict]
+    keys = set().union(*dicts) if dicts else set()
+    if r.camel is None:
+        camel = sorted(k for k in keys if _CAMEL.search(k) and k in ALIASES["step"])
+        if camel:
+            r.camel = next(("steps", i, k) for i, s in enumerate(steps) if type(s) is dict
+                           for k in s if k in camel)
+    if keys & {"run", *_STEP_2}:
+        for i, step in enumerate(steps):
+            if type(step) is not dict:
+                continue
             for k in _STEP_2:
                 if k in step:
                     r.two = (("steps", i, k), f"`{k}:`")
@@ -116,10 +124,13 @@ def _scan(tree: dict, steps, items, r: Reading, has_refs: bool) -> None:
             run = step.get("run")
             if r.two is None and (type(run) is list or (type(run) is str and _is_command(run))):
                 r.two = (("steps", i, "run"), "a `run:` that is a command")
+            if r.two is not None:
+                break
     if r.two is None and has_refs:
         found = _first_ref(tree, ())
         if found is not None:
             r.two = found
+    return keys
 
 
 def _is_command(text: str) -> bool:
@@ -267,13 +278,11 @@ def _rewrite_step(at: Path, step: dict, r: Reading, problems: Problems) -> None:
         step.setdefault("command", ":")  # refused above: not "nothing to run" as well
 
 
-def _warning(tree: dict, steps, r: Reading) -> str:
+def _warning(tree: dict, steps: list, keys: set, r: Reading) -> str:
     """The meaning-change line, when it applies: a 1.x file (camelCase) with several
     steps, no `type:` and no `depends` anywhere."""
-    if r.dialect != "1" or r.camel is None or "type" in tree or type(steps) is not list:
+    if r.dialect != "1" or r.camel is None or "type" in tree or len(steps) < 2:
         return ""
-    if len(steps) < 2:
-        return ""
-    if any(type(s) is dict and "depends" in s for s in steps):
+    if type(tree.get("steps")) is not list or "depends" in keys:
         return ""
     return WARNING

@@ -412,11 +412,7 @@ def _extras(built: Built, steps: Steps, scope, step_envs, dirs, ev: Evaluator):
                 for t in texts
             )
             extras[i] = replace(extras[i] or StepExtra(), sees=sees, expand=refs)
-    if any("\ue004" in t for a in built.argv for t in a) or any(
-        "\ue004" in (x or "") for x in built.scripts
-    ) or any("\ue004" in v for e in step_envs for _, v in e) or any(
-        "\ue004" in v for e in extras if e is not None for _, v in e.params
-    ):
+    if steps.step_refs:
         _step_output_reads(built, step_envs, extras)
     return extras
 

@@ -201,6 +201,10 @@ def run_in(
     }
     state = Run(dag, run_dir.run_id, environ)
     keep = state.keep(previous, rerun) if previous is not None else ()
+    if keep and any(s.extra is not None and s.extra.outputs for s in dag.steps):
+        from dagfast.runtime.stepoutputs import restore  # only Dagu 2.x outputs (start-up)
+
+        restore(state, run_dir.path, keep)
     engine = Engine(
         state, factory, reporter, limit=dag.max_active_steps, run_dir=run_dir,
         children=Children(factory), keep=keep, notice=notice,

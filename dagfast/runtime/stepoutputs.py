@@ -18,8 +18,9 @@ import msgspec
 
 from dagfast.errors import RunError
 from dagfast.model import Step
+from dagfast.status import StepStatus
 
-__all__ = ["StepOutputError", "fill", "fill_env", "parse", "prepare", "reset"]
+__all__ = ["StepOutputError", "fill", "fill_env", "parse", "prepare", "reset", "restore"]
 
 ENV = b"DAGU_OUTPUT_FILE"
 _REF = re.compile("\ue004([A-Za-z][A-Za-z0-9_]*)\\.([A-Za-z][A-Za-z0-9_]*)\ue005")
@@ -39,6 +40,20 @@ def prepare(run_path: str, i: int, env: dict) -> None:
     path = os.path.join(folder, str(i))
     env[ENV] = os.fsencode(path)
     reset(env)
+
+
+def restore(run, run_path: str, kept) -> None:
+    """A retry: the steps it keeps publish again what their file holds (the run's
+    directory keeps it), for the steps that run again to read."""
+    steps = run.dag.steps
+    for i in kept:
+        ex = steps[i].extra
+        if ex is not None and ex.outputs and run.records[i].status == StepStatus.SUCCEEDED:
+            env = {ENV: os.fsencode(os.path.join(run_path, "step-outputs", str(i)))}
+            try:
+                run.step_outputs[i] = parse(env, ex.outputs, run.dag.max_output_size)
+            except StepOutputError:
+                pass  # as if it wrote none: its references stay as written
 
 
 def reset(env: dict) -> None:
