@@ -85,7 +85,7 @@ def test_validate_says_which_dialect_it_read_and_why(tmp_path):
     assert res.code == 0, res
     assert res.out.splitlines()[1] == (
         f"{two}: read as Dagu 2.x: it uses `outputs:` at `$.steps[0].outputs`, which only "
-        "Dagu 2.x has"
+        "Dagu 2.x has; there `run:` is a command"
     )
     one = write(tmp_path / "one.yaml", """\
         maxActiveSteps: 1
@@ -100,6 +100,15 @@ def test_validate_says_which_dialect_it_read_and_why(tmp_path):
     )
     res = dagfast("validate", "-v", "--dialect", "2", str(one))
     assert res.out.splitlines()[1] == f"{one}: read as Dagu 2.x: --dialect 2 says so"
+    # Without --verbose, said when it matters: the file has a `run:`.
+    assert dagfast("validate", str(one)).out == f"{one}: valid (1 steps)\n"
+    write(tmp_path / "child.yaml", "steps: [echo]\n")
+    write(one, "steps:\n  - run: child\n")
+    assert dagfast("validate", str(one)).out.splitlines() == [
+        f"{one}: valid (1 steps)",
+        f"{one}: read as Dagu 1.x: no form only Dagu 2.x has; there `run: NAME` calls the "
+        "sub-DAG NAME",
+    ]
 
 
 def test_run_means_a_command_in_2x_and_a_sub_dag_in_1x(tmp_path):

@@ -89,7 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("-q", "--quiet", action="store_true",
                      help="print nothing but problems (no note on Dagu's meaning)")
     val.add_argument("-v", "--verbose", action="store_true",
-                     help="also say which Dagu dialect (1.x or 2.x) the file was read as, and why")
+                     help="also say which Dagu dialect (1.x or 2.x) the file was read as, and "
+                     "why (said anyway when the file has a `run:`, whose meaning it decides)")
     _add_dialect_flags(val)
     _add_migrate_command(sub)
 
@@ -261,8 +262,8 @@ def _validate(args) -> int:
     dag = load(args.dag, evaluate=False, on_reading=readings.append)  # runs no backtick
     check_sub_dags(dag, evaluate=False)
     print(f"{args.dag}: valid ({len(dag.steps)} steps)")
-    if args.verbose:
-        print(f"{args.dag}: read as Dagu {readings[0].dialect}.x: {readings[0].why}")
+    if args.verbose or readings[0].matters:  # `run:` means what the reading says
+        print(f"{args.dag}: {readings[0].said()}")
     if not args.quiet:
         _say_reading(args.dag, readings[0])
     return EXIT_OK

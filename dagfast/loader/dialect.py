@@ -46,7 +46,7 @@ class Reading:
     """How a file is read: `dialect` ("1" or "2"), `why` (one clause), and what was
     seen on the way: the first camelCase key and the first form only 2.x has."""
 
-    __slots__ = ("dialect", "why", "camel", "two", "forced", "renamed", "warning")
+    __slots__ = ("dialect", "why", "camel", "two", "forced", "renamed", "warning", "matters")
 
     def __init__(self) -> None:
         self.dialect = "1"
@@ -57,6 +57,15 @@ class Reading:
         # a step's path -> {canonical key: the user's key path} for keys rewritten
         self.renamed: dict[Path, dict[str, tuple]] = {}
         self.warning = ""
+        self.matters = False  # the file has a `run:`, whose meaning the reading decides
+
+    def said(self) -> str:
+        """The reading in one line, for `validate`."""
+        line = f"read as Dagu {self.dialect}.x: {self.why}"
+        if self.matters:
+            line += ("; there `run:` is a command" if self.dialect == "2"
+                     else "; there `run: NAME` calls the sub-DAG NAME")
+        return line
 
 
 def read(tree: dict, forced: str, problems: Problems, has_refs: bool) -> Reading:
@@ -75,6 +84,7 @@ def read(tree: dict, forced: str, problems: Problems, has_refs: bool) -> Reading
     if type(steps) is not list:
         steps = []  # a mapping of steps (dagfast's own form) holds no 1.x/2.x form
     keys = _scan(tree, steps, r, has_refs)
+    r.matters = "run" in keys
     if r.forced:
         r.dialect, r.why = forced, f"{r.forced} says so"
     elif r.two is not None:
