@@ -356,3 +356,22 @@ def test_a_retry_keeps_the_outputs_of_the_steps_it_does_not_run_again(tmp_path):
     res = dagfast("retry", "-q", run_id, home=tmp_path / "home", cwd=tmp_path)
     assert res.code == 0, res
     assert (tmp_path / "got.txt").read_text() == "from-a\n"
+
+
+def test_2x_steps_keyed_by_name_run_their_commands(tmp_path):
+    dag = write(tmp_path / "keyed.yaml", """\
+        dialect: 2
+        steps:
+          first:
+            run: echo one > one.txt
+            retry_policy: {limit: 1}
+          second:
+            run: touch two
+            depends: [first]
+        """)
+    res = run(dag)
+    assert res.code == 0, res
+    assert (tmp_path / "one.txt").read_text() == "one\n" and (tmp_path / "two").exists()
+    write(dag, "dialect: 2\nsteps:\n  a:\n    run: \"\"\n")
+    res = dagfast("validate", str(dag))
+    assert (res.code, res.err) == (2, f"{dag}:4:10: `command` is empty - at `$.steps.a.run`\n")

@@ -62,14 +62,16 @@ class Steps:
         are named in messages as the user wrote them: `renamed[("steps", i)]` maps a
         canonical key to the user's key path."""
         n = len(self.specs)
+        index = {k: i for i, k in enumerate(self.keys)} if self.keys is not None else {}
         for at, keys in renamed.items():
-            if at[0] != "steps" or type(at[1]) is not int or at[1] >= n or not keys:
+            i = index.get(at[1]) if type(at[1]) is str else at[1]
+            if at[0] != "steps" or i is None or i >= n or not keys:
                 continue
             if self.spell is None:
                 self.spell = [None] * n
-            spelled = dict(self.spell[at[1]] or {})
+            spelled = dict(self.spell[i] or {})
             spelled.update(keys)
-            self.spell[at[1]] = spelled
+            self.spell[i] = spelled
 
 
 def convert(tree: dict, problems: Problems) -> tuple[DagSpec, dict[str, str], Steps]:

@@ -81,9 +81,11 @@ def read(tree: dict, forced: str, problems: Problems, has_refs: bool) -> Reading
     if forced and not r.forced:
         r.forced = f"--dialect {forced}"
     steps = tree.get("steps")
-    if type(steps) is not list:
-        steps = []  # a mapping of steps (dagfast's own form) holds no 1.x/2.x form
-    keys = _scan(tree, steps, r, has_refs)
+    if type(steps) is dict:  # steps keyed by name (dagfast's form): paths use the names
+        pairs = [(("steps", k), s) for k, s in steps.items()]
+    else:
+        pairs = [(("steps", i), s) for i, s in enumerate(steps)] if type(steps) is list else []
+    keys = _scan(tree, pairs, r, has_refs)
     r.matters = "run" in keys
     if r.forced:
         r.dialect, r.why = forced, f"{r.forced} says so"
@@ -96,19 +98,19 @@ def read(tree: dict, forced: str, problems: Problems, has_refs: bool) -> Reading
         _rewrite_header(tree)
     _rich_params(tree, problems)
     if r.dialect == "2" or keys & {"action", "with"}:
-        for i, step in enumerate(steps):
+        for at, step in pairs:
             if type(step) is dict and (r.dialect == "2" or "action" in step or "with" in step):
-                _rewrite_step(("steps", i), step, r, problems)
+                _rewrite_step(at, step, r, problems)
     hkey = "handler_on" if "handler_on" in tree else "handlerOn"
     handlers = tree.get(hkey)
     for k, step in handlers.items() if type(handlers) is dict else ():
         if type(step) is dict and (r.dialect == "2" or "action" in step or "with" in step):
             _rewrite_step((hkey, k), step, r, problems)
-    r.warning = _warning(tree, steps, keys, r)
+    r.warning = _warning(tree, pairs, keys, r)
     return r
 
 
-def _scan(tree: dict, steps: list, r: Reading, has_refs: bool) -> set:
+def _scan(tree: dict, pairs: list, r: Reading, has_refs: bool) -> set:
     """Note the first camelCase key and the first form only 2.x has; the keys the steps
     use. They are gathered in one C-level pass: only a key that matters sends it looking
     for its step."""
@@ -116,24 +118,24 @@ def _scan(tree: dict, steps: list, r: Reading, has_refs: bool) -> set:
         if _CAMEL.search(k) and k in ALIASES["dag"]:
             r.camel = (k,)
             break
-    dicts = [s for s in steps if type(s) is dict]
+    dicts = [s for _, s in pairs if type(s) is dict]
     keys = set().union(*dicts) if dicts else set()
     if r.camel is None:
         camel = sorted(k for k in keys if _CAMEL.search(k) and k in ALIASES["step"])
         if camel:
-            r.camel = next(("steps", i, k) for i, s in enumerate(steps) if type(s) is dict
+            r.camel = next(at + (k,) for at, s in pairs if type(s) is dict
                            for k in s if k in camel)
     if keys & {"run", *_STEP_2}:
-        for i, step in enumerate(steps):
+        for at, step in pairs:
             if type(step) is not dict:
                 continue
             for k in _STEP_2:
                 if k in step:
-                    r.two = (("steps", i, k), f"`{k}:`")
+                    r.two = (at + (k,), f"`{k}:`")
                     break
             run = step.get("run")
             if r.two is None and (type(run) is list or (type(run) is str and _is_command(run))):
-                r.two = (("steps", i, "run"), "a `run:` that is a command")
+                r.two = (at + ("run",), "a `run:` that is a command")
             if r.two is not None:
                 break
     if r.two is None and has_refs:
@@ -288,10 +290,10 @@ def _rewrite_step(at: Path, step: dict, r: Reading, problems: Problems) -> None:
         step.setdefault("command", ":")  # refused above: not "nothing to run" as well
 
 
-def _warning(tree: dict, steps: list, keys: set, r: Reading) -> str:
+def _warning(tree: dict, pairs: list, keys: set, r: Reading) -> str:
     """The meaning-change line, when it applies: a 1.x file (camelCase) with several
     steps, no `type:` and no `depends` anywhere."""
-    if r.dialect != "1" or r.camel is None or "type" in tree or len(steps) < 2:
+    if r.dialect != "1" or r.camel is None or "type" in tree or len(pairs) < 2:
         return ""
     if type(tree.get("steps")) is not list or "depends" in keys:
         return ""
