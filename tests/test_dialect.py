@@ -374,4 +374,4 @@ def test_2x_steps_keyed_by_name_run_their_commands(tmp_path):
     assert (tmp_path / "one.txt").read_text() == "one\n" and (tmp_path / "two").exists()
     write(dag, "dialect: 2\nsteps:\n  a:\n    run: \"\"\n")
     res = dagfast("validate", str(dag))
-    assert (res.code, res.err) == (2, f"{dag}:4:10: `command` is empty - at `$.steps.a.run`\n")
+    assert (res.code, res.err) == (2, f"{dag}:4:10: `run` is empty - at `$.steps.a.run`\n")

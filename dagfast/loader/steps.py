@@ -178,7 +178,8 @@ def _argvs(steps: Steps, cols: _Columns, default: Shell, problems: Problems):
             if i in steps.incomplete or s.run is not None or s.call is not None:
                 pass
             elif s.command is not None and s.script is None:
-                problems.add(steps.path(i, "command"), "`command` is empty")
+                at = steps.path(i, "command")  # (a 2.x file's `run:`, as the user wrote it)
+                problems.add(at, f"`{at[-1]}` is empty")
             else:
                 problems.add(
                     steps.path(i), "the step has nothing to run (no `command` or `script`)"
