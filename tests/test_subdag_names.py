@@ -158,3 +158,29 @@ def test_local_sub_dag_problems_are_located_in_the_file(tmp_path):
     assert res.code == 2
     assert ("the sub-DAGs call each other in a loop: loop.yaml -> loop.yaml#a -> loop.yaml#b -> loop.yaml#a"
             in res.err)
+
+
+def test_a_file_and_its_local_sub_dags_are_read_in_one_dialect(tmp_path):
+    # `run: mark` alone would call the sub-DAG `mark` in a 1.x file; the local sub-DAG
+    # `tool` writes 2.x outputs, so the whole file is 2.x and `run: mark` is a command.
+    (tmp_path / "bin").mkdir()
+    write(tmp_path / "bin" / "mark", "#!/bin/sh\ntouch marked\n").chmod(0o755)
+    dag = write(tmp_path / "one.yaml", """\
+        steps:
+          - run: mark
+          - call: tool
+        ---
+        name: tool
+        steps:
+          - run: mark
+          - id: x
+            run: echo "a=1" >> "$DAGU_OUTPUT_FILE"
+            outputs: [{name: a}]
+        """)
+    res = dagfast("validate", "-v", str(dag))
+    assert res.out.splitlines()[1] == (
+        f"{dag}: read as Dagu 2.x: the file's local sub-DAG `tool` is Dagu 2.x (`outputs:` "
+        "at `$.steps[1].outputs`); there `run:` is a command")
+    res = run(dag, env={"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"})
+    assert res.code == 0, res
+    assert (tmp_path / "marked").exists()

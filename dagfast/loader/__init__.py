@@ -127,7 +127,7 @@ class _Source:
     directory relative paths start from, and the DAG's name unless it gives one."""
 
     __slots__ = ("file", "path", "base_dir", "default_name", "local", "document", "dialect",
-                 "on_reading")  # fmt: skip
+                 "on_reading", "elsewhere")  # fmt: skip
 
     def __init__(self, file: str, path: str, base_dir: str, default_name: str) -> None:
         self.file = file
@@ -138,6 +138,7 @@ class _Source:
         self.document = ""  # this DAG's document name ("": the file's first)
         self.dialect = ""  # forced by the caller ("": DAGFAST_DIALECT, else the file's)
         self.on_reading = None  # told how the file was read (dialect.Reading), if set
+        self.elsewhere = None  # (document, why) when another document is Dagu 2.x
 
 
 def _load_file(path, environ, params, sub, evaluate: bool, document: str = "",
@@ -155,26 +156,42 @@ def _load_file(path, environ, params, sub, evaluate: bool, document: str = "",
     if len(data) <= yamlsrc.MAX_BYTES:
         docs = yamlsrc.documents(data)
         if len(docs) > 1 or document:
-            names = _local_names(docs, file)
+            names, trees = _local_names(docs, file, bool(document))
             if document:
                 if document not in names:
                     raise LoadError([Problem(f"no local sub-DAG `{document}` in the file",
                                              file=file)])
-                data = docs[names.index(document)]
+                k = names.index(document)
                 src.default_name = src.document = document
             else:
-                data = docs[0]
+                k = 0
+            data = docs[k]
             src.local = tuple(n for n in names[1:] if n != document)
+            src.elsewhere = _two_elsewhere(names, trees, docs, k)
     return _load(data, src, environ, params, sub, evaluate)
 
 
-def _local_names(docs: list[bytes], file: str) -> list[str]:
+def _two_elsewhere(names: list[str], trees: list, docs: list[bytes], k: int):
+    """(which document, why) when a document of the file but the k-th is Dagu 2.x: the
+    whole file, its local sub-DAGs included, is read in one dialect."""
+    for j, tree in enumerate(trees):
+        if j != k and tree is not None:
+            why = dialects.two_in(tree, _REFS.search(docs[j]) is not None)
+            if why:
+                return (f"local sub-DAG `{names[j]}`" if j else "first document"), why
+    return None
+
+
+def _local_names(docs: list[bytes], file: str, first: bool):
     """"" for the first document, then each later one's `name:` (each must have one,
-    and a name of its own); LoadError, located, otherwise."""
+    and a name of its own), and the documents' trees (the first's only if `first`);
+    LoadError, located, otherwise."""
     names, problems = [""], []
+    trees = [yamlsrc.parse(docs[0], file) if first else None]
     for doc in docs[1:]:
         line = doc.count(b"\n", 0, len(doc) - len(doc.lstrip(b"\n"))) + 1
         tree = yamlsrc.parse(doc, file)
+        trees.append(tree)
         name = tree.get("name")
         if type(name) is not str or not name:
             problems.append(Problem("a local sub-DAG (a document after `---`) needs a `name:`",
@@ -185,7 +202,7 @@ def _local_names(docs: list[bytes], file: str) -> list[str]:
         names.append(name if type(name) is str else "")
     if problems:
         raise LoadError(problems)
-    return names
+    return names, trees
 
 
 def _bare_list_paths(error: LoadError, path) -> None:
@@ -222,7 +239,7 @@ def _load(data: bytes, src: _Source, environ, given_params, sub: _Sub | None,
         raise LoadError([Problem(f"{DIALECT_ENV} (or --dialect) must be 1 or 2, not "
                                  f"`{forced}`", file=src.file)])
     has_refs = _REFS.search(data) is not None
-    reading = dialects.read(tree, forced, problems, has_refs)
+    reading = dialects.read(tree, forced, problems, has_refs, src.elsewhere)
     if has_refs:
         dialects.rewrite_refs(tree)
     # First: spec Structs, in one msgspec call when the file has no problem.

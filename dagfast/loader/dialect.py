@@ -68,9 +68,24 @@ class Reading:
         return line
 
 
-def read(tree: dict, forced: str, problems: Problems, has_refs: bool) -> Reading:
+def two_in(tree: dict, has_refs: bool) -> str:
+    """Why a document of the file (another than the one being read) is Dagu 2.x, or "":
+    a file is read in one dialect, its local sub-DAGs included."""
+    if tree.get("dialect") == "2":
+        return "its `dialect: 2`"
+    steps = tree.get("steps")
+    pairs = (list(steps.items()) if type(steps) is dict else
+             list(enumerate(steps)) if type(steps) is list else [])  # fmt: skip
+    r = Reading()
+    _scan(tree, [(("steps", k), s) for k, s in pairs], r, has_refs)
+    return "" if r.two is None else f"{r.two[1]} at `{render(r.two[0])}`"
+
+
+def read(tree: dict, forced: str, problems: Problems, has_refs: bool,
+         elsewhere: tuple[str, str] | None = None) -> Reading:  # fmt: skip
     """Decide the dialect of `tree` (`forced`: "1", "2" or "" from the command line or
-    the environment) and rewrite its 2.x forms in place; problems are located."""
+    the environment; `elsewhere`: (document, why) when another document of the file is
+    2.x) and rewrite its 2.x forms in place; problems are located."""
     r = Reading()
     key = tree.pop("dialect", None)
     if key is not None:
@@ -92,6 +107,9 @@ def read(tree: dict, forced: str, problems: Problems, has_refs: bool) -> Reading
     elif r.two is not None:
         r.dialect = "2"
         r.why = f"it uses {r.two[1]} at `{render(r.two[0])}`, which only Dagu 2.x has"
+    elif elsewhere is not None:
+        r.dialect = "2"
+        r.why = f"the file's {elsewhere[0]} is Dagu 2.x ({elsewhere[1]})"
     elif r.camel is not None:
         r.why = f"no form only Dagu 2.x has; camelCase keys such as `{r.camel[-1]}` are 1.x's"
     if r.dialect == "2":
