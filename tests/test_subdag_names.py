@@ -152,6 +152,14 @@ def test_local_sub_dag_problems_are_located_in_the_file(tmp_path):
     assert res.code == 2
     assert res.err == (f"{dag}:10:5: unknown key `comand` (did you mean `command`?) (in the "
                        f"sub-DAG that {dag} calls at `$.steps[0].call`) - at `$.steps[0].comand`\n")
+    # A local sub-DAG nobody calls is checked too (none of its backticks run).
+    write(dag, "steps: [echo]\n---\nname: unused\nenv:\n  - X: \"`touch ran`\"\nsteps:\n"
+               "  - comand: x\n")
+    res = dagfast("validate", str(dag))
+    assert (res.code, res.err) == (2, f"{dag}:7:5: unknown key `comand` (did you mean "
+                                      "`command`?) (in the local sub-DAG `unused`) - at "
+                                      "`$.steps[0].comand`\n")
+    assert not (tmp_path / "ran").exists()
     loop = write(tmp_path / "loop.yaml", "steps:\n  - call: a\n---\nname: a\nsteps:\n"
                                          "  - call: b\n---\nname: b\nsteps:\n  - call: a\n")
     res = dagfast("validate", str(loop))

@@ -30,11 +30,23 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)[^}]*\}|\$([A-Za-z_][A-Za-z0-9_]
 def check_sub_dags(dag: Dag, environ=None, evaluate: bool = True) -> None:
     """Load every sub-DAG that `dag` names statically, recursively; LoadError with
     every problem found. `evaluate`: False keeps backtick commands unrun (validate)."""
-    if not any(s.extra is not None and s.extra.call is not None for s in dag.steps):
+    calls = any(s.extra is not None and s.extra.call is not None for s in dag.steps)
+    if not calls and not dag.local_dags:
         return  # calls no sub-DAG
     problems: list[Problem] = []
-    _check(dag, dict(os.environ if environ is None else environ),
-           [(_real(dag.path), dag.document)], problems, {}, evaluate)
+    environ = dict(os.environ if environ is None else environ)
+    checked: dict = {}
+    if calls:
+        _check(dag, environ, [(_real(dag.path), dag.document)], problems, checked, evaluate)
+    for name in dag.local_dags:
+        if (_real(dag.path), name) not in checked:  # called by no one: checked all the same
+            try:  # (no backtick of a DAG nobody runs is run)
+                load_sub(dag.path, environ=environ, params=(), work_dir=dag.dir,
+                         done=frozenset(), evaluate=False, document=name,
+                         dags_dir=dag.dags_dir)
+            except LoadError as e:
+                problems.extend(Problem(f"{p.message} (in the local sub-DAG `{name}`)", p.path,
+                                        p.file, p.line, p.column) for p in e.problems)
     if problems:
         raise LoadError(problems)
 
