@@ -20,7 +20,7 @@ import yaml
 from yaml._yaml import CParser
 from yaml.events import (
     AliasEvent, DocumentStartEvent, MappingEndEvent, MappingStartEvent, ScalarEvent,
-    SequenceEndEvent, SequenceStartEvent,
+    SequenceEndEvent, SequenceStartEvent, StreamEndEvent,
 )
 
 from dagfast.errors import LoadError, Problem, UsageError
@@ -34,7 +34,6 @@ from dagfast.loader.tree import render
 __all__ = ["main", "migrate"]
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
-_SNAKE = re.compile(r"_([a-z0-9])")
 _NAMESPACED = re.compile(r"(?<![\\$])\$\{(?:params|env)\.([A-Za-z_][A-Za-z0-9_]*)\}")
 _STEP_REF = re.compile(r"(?<![\\$])\$\{steps\.")
 
@@ -87,13 +86,13 @@ def _keys(text: str) -> list[_Node]:
             if stack:
                 _value_end(stack[-1], ev)
             continue
+        if cls is StreamEndEvent:
+            return found
         if cls not in (ScalarEvent, AliasEvent, MappingStartEvent, SequenceStartEvent):
-            if ev.__class__.__name__ == "StreamEndEvent":
-                return found
             continue
         top = stack[-1] if stack else None
         if top is not None and top[0] and top[3] is None:
-            # a key
+            # A key: noted with its mapping's kind (renamed only if the kind has keys).
             key = ev.value if cls is ScalarEvent else ""
             kind = top[2]
             node = _Node(doc, top[1], key, kind, (ev.start_mark.line, ev.start_mark.column),
@@ -104,7 +103,7 @@ def _keys(text: str) -> list[_Node]:
             if cls in (MappingStartEvent, SequenceStartEvent):
                 stack.append([cls is MappingStartEvent, (), "", None, 0])
             continue
-        # a value (or a sequence item, or the root)
+        # A value (of the pending key), a sequence item, or a document's root.
         if top is None:
             path, kind = (), "dag"
         elif top[0]:
@@ -131,7 +130,6 @@ def _keys(text: str) -> list[_Node]:
         elif top is not None and top[0]:
             top[3].vend = (ev.end_mark.line, ev.end_mark.column)
             top[3] = None
-    return found  # pragma: no cover
 
 
 def _value_end(parent: list, ev) -> None:

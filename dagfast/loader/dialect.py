@@ -5,7 +5,8 @@ The rule (docs/dagu-differences.md): a file is read as Dagu 2.x when it says so
 (`dialect: 2`, `--dialect 2`, DAGFAST_DIALECT) or uses a form only 2.x has - a step's
 `action:`, `with:` or `outputs:`, a `${params.…}`, `${env.…}` or `${steps.…}`
 reference, or a `run:` that is a command line (a list, or text holding white space) -
-and as Dagu 1.x otherwise, where `run: NAME` calls the sub-DAG NAME.
+and as Dagu 1.x otherwise, where `run: NAME` calls the sub-DAG NAME. A file's local
+sub-DAGs (its documents after `---`) are read in the file's dialect.
 
 Only `run:` means two things; everything else reads the same in both (dagfast takes
 camelCase and snake_case keys alike), so a file that mixes the two is refused only
@@ -22,7 +23,7 @@ from dagfast.loader.spec import ALIASES
 from dagfast.loader.tree import Path, render
 from dagfast.model import step_output_ref
 
-__all__ = ["DIALECTS", "Reading", "read", "rewrite_refs"]
+__all__ = ["DIALECTS", "WARNING", "Reading", "read", "rewrite_refs", "two_in"]
 
 DIALECTS = ("1", "2")
 WARNING = ('steps run in parallel (dagfast\'s default); Dagu 1.x ran them in order - add '
