@@ -26,7 +26,7 @@ from yaml.events import (
 from dagfast.errors import LoadError, Problem, UsageError
 from dagfast.loader import load
 from dagfast.loader import tree as yamlsrc
-from dagfast.loader.dialect import read
+from dagfast.loader.dialects import read
 from dagfast.loader.problems import Problems
 from dagfast.loader.spec import ALIASES, NESTED
 from dagfast.loader.tree import render

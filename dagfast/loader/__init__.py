@@ -8,7 +8,7 @@ layers. One module per job, joined here:
     header    the DAG-level keys          steps     the steps (and `stepopts`, their extras)
     integers  the one route for integer keys
     evaluate  env, params, directories, `${VAR}` integers; backticks run here only
-    dialect   Dagu 1.x or 2.x: which one a file is read as; 2.x forms rewritten
+    dialects  Dagu 1.x or 2.x: which one a file is read as; 2.x forms rewritten
     subnames  where `call: NAME` finds its sub-DAG (a local `---` document, a file)
 
 First the file becomes spec Structs. Second everything the text as written can answer
@@ -26,13 +26,13 @@ from collections.abc import Callable, Mapping
 import msgspec
 
 from dagfast.errors import LoadError, Problem
-from dagfast.loader import dialect as dialects
+from dagfast.loader import dialects
 from dagfast.loader import files, subnames
 from dagfast.loader import header as hdr
 from dagfast.loader import steps as stp
 from dagfast.loader import tree as yamlsrc
 from dagfast.loader.convert import Steps, convert
-from dagfast.loader.dialect import Reading
+from dagfast.loader.dialects import Reading
 from dagfast.loader.evaluate import Evaluator, env_entries, named_params
 from dagfast.loader.problems import Problems
 from dagfast.loader.stepopts import check_condition_types, conditions
@@ -137,7 +137,7 @@ class _Source:
         self.local: tuple[str, ...] = ()  # the file's local sub-DAGs but this one
         self.document = ""  # this DAG's document name ("": the file's first)
         self.dialect = ""  # forced by the caller ("": DAGFAST_DIALECT, else the file's)
-        self.on_reading = None  # told how the file was read (dialect.Reading), if set
+        self.on_reading = None  # told how the file was read (dialects.Reading), if set
         self.elsewhere = None  # (document, why) when another document is Dagu 2.x
 
 

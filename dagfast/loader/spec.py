@@ -156,7 +156,7 @@ class StepSpec(Struct, forbid_unknown_fields=True, rename="camel", gc=False):
     stderr: str | None = None
     # Dask worker resources the step needs (`cpu: 2`, `memory: 4GB`); see stepopts.
     resources: dict[str, float | str] | None = None
-    # Dagu 2.x: named values written to $DAGU_OUTPUT_FILE (loader.dialect, stepopts).
+    # Dagu 2.x: named values written to $DAGU_OUTPUT_FILE (loader.dialects, stepopts).
     outputs: list[OutputItemSpec] | None = None
 
 
