@@ -50,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="print dagfast's version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    p.set_defaults(dialect=None, dags=None)  # commands without --dialect and --dags
 
     run = sub.add_parser(
         "run",
@@ -87,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     val.add_argument("dag", metavar="DAG", help="the DAG's YAML file")
     val.add_argument("-q", "--quiet", action="store_true",
-                     help="print nothing but problems (no note on Dagu's meaning)")
+                     help="say nothing of how Dagu 1.x would have run the file otherwise")
     val.add_argument("-v", "--verbose", action="store_true",
                      help="also say which Dagu dialect (1.x or 2.x) the file was read as, and "
                      "why (said anyway when the file has a `run:`, whose meaning it decides)")
@@ -311,13 +312,12 @@ def _add_dialect_flags(parser) -> None:
 def _apply_dialect_flags(args) -> None:
     """--dialect and --dags reach every load (sub-DAGs too) through the environment the
     loader reads, which the steps inherit (a nested `dagfast run` reads alike)."""
-    if getattr(args, "dialect", None):
+    if args.dialect:
         os.environ["DAGFAST_DIALECT"] = args.dialect
-    dags = getattr(args, "dags", None)
-    if dags is not None:
-        if not os.path.isdir(dags):
-            raise UsageError(f"--dags {dags}: no such directory")
-        os.environ["DAGFAST_DAGS"] = os.path.abspath(dags)
+    if args.dags is not None:
+        if not os.path.isdir(args.dags):
+            raise UsageError(f"--dags {args.dags}: no such directory")
+        os.environ["DAGFAST_DAGS"] = os.path.abspath(args.dags)
 
 
 def _say_reading(path: str, reading) -> None:

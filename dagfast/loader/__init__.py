@@ -11,7 +11,8 @@ layers. One module per job, joined here:
     dialects  Dagu 1.x or 2.x: which one a file is read as; 2.x forms rewritten
     subnames  where `call: NAME` finds its sub-DAG (a local `---` document, a file)
 
-First the file becomes spec Structs. Second everything the text as written can answer
+First the file becomes spec Structs (after its dialect is read and its Dagu 2.x forms
+are rewritten as the 1.x ones they mean, `dialects`). Second everything the text as written can answer
 is checked, and every problem is reported at once. Nothing runs until all of that
 passed: only then, third, are values evaluated (backticks run commands).
 """
