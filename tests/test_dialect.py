@@ -55,6 +55,11 @@ TWO = """\
           dag: publish
           params:
             TAG: ${steps.build.outputs.image}
+      - id: direct
+        action: exec
+        with:
+          command: touch
+          args: [exec ran]
     ---
     name: publish
     params:
@@ -72,6 +77,7 @@ def test_a_dagu_2_file_runs_its_commands_outputs_references_and_local_sub_dag(tm
         "img-v1.2.3|line one\nline two|world|prod|${params.WHO}\n"
     )
     assert (tmp_path / "published.txt").read_text() == "published v1.2.3\n"
+    assert (tmp_path / "exec ran").exists()  # one argument, as `with.args` gave it
     # Only the step that declares outputs has the file, under the run's directory.
     env = dict(x.split("=", 1) for x in (tmp_path / "build.env").read_text().splitlines()
                if "=" in x)

@@ -112,8 +112,10 @@ def test_local_sub_dags_are_the_documents_after_the_first(tmp_path):
         name: extract
         params: "SRC=none"
         steps:
-          - command: echo "extract $SRC" >> order.txt
+          - name: pull
+            command: echo "extract $SRC" >> order.txt
           - call: load
+            depends: pull
         ---
         name: load
         steps:
