@@ -25,6 +25,7 @@ __all__ = [
     "StepExtra",
     "output_ref",
     "secret_ref",
+    "step_output_ref",
 ]
 
 Params = tuple[tuple[str | None, str], ...]
@@ -106,6 +107,11 @@ class StepExtra(msgspec.Struct, frozen=True):
     # Dask worker resources, (name, amount) in file order (memory in bytes): what the
     # Dask executor asks a worker for; the local executor does not use them.
     resources: tuple[tuple[str, float], ...] = ()
+    # Dagu 2.x outputs: (name, "string" or "json") the step writes to $DAGU_OUTPUT_FILE,
+    # and the steps (its ancestors) whose outputs `${steps.ID.outputs.NAME}` reads.
+    # None when the step has no such reference (see `step_output_ref`).
+    outputs: tuple[tuple[str, str], ...] = ()
+    reads: tuple[int, ...] | None = None
 
 
 class Step(msgspec.Struct, frozen=True):
@@ -153,6 +159,13 @@ def output_ref(name: str, path: str = "") -> str:
     return f"\ue002{name}{path}\ue003"
 
 
+def step_output_ref(step_id: str, name: str) -> str:
+    """How a command or an `env` value refers to Dagu 2.x output `name` of the step whose
+    id is `step_id` (`${steps.ID.outputs.NAME}`) until the step starts: another pair of
+    private-use characters (`runtime.stepoutputs` fills them in)."""
+    return f"\ue004{step_id}.{name}\ue005"
+
+
 class Dag(msgspec.Struct, frozen=True):
     """A whole DAG: its steps in file order and the settings the engine honours."""
 
@@ -181,6 +194,11 @@ class Dag(msgspec.Struct, frozen=True):
     dask_scheduler: str = ""
     dask_shared_dir: str = ""
     secrets: tuple[Secret, ...] = ()
+    # Local sub-DAGs (the documents after `---` in `path`), this DAG's document name
+    # ("" for the file's first), and where `call: NAME` looks after its own directory.
+    local_dags: tuple[str, ...] = ()
+    document: str = ""
+    dags_dir: str = ""
 
     def dependency_arrays(self) -> tuple[array, array]:
         """The dependencies in CSR form: step i waits for `idx[ptr[i]:ptr[i+1]]`."""

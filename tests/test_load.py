@@ -862,9 +862,11 @@ def test_quoted_and_tagged_scalars():
     assert errors("steps: !custom [a]\n") == ["dag.yaml:1:8: tag `!custom` is not supported"]
 
 
-def test_only_the_first_document_is_the_dag():
+def test_local_sub_dags_need_the_dag_loaded_from_its_file():
+    # (test_subdag_names runs them from files)
     assert errors("steps: [a]\n---\nname: sub\nsteps: [b]\n") == [
-        "dag.yaml:2:1: a second YAML document (local sub-DAGs) is not supported yet"
+        "dag.yaml:2:1: a second YAML document (a local sub-DAG) needs the DAG to be loaded "
+        "from its file"
     ]
 
 

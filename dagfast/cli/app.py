@@ -50,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="print dagfast's version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    p.set_defaults(dialect=None, dags=None)  # commands without --dialect and --dags
 
     run = sub.add_parser(
         "run",
@@ -65,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
         help="override the DAG's maxActiveSteps (0: unlimited)",
     )
     run.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+    _add_dialect_flags(run)
     _add_executor_flags(run)
     _add_output_flags(run)
     run.add_argument(
@@ -85,6 +87,13 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     val.add_argument("dag", metavar="DAG", help="the DAG's YAML file")
+    val.add_argument("-q", "--quiet", action="store_true",
+                     help="say nothing of how Dagu 1.x would have run the file otherwise")
+    val.add_argument("-v", "--verbose", action="store_true",
+                     help="also say which Dagu dialect (1.x or 2.x) the file was read as, and "
+                     "why (said anyway when the file has a `run:`, whose meaning it decides)")
+    _add_dialect_flags(val)
+    _add_migrate_command(sub)
 
     _add_record_commands(sub)
     sch = sub.add_parser(
@@ -200,6 +209,7 @@ def _add_record_commands(sub) -> None:
              "Show the order in which steps would start, in rounds, as if every step took "
              "the same time; runs nothing and records nothing.")
     dr.add_argument("dag", metavar="DAG", help="the DAG's YAML file")
+    _add_dialect_flags(dr)
     dr.add_argument("--max-active-steps", type=int, metavar="N",
                     help="override the DAG's maxActiveSteps (0: unlimited)")
 
@@ -211,8 +221,13 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 for --help
         return int(exc.code or 0)
     try:
+        _apply_dialect_flags(args)
         if args.command == "run":
             return _run(args)
+        if args.command == "migrate":
+            from dagfast.cli.migrate import main as migrate  # start-up: only `migrate`
+
+            return migrate(args)
         if args.command == "validate":
             return _validate(args)
         # Each command imports what it uses, when it is run (start-up of the others).
@@ -297,9 +312,14 @@ def _validate(args) -> int:
     from dagfast.loader import load
     from dagfast.loader.subdags import check_sub_dags
 
-    dag = load(args.dag, evaluate=False)  # a lint step: no backtick command runs
+    readings = []
+    dag = load(args.dag, evaluate=False, on_reading=readings.append)  # runs no backtick
     check_sub_dags(dag, evaluate=False)
     print(f"{args.dag}: valid ({len(dag.steps)} steps)")
+    if args.verbose or readings[0].matters:  # `run:` means what the reading says
+        print(f"{args.dag}: {readings[0].said()}")
+    if not args.quiet:
+        _say_reading(args.dag, readings[0])
     return EXIT_OK
 
 
@@ -315,6 +335,7 @@ def _run(args) -> int:
             args.dag, params=words or None, max_active_steps=args.max_active_steps,
             reporter=_reporter(args), queue=not args.no_queue, executor=args.executor,
             scheduler=args.scheduler, shared_dir=args.shared_dir,
+            on_reading=None if args.quiet else lambda r: _say_reading(args.dag, r),
         )
     except runslots.RunsFull as exc:
         print(f"dagfast: {exc}", file=sys.stderr)
@@ -323,6 +344,54 @@ def _run(args) -> int:
         print(f"dagfast: {exc}", file=sys.stderr)
         return 128 + exc.signal
     return session.exit_status(result)
+
+
+# Dagu's dialects and sub-DAG names (issue 16) ---------------------------------------------
+
+
+def _add_dialect_flags(parser) -> None:
+    parser.add_argument(
+        "--dialect", choices=("1", "2"),
+        help="read the file (and its sub-DAGs) as Dagu 1.x or 2.x, whatever it looks like "
+        "(env DAGFAST_DIALECT; DAG key dialect); by default its forms decide",
+    )
+    parser.add_argument(
+        "--dags", metavar="DIR",
+        help="where `call: NAME` looks for NAME(.yaml|.yml) after the calling file's own "
+        "directory (env DAGFAST_DAGS; default: the directory of the DAG file given)",
+    )
+
+
+def _apply_dialect_flags(args) -> None:
+    """--dialect and --dags reach every load (sub-DAGs too) through the environment the
+    loader reads, which the steps inherit (a nested `dagfast run` reads alike)."""
+    if args.dialect:
+        os.environ["DAGFAST_DIALECT"] = args.dialect
+    if args.dags is not None:
+        if not os.path.isdir(args.dags):
+            raise UsageError(f"--dags {args.dags}: no such directory")
+        os.environ["DAGFAST_DAGS"] = os.path.abspath(args.dags)
+
+
+def _say_reading(path: str, reading) -> None:
+    """The one line a file gets when dagfast runs it otherwise than Dagu 1.x would."""
+    if reading.warning:
+        print(f"{path}: {reading.warning}", file=sys.stderr)
+
+
+def _add_migrate_command(sub) -> None:
+    mi = sub.add_parser(
+        "migrate", help="rewrite a DAG file in the other Dagu dialect (1.x <-> 2.x)",
+        description="Write FILE in the other Dagu dialect: 1.x (camelCase, `command:`) to "
+        "2.x (snake_case, `run:`), or back; comments and layout are kept. What has no "
+        "equivalent is refused with its place in the file.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    mi.add_argument("dag", metavar="FILE", help="the DAG's YAML file")
+    mi.add_argument("--to", choices=("1", "2"),
+                    help="the dialect to write (default: the one the file is not in)")
+    mi.add_argument("-o", "--output", metavar="OUT",
+                    help="write to OUT instead of standard output")
 
 
 # Output and parameters of `run` (issue 7) ------------------------------------------------
@@ -426,7 +495,8 @@ _EXAMPLES = {
   dagfast run --executor dask --scheduler tcp://10.0.0.5:8786 dag.yaml
   dagfast run --json dag.yaml | jq -c 'select(.event == "step_finished")'
   CI=1 dagfast run --junit report.xml --verbose dag.yaml""",
-    "validate": "  dagfast validate dag.yaml",
+    "validate": "  dagfast validate dag.yaml\n  dagfast validate --verbose --dags dags/ dag.yaml",
+    "migrate": "  dagfast migrate old.yaml -o new.yaml    # Dagu 1.x -> 2.x, or back",
     "dry": "  dagfast dry dag.yaml\n  dagfast dry --max-active-steps 2 dag.yaml",
     "graph": """\
   dagfast graph examples/parallel.yaml              # text, level by level
@@ -462,6 +532,7 @@ def _add_view_commands(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     gr.add_argument("dag", metavar="DAG", help="the DAG's YAML file")
+    _add_dialect_flags(gr)
     gr.add_argument("-f", "--format", choices=("text", "dot", "mermaid"), default="text",
                     help="the output format (default text)")
     co = sub.add_parser(

@@ -38,7 +38,7 @@ _EXPECTED = re.compile(r"Expected `([^`]*)`([^,]*)(?:, got `[^`]*`)?")
 class Steps:
     """The steps after conversion, and how to name their paths in messages."""
 
-    __slots__ = ("key", "keys", "specs", "spell", "incomplete", "featured")
+    __slots__ = ("key", "keys", "specs", "spell", "incomplete", "featured", "step_refs")
 
     def __init__(self, key: str, keys: list[str] | None) -> None:
         self.key = key  # the user's spelling of `steps`
@@ -47,13 +47,31 @@ class Steps:
         self.spell: list[dict[str, str] | None] | None = None
         self.incomplete: set[int] = set()  # steps whose problems are already reported
         self.featured: list[int] = []  # steps with extra keys (`stepopts.featured`)
+        self.step_refs = False  # the text holds `${steps.…}` (Dagu 2.x output references)
 
     def path(self, i: int, *rest: str | int) -> Path:
         """The path of step `i` (and of `rest` in it), with the user's key spellings."""
         head = self.keys[i] if self.keys is not None else i
         if rest and self.spell is not None and self.spell[i] is not None:
-            rest = (self.spell[i].get(rest[0], rest[0]),) + rest[1:]
+            said = self.spell[i].get(rest[0], rest[0])
+            rest = (said if type(said) is tuple else (said,)) + rest[1:]
         return (self.key, head) + rest
+
+    def respell(self, renamed: dict) -> None:
+        """Keys the loader rewrote (a 2.x `run:` read as `command`, `with.dag` as `call`)
+        are named in messages as the user wrote them: `renamed[("steps", i)]` maps a
+        canonical key to the user's key path."""
+        n = len(self.specs)
+        index = {k: i for i, k in enumerate(self.keys)} if self.keys is not None else {}
+        for at, keys in renamed.items():
+            i = index.get(at[1]) if type(at[1]) is str else at[1]
+            if at[0] != "steps" or i is None or i >= n or not keys:
+                continue
+            if self.spell is None:
+                self.spell = [None] * n
+            spelled = dict(self.spell[i] or {})
+            spelled.update(keys)
+            self.spell[i] = spelled
 
 
 def convert(tree: dict, problems: Problems) -> tuple[DagSpec, dict[str, str], Steps]:

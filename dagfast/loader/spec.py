@@ -25,6 +25,7 @@ __all__ = [
     "DagSpec",
     "EnvSpec",
     "HandlersSpec",
+    "OutputItemSpec",
     "OutputSpec",
     "ParallelSpec",
     "RepeatSpec",
@@ -63,6 +64,13 @@ class OutputSpec(Struct, forbid_unknown_fields=True, gc=False):
     name: str
     key: str | None = None
     omit: bool = False
+
+
+class OutputItemSpec(Struct, forbid_unknown_fields=True, gc=False):
+    """One Dagu 2.x `outputs:` entry: a value the step writes to `$DAGU_OUTPUT_FILE`."""
+
+    name: str
+    type: Literal["string", "json"] = "string"
 
 
 class ContinueOnSpec(Struct, forbid_unknown_fields=True, rename="camel", gc=False):
@@ -148,6 +156,8 @@ class StepSpec(Struct, forbid_unknown_fields=True, rename="camel", gc=False):
     stderr: str | None = None
     # Dask worker resources the step needs (`cpu: 2`, `memory: 4GB`); see stepopts.
     resources: dict[str, float | str] | None = None
+    # Dagu 2.x: named values written to $DAGU_OUTPUT_FILE (loader.dialects, stepopts).
+    outputs: list[OutputItemSpec] | None = None
 
 
 class HandlersSpec(Struct, forbid_unknown_fields=True, gc=False):
@@ -241,6 +251,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "handlerOn": _fields(HandlersSpec),
     "secret": _fields(SecretSpec),
     "output": _fields(OutputSpec),
+    "outputItem": _fields(OutputItemSpec),
     "condition": _fields(ConditionSpec),
 }
 
@@ -254,6 +265,7 @@ SUPPORTED: dict[str, frozenset[str]] = {
     "handlerOn": frozenset(KEYS["handlerOn"]),
     "secret": frozenset(KEYS["secret"]),
     "output": frozenset(KEYS["output"]),
+    "outputItem": frozenset(KEYS["outputItem"]),
     "condition": frozenset(KEYS["condition"]),
 }
 
@@ -264,6 +276,7 @@ NESTED: dict[str, str] = {
     "parallel": "parallel",
     "handlerOn": "handlerOn",
     "output": "output",
+    "outputs": "outputItem",
     "preconditions": "condition",
 }
 """Keys whose mapping value (or, for `preconditions`, each mapping in its list) has keys

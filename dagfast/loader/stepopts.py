@@ -27,7 +27,7 @@ __all__ = ["EXTRA_FIELDS", "build_extra", "check_extra", "conditions", "featured
 EXTRA_FIELDS = (
     "output", "continue_on", "retry_policy", "repeat_policy", "preconditions",
     "timeout_sec", "delay_sec", "signal_on_stop", "run", "call", "params", "parallel",
-    "stdout", "stderr", "resources",
+    "stdout", "stderr", "resources", "outputs",
 )  # fmt: skip
 _EXTRA = attrgetter(*EXTRA_FIELDS)
 _NONE = (None,) * len(EXTRA_FIELDS)
@@ -47,8 +47,9 @@ _NOT_WITH_CALL = (
     ("command", "command"), ("script", "script"), ("shell", "shell"),
     ("working_dir", "workingDir"), ("retry_policy", "retryPolicy"),
     ("repeat_policy", "repeatPolicy"), ("timeout_sec", "timeoutSec"),
-    ("signal_on_stop", "signalOnStop"), ("resources", "resources"),
+    ("signal_on_stop", "signalOnStop"), ("resources", "resources"), ("outputs", "outputs"),
 )  # fmt: skip
+_OUTPUT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 Where = Callable[..., tuple]
 
@@ -248,6 +249,26 @@ def check_extra(s: StepSpec, where: Where, problems) -> None:
         problems.add(where("stderr"), "`stdout` and `stderr` name the same file")
     if s.resources:
         _resources(s.resources, where, problems)
+    if s.outputs is not None:
+        _check_outputs(s, where, problems)
+
+
+def _check_outputs(s: StepSpec, where: Where, problems) -> None:
+    """Dagu 2.x `outputs:`: a non-empty list of names, each once, on a step with an id."""
+    if not s.outputs:
+        problems.add(where("outputs"), "`outputs` is empty: list the names the step writes")
+    if s.id is None:
+        problems.add(where("outputs"), "a step with `outputs` needs an `id` (later steps read "
+                                       "`${steps.ID.outputs.NAME}`)", True)
+    seen: set[str] = set()
+    for k, item in enumerate(s.outputs):
+        at = where("outputs", k, "name")
+        if not _OUTPUT_NAME.fullmatch(item.name):
+            problems.add(at, f"`{item.name}` is not an output name (a letter, then letters, "
+                             "digits or `_`)")
+        elif item.name in seen:
+            problems.add(at, f"duplicate output name `{item.name}`")
+        seen.add(item.name)
 
 
 def build_extra(
@@ -295,6 +316,7 @@ def build_extra(
         stdout=files[0],
         stderr=files[1],
         resources=_resources(s.resources, where, problems) if s.resources else (),
+        outputs=tuple((o.name, o.type) for o in s.outputs) if s.outputs else (),
     )
 
 

@@ -119,8 +119,10 @@ def _names(steps: Steps, cols: _Columns, problems: Problems) -> list[str]:
                 )
         return list(keys)
     if None in written or "" in written:
+        # A step with an `id` and no name is called by its id (Dagu 2.x names it so).
         return [
-            w or (f"script_{i + 1}" if cols.scripts[i] is not None else f"cmd_{i + 1}")
+            w or cols.ids[i]
+            or (f"script_{i + 1}" if cols.scripts[i] is not None else f"cmd_{i + 1}")
             for i, w in enumerate(written)
         ]
     return written
@@ -176,7 +178,8 @@ def _argvs(steps: Steps, cols: _Columns, default: Shell, problems: Problems):
             if i in steps.incomplete or s.run is not None or s.call is not None:
                 pass
             elif s.command is not None and s.script is None:
-                problems.add(steps.path(i, "command"), "`command` is empty")
+                at = steps.path(i, "command")  # (a 2.x file's `run:`, as the user wrote it)
+                problems.add(at, f"`{at[-1]}` is empty")
             else:
                 problems.add(
                     steps.path(i), "the step has nothing to run (no `command` or `script`)"
@@ -410,4 +413,25 @@ def _extras(built: Built, steps: Steps, scope, step_envs, dirs, ev: Evaluator):
                 for t in texts
             )
             extras[i] = replace(extras[i] or StepExtra(), sees=sees, expand=refs)
+    if steps.step_refs:
+        _step_output_reads(built, step_envs, extras)
     return extras
+
+
+_STEP_OUTPUT_REF = re.compile("\ue004([A-Za-z][A-Za-z0-9_]*)\\.[A-Za-z][A-Za-z0-9_]*\ue005")
+
+
+def _step_output_reads(built: Built, step_envs, extras: list) -> None:
+    """Steps whose command or env reads `${steps.ID.outputs.NAME}`: the ancestors that
+    declare outputs and whose ids they name (`StepExtra.reads`; () when none does, and
+    the reference stays as written, as in Dagu)."""
+    producers = {i: e.outputs for i, e in enumerate(extras) if e is not None and e.outputs}
+    seen = seen_outputs(built.depends, producers) if producers else {}
+    for i, argv in enumerate(built.argv):
+        texts = [*argv, built.scripts[i] or "", *(v for _, v in step_envs[i])]
+        if extras[i] is not None:
+            texts.extend(v for _, v in extras[i].params)
+        ids = {m.group(1) for t in texts if "\ue004" in t for m in _STEP_OUTPUT_REF.finditer(t)}
+        if ids:
+            reads = tuple(p for p in seen.get(i, ()) if built.ids[p] in ids)
+            extras[i] = replace(extras[i] or StepExtra(), reads=reads)

@@ -33,8 +33,8 @@ from yaml.events import (
 from dagfast.errors import LoadError, Problem
 
 __all__ = [
-    "MAX_BYTES", "MAX_DEPTH", "MAX_VALUES", "Path", "is_list", "locate", "nul_paths", "parse",
-    "plain_type", "render", "typed_text",
+    "MAX_BYTES", "MAX_DEPTH", "MAX_VALUES", "Path", "documents", "is_list", "locate",
+    "nul_paths", "parse", "plain_type", "render", "typed_text",
 ]  # fmt: skip
 
 MAX_BYTES = 32 * 1024 * 1024
@@ -66,6 +66,29 @@ _TYPED = (
     ("boolean", re.compile(r"true|True|TRUE|false|False|FALSE|yes|Yes|YES|no|No|NO"
                            r"|on|On|ON|off|Off|OFF")),
 )  # fmt: skip
+
+
+_DOC_START = re.compile(rb"^---(?=[ \t\r\n]|$)", re.M)
+_NO_CONTENT = re.compile(rb"(?:[ \t]*(?:#[^\n]*|%[^\n]*|---|\.\.\.)?[ \t]*\r?(?:\n|$))*")
+
+
+def documents(data: bytes) -> list[bytes]:
+    """The YAML documents of `data` (a `---` line starts one), each as bytes parsed
+    alone but with the lines before it blanked, so that positions stay the file's.
+    A file of one document is returned as it is."""
+    if not (data.startswith(b"---") or b"\n---" in data):
+        return [data]
+    cuts = [m.start() for m in _DOC_START.finditer(data)]
+    if not cuts or cuts[0] != 0:
+        cuts.insert(0, 0)
+    cuts.append(len(data))
+    out = []
+    for a, b in zip(cuts, cuts[1:]):
+        chunk = data[a:b]
+        if _NO_CONTENT.fullmatch(chunk):
+            continue  # directives or comments before the first `---`
+        out.append(b"\n" * data.count(b"\n", 0, a) + chunk)
+    return out or [data]
 
 
 class _Merge:
@@ -250,9 +273,8 @@ def _compose(data: bytes, steps_list: bool = False) -> dict:
         elif cls is DocumentStartEvent:
             documents += 1
             if documents > 1:
-                raise _Fail(
-                    "a second YAML document (local sub-DAGs) is not supported yet", ev.start_mark
-                )
+                raise _Fail("a second YAML document (a local sub-DAG) needs the DAG to be "
+                            "loaded from its file", ev.start_mark)
         elif cls is StreamEndEvent:
             break
         elif cls is DocumentEndEvent or cls is StreamStartEvent:

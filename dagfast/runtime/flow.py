@@ -101,6 +101,13 @@ class Flow:
             await self.sleep(ex.delay_sec)
         if run.stopping:
             return _ABORTED, None, "the run was stopped", -1
+        if ex.outputs or ex.reads is not None:
+            from dagfast.runtime import stepoutputs  # only Dagu 2.x outputs (start-up)
+
+            if ex.reads is not None:
+                stepoutputs.fill_env(run, step, env)
+            if ex.outputs:
+                stepoutputs.prepare(engine.run_dir.path, i, env)
         if ex.call is not None:
             from dagfast.runtime import subdag  # only DAGs that call sub-DAGs (start-up)
 
@@ -111,6 +118,11 @@ class Flow:
             status, code, error = await subdag.run(self, i, step, env)
         else:
             status, code, error = await self.execute(i, step, env, cwd)
+        if ex.outputs and status == _SUCCEEDED:
+            try:
+                run.step_outputs[i] = stepoutputs.parse(env, ex.outputs, dag.max_output_size)
+            except stepoutputs.StepOutputError as exc:
+                status, error = _FAILED, str(exc)
 
         def stdout(limit=None):
             return read_step(engine.run_dir, i, STDOUT, limit)
@@ -144,12 +156,22 @@ class Flow:
         if ex is not None and ex.expand:
             argv = tuple(expand_refs(a, values) for a in argv)
             script = expand_refs(script, values) if script is not None else None
+        if ex is not None and ex.reads is not None:
+            from dagfast.runtime.stepoutputs import fill  # only Dagu 2.x outputs (start-up)
+
+            argv = tuple(fill(run, ex.reads, a) for a in argv)
+            script = fill(run, ex.reads, script) if script is not None else None
         retry = ex.retry if ex is not None else None
         repeat = ex.repeat if ex is not None else None
         runs = 0
         while True:
             attempt = 0
             while True:
+                if (runs or attempt) and ex.outputs:
+                    # each execution writes its own (Dagu 2.x outputs)
+                    from dagfast.runtime.stepoutputs import reset  # start-up, as above
+
+                    reset(env)
                 code, error, timed_out = await self._process(token, step, argv, script, env, cwd)
                 if code == 0 or timed_out or run.stopping or retry is None:
                     break

@@ -46,6 +46,7 @@ def run(
     executor: str | None = None,
     scheduler: str | None = None,
     shared_dir: str | None = None,
+    on_reading=None,
 ) -> RunResult:
     """Run a DAG (a loaded `Dag` or a path to its YAML file) to its end.
 
@@ -56,11 +57,12 @@ def run(
     `executor` ("local" or "dask"), `scheduler` (a Dask scheduler's address; none: a
     local cluster for the run) and `shared_dir` override DAGFAST_EXECUTOR,
     DAGFAST_DASK_SCHEDULER, DAGFAST_DASK_SHARED_DIR and the DAG's own keys.
+    `on_reading` is told how the file was read (`loader.Reading`: Dagu 1.x or 2.x).
     Raises LoadError for an invalid file, MissingExtra when Dask is asked for and not
     installed, RunError when the record could not be kept; a failed run is a result,
     not an exception."""
     _check_limit(max_active_steps)
-    dag = _load(dag, _params(params))
+    dag = _load(dag, _params(params), on_reading)
     check_sub_dags(dag)  # every sub-DAG named statically loads, before anything runs
     from dagfast.exec.choose import choose  # after the parse (memory: see the top)
     factory = choose(dag, executor, scheduler, shared_dir)  # before any record
@@ -230,6 +232,10 @@ def run_in(
     }
     state = Run(dag, run_dir.run_id, environ)
     keep = state.keep(previous, rerun) if previous is not None else ()
+    if keep and any(s.extra is not None and s.extra.outputs for s in dag.steps):
+        from dagfast.runtime.stepoutputs import restore  # only Dagu 2.x outputs (start-up)
+
+        restore(state, run_dir.path, keep)
     engine = Engine(
         state, factory, reporter, limit=dag.max_active_steps, run_dir=run_dir,
         children=Children(factory), keep=keep, notice=notice,
@@ -282,9 +288,9 @@ class Children:
     def __init__(self, factory) -> None:
         self.factory = factory
 
-    async def run(self, caller, i: int, k: int, path: str, params):
+    async def run(self, caller, i: int, k: int, path: str, params, document: str = ""):
         """Sub-run `k` of step `i` of `caller`: its RunResult, or why it could not
-        start (text)."""
+        start (text). `document`: a local sub-DAG of the file at `path`."""
         parent = caller.run
         steps = parent.dag.steps
         done = frozenset(
@@ -295,7 +301,7 @@ class Children:
         environ = {os.fsdecode(a): os.fsdecode(b) for a, b in parent.base_env.items()}
         try:
             sub = load_sub(path, environ=environ, params=params, work_dir=parent.dag.dir,
-                           done=done)
+                           done=done, document=document, dags_dir=parent.dag.dags_dir)
         except LoadError as e:
             return "cannot load the sub-DAG: " + "; ".join(str(p) for p in e.problems[:5])
         sub, _ = _in_force(sub, None, self.factory)
@@ -367,7 +373,7 @@ def _params(params):
         raise UsageError(f"params: {exc}") from None
 
 
-def _load(dag, given) -> Dag:
+def _load(dag, given, on_reading=None) -> Dag:
     """The DAG to run: `dag` as loaded, or loaded again with `given` params."""
     if isinstance(dag, Dag):
         if not given:
@@ -376,4 +382,4 @@ def _load(dag, given) -> Dag:
         if not dag.path:
             raise UsageError("params need the DAG's file; this Dag was not loaded from one")
         return load(dag.path, params=given)
-    return load(dag, params=given)
+    return load(dag, params=given, on_reading=on_reading)

@@ -64,6 +64,7 @@ class Run:
         n = len(dag.steps)
         self.records = [StepRecord() for _ in range(n)]
         self.outputs: dict[int, str] = {}  # step id -> captured output
+        self.step_outputs: dict[int, dict[str, str]] = {}  # Dagu 2.x `outputs:`, published
         self.covered: set[int] = set()  # failed steps that continueOn let pass
         self.handler_records: dict[str, StepRecord] = {}
         # secrets.Masker once the run's secrets (or its caller's) are read.

@@ -17,8 +17,10 @@ import msgspec
 
 from dagfast.loader.expand import ExpandError, expand
 from dagfast.loader.params import override
+from dagfast.loader.subnames import Target, looked_in, resolve
 from dagfast.model import Params, Step
 from dagfast.runtime.outputs import expand_refs
+from dagfast.runtime.stepoutputs import fill
 from dagfast.status import RunStatus, StepStatus
 
 __all__ = ["run"]
@@ -42,12 +44,20 @@ async def run(flow, i: int, step: Step, env: dict):
     # `${NAME.key[0]}` reads an output's JSON wherever `${NAME}` works.
     refs = state.seen_values(ex.sees)
     try:
-        path = os.path.join(base, os.path.expanduser(expand(expand_refs(ex.call, refs), scope)))
+        ref = expand(expand_refs(ex.call, refs), scope)
     except ExpandError as e:
         return _fail(engine, i, f"`call`: {e}")
+    # A local sub-DAG or a file, found as Dagu finds it (loader.subnames).
+    target = resolve(ref, dag.path, base, dag.dags_dir, dag.local_dags)
+    if target is None:
+        why = looked_in(ref, base, dag.dags_dir, dag.local_dags)
+        return _fail(engine, i, f"cannot load the sub-DAG `{ref}`: no such DAG ({why})")
+    if ex.reads is not None:  # Dagu 2.x `${steps.ID.outputs.NAME}` in the params
+        ex = msgspec.structs.replace(ex, params=tuple(
+            (k, fill(state, ex.reads, v)) for k, v in ex.params))
     if ex.parallel is None:
         params = _params(ex.params, scope, refs)
-        result = await _one(engine, i, 0, path, params)
+        result = await _one(engine, i, 0, target, params)
         if isinstance(result, str):
             return _fail(engine, i, result)
         _write(engine, i, result.outputs)
@@ -73,12 +83,13 @@ async def run(flow, i: int, step: Step, env: dict):
             if state.stopping:
                 return "the run was stopped"
             local = dict(scope, ITEM=item if type(item) is str else msgspec.json.encode(item).decode())
-            params = _params(ex.params, local, refs)
+            # `${ITEM.key}` reads a mapping item, as `${NAME.key}` reads an output.
+            params = _params(ex.params, local, dict(refs, ITEM=local["ITEM"]))
             if type(item) is dict:
                 params = override(params, tuple(item.items()))
             else:
                 params = override(params, ((None, item), ("ITEM", item)))
-            return await _one(engine, i, k, path, params)
+            return await _one(engine, i, k, target, params)
 
     results = await asyncio.gather(*(each(k, it) for k, it in enumerate(items)))
     ok = sum(1 for r in results if not isinstance(r, str) and r.status in _OK)
@@ -99,12 +110,12 @@ async def run(flow, i: int, step: Step, env: dict):
     return StepStatus.SUCCEEDED, 0, ""
 
 
-async def _one(engine, i: int, k: int, path: str, params: Params):
+async def _one(engine, i: int, k: int, target: Target, params: Params):
     """One sub-run to its end: its RunResult, or the text of why it could not start."""
-    loop = _recursion(engine.run, path)
+    loop = _recursion(engine.run, target)
     if loop:
         return f"the sub-DAG calls itself: {loop}"
-    return await engine.children.run(engine, i, k, path, params)
+    return await engine.children.run(engine, i, k, target.path, params, target.document)
 
 
 def _first_failure(result) -> str:
@@ -116,19 +127,25 @@ def _first_failure(result) -> str:
     return ""
 
 
-def _recursion(run, path: str) -> str:
-    """`a.yaml -> b.yaml -> a.yaml` when the file `path` is already running in the
-    chain of callers of `run` (a run that would never end), else ""."""
-    target = os.path.realpath(path)
+def _recursion(run, target: Target) -> str:
+    """`a.yaml -> b.yaml -> a.yaml` when the DAG `target` names (a file, or a local
+    sub-DAG of one) is already running in the chain of callers of `run` (a run that
+    would never end), else ""."""
+    real = os.path.realpath(target.path)
     chain = []
     caller = run
     while caller is not None:
-        chain.append(caller.dag.path)
-        if caller.dag.path and os.path.realpath(caller.dag.path) == target:
-            names = [os.path.basename(p) for p in reversed(chain)] + [os.path.basename(path)]
-            return " -> ".join(names)
+        dag = caller.dag
+        chain.append(_shown(dag.path, dag.document))
+        if dag.path and os.path.realpath(dag.path) == real and dag.document == target.document:
+            return " -> ".join(list(reversed(chain)) + [_shown(target.path, target.document)])
         caller = caller.parent
     return ""
+
+
+def _shown(path: str, document: str) -> str:
+    """A DAG in a loop's description: its file's name, and its local name if it has one."""
+    return os.path.basename(path) + (f"#{document}" if document else "")
 
 
 def _params(params: Params, scope: dict, refs: dict) -> Params:
