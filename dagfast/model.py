@@ -185,6 +185,10 @@ class Dag(msgspec.Struct, frozen=True):
     delay_sec: float = 0.0
     max_cleanup_sec: float = 5.0
     max_output_size: int = 1 << 20
+    # histRetentionRuns / histRetentionDays: after each run, older runs beyond these go
+    # (records/prune.py; 0: kept).
+    hist_retention_runs: int = 0
+    hist_retention_days: int = 0
     preconditions: tuple[Condition, ...] = ()
     handlers: tuple[Handler, ...] = ()
     # Where the steps run, as the DAG says (executor.choose applies --executor and the

@@ -134,3 +134,27 @@ def test_retention_after_a_run_keeps_the_latest_and_the_running(tmp_path):
     finally:
         held.close()
     assert apply_retention(str(home), "r", None, None).deleted == []
+
+
+def test_hist_retention_keys_apply_after_each_run(tmp_path):
+    home = tmp_path / "home"
+    dag = tmp_path / "kept.yaml"
+    dag.write_text("histRetentionRuns: 2\nsteps:\n  - name: a\n    command: 'true'\n")
+    made = []
+    for _ in range(4):
+        assert dagfast("run", "-q", str(dag), home=home).code == 0
+        made.append(runs(home, "kept")[-1])
+    assert runs(home, "kept") == made[-2:]
+    # By age: a run whose id says it started 3 days ago goes after the next run.
+    days = tmp_path / "days.yaml"
+    days.write_text("hist_retention_days: 2\nsteps:\n  - name: a\n    command: 'true'\n")
+    assert dagfast("run", "-q", str(days), home=home).code == 0
+    (run,) = runs(home, "days")
+    old_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(time.time() - 3 * 86400)) + "000Z-bbbbbb"
+    os.rename(home / "runs" / "days" / run, home / "runs" / "days" / old_id)
+    assert dagfast("run", "-q", str(days), home=home).code == 0
+    assert old_id not in runs(home, "days") and len(runs(home, "days")) == 1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("histRetentionRuns: many\nsteps: ['true']\n")
+    res = dagfast("validate", str(bad), home=home)
+    assert res.code == 2 and "$.histRetentionRuns" in res.err

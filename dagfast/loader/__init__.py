@@ -350,6 +350,8 @@ def _evaluate(header, spell, steps: Steps, c: _Checked, src: _Source, environ, g
         delay_sec=ints["delaySec"],
         max_cleanup_sec=ints["maxCleanUpTimeSec"],
         max_output_size=ints["maxOutputSize"],
+        hist_retention_runs=ints["histRetentionRuns"],
+        hist_retention_days=ints["histRetentionDays"],
         preconditions=conditions(header.preconditions),
         handlers=handlers,
         step_executor=cluster[0],

@@ -35,6 +35,7 @@ _ATTRS = {
     "maxActiveSteps": "max_active_steps", "maxActiveRuns": "max_active_runs",
     "timeoutSec": "timeout_sec", "delaySec": "delay_sec",
     "maxCleanUpTimeSec": "max_clean_up_time_sec", "maxOutputSize": "max_output_size",
+    "histRetentionRuns": "hist_retention_runs", "histRetentionDays": "hist_retention_days",
 }  # fmt: skip
 
 

@@ -197,6 +197,8 @@ class DagSpec(Struct, forbid_unknown_fields=True, rename="camel", gc=False):
     delay_sec: Int = 0
     max_clean_up_time_sec: Int = 5
     max_output_size: Int = 1 << 20
+    hist_retention_runs: Int = 0  # 0: keep every run
+    hist_retention_days: Int = 0
     schedule: str | list[str] | dict[str, str | list[str]] | None = None
     skip_if_successful: bool = False
     preconditions: Conditions | None = None
@@ -214,7 +216,7 @@ class DagSpec(Struct, forbid_unknown_fields=True, rename="camel", gc=False):
 
 INT_KEYS: dict[str, tuple[str, ...]] = {
     "dag": ("maxActiveSteps", "maxActiveRuns", "timeoutSec", "delaySec",
-            "maxCleanUpTimeSec", "maxOutputSize"),
+            "maxCleanUpTimeSec", "maxOutputSize", "histRetentionRuns", "histRetentionDays"),
     "step": ("timeoutSec", "delaySec"),
     "retryPolicy": ("limit", "intervalSec", "maxIntervalSec"),
     "repeatPolicy": ("limit", "intervalSec", "maxIntervalSec"),
@@ -236,7 +238,7 @@ def _with(fields: tuple[str, ...], more: tuple[str, ...]) -> tuple[str, ...]:
 KEYS: dict[str, tuple[str, ...]] = {
     "dag": _with(_fields(DagSpec), (
         "group", "tags", "restartWaitSec", "logDir", "logOutput",
-        "histRetentionDays", "histRetentionRuns", "queue", "workerSelector", "container",
+        "queue", "workerSelector", "container",
         "ssh", "smtp", "mailOn", "errorMail", "infoMail", "otel",
         "registryAuths", "runConfig", "llm", "defaults", "catchupWindow", "overlapPolicy",
     )),  # fmt: skip

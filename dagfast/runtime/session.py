@@ -77,10 +77,31 @@ def run(
     else:
         run_dir = RunDir.create(dag, home_dir)
     try:
-        return run_in(dag, run_dir, reporter, factory=factory, notice=notice)
+        result = run_in(dag, run_dir, reporter, factory=factory, notice=notice)
     finally:
         if slot is not None:
             slot.release()
+    if dag.hist_retention_runs or dag.hist_retention_days:
+        _retain(dag, home_dir, reporter)
+    return result
+
+
+def _retain(dag: Dag, home_dir: str, reporter) -> None:
+    """histRetentionRuns / histRetentionDays, after a run (never a running or queued
+    run: prune skips those); what could not be deleted is a notice, not a failure."""
+    from dagfast.records.prune import apply_retention  # only DAGs with the keys
+
+    try:
+        done = apply_retention(home_dir, dag.name, dag.hist_retention_runs or None,
+                               dag.hist_retention_days or None)
+    except OSError as exc:
+        if reporter is not None:
+            reporter.notice(f"cannot apply histRetention*: {exc.strerror}")
+        return
+    if done.failed and reporter is not None:
+        path, why = done.failed[0]
+        reporter.notice(f"histRetention*: could not delete {len(done.failed)} old run(s), "
+                        f"such as {path}: {why}")
 
 
 def retry(
