@@ -138,15 +138,42 @@ def _rows(state: RunState, dag, prefix: str, depth: int) -> list[tuple]:
         if step.extra is not None:
             for here, sub, sub_dag in sub_runs(state.path, i, name):
                 rows += _rows(sub, sub_dag, here, depth + 1)
+    for on, r in state.handlers.items():  # the handlers that ran, as the console names them
+        rows.append(("  " * depth + f"{prefix}handlerOn.{on}", StepStatus(r.status).label, r,
+                     False))
     return rows
+
+
+def _handler_status(state: RunState, name: str, r, as_json: bool, out) -> int:
+    """`status RUN handlerOn.EVENT`: the handler's record."""
+    took = r.finished_at - r.started_at if r.started_at and r.finished_at else None
+    doc = {"address": name, "run_id": state.run_id, "status": StepStatus(r.status).label,
+           "exit_code": r.exit_code, "started_at": r.started_at, "finished_at": r.finished_at,
+           "duration": took, "error": r.error, "cpu_seconds": r.cpu, "peak_rss_kib": r.rss}
+    if as_json:
+        import msgspec
+
+        out.write(msgspec.json.format(msgspec.json.encode(doc), indent=2).decode() + "\n")
+        return 0
+    w = 10
+    code = "" if r.exit_code is None else f", exit {r.exit_code}"
+    out.write(f"{'step:':<{w}}{name}\n{'run:':<{w}}{state.run_id}\n"
+              f"{'status:':<{w}}{doc['status']}{code}, took {_dur(took) if took else '-'}\n")
+    if r.error:
+        out.write(f"{'error:':<{w}}{r.error}\n")
+    return 0
 
 
 def _step_status(state: RunState, args, out) -> int:
     """`status RUN STEP`: one step (any address) in detail, and its sub-runs' steps."""
     t = resolve_target(state.path, args.step)
     if t.step >= len(t.dag.steps):
-        raise RunError(f"`{args.step}`: the record keeps no status of handlers; "
-                       f"`dagfast logs {state.run_id} {args.step}` prints its output")
+        here = state if t.run_path == state.path else read_run(t.run_path)
+        on = t.name.rsplit("handlerOn.", 1)[-1]
+        r = here.handlers.get(on)
+        if r is None:
+            raise RunError(f"`{args.step}` did not run in run {here.run_id}")
+        return _handler_status(here, t.name, r, args.json, out)
     here = state if t.run_path == state.path else read_run(t.run_path)
     doc = dict(_status_doc(here, t.dag)["steps"][t.step], address=t.name,
                run_id=here.run_id)
@@ -227,6 +254,12 @@ def _status_doc(state: RunState, dag) -> dict:
         "interrupted": state.interrupted, "pid": state.pid,
         "started_at": state.started_at, "finished_at": state.finished_at, "duration": took,
         "error": state.error, "path": state.path, "steps": steps,
+        "handlers": {
+            on: {"status": StepStatus(r.status).label, "exit_code": r.exit_code,
+                 "started_at": r.started_at, "finished_at": r.finished_at, "error": r.error,
+                 "cpu_seconds": r.cpu, "peak_rss_kib": r.rss}
+            for on, r in state.handlers.items()
+        },
         "cpu_seconds": round(sum(r.cpu for r in state.steps if r.cpu is not None), 6),
     }
 

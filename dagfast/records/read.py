@@ -55,6 +55,7 @@ class RunState:
     pid: int = 0
     error: str = ""
     steps: list[StepRecord] = field(default_factory=list)
+    handlers: dict[str, StepRecord] = field(default_factory=dict)  # by event, if they ran
     journal_end: int = 0  # the byte just past the last whole frame
     torn: bool = False  # the journal ended in a torn or corrupt frame
     rebuilt: bool = False  # the snapshot was corrupt: rebuilt from the journal
@@ -416,6 +417,7 @@ def _apply_snapshot(state: RunState, snap: Snapshot) -> None:
     state.pid = snap.pid
     state.error = snap.error
     state.steps = snap.steps
+    state.handlers = dict(snap.handlers)
 
 
 def _recover_outputs(state: RunState, data: bytes) -> None:
@@ -465,6 +467,8 @@ def _replay(state: RunState, entries: list) -> None:
             state.status = e.status
             state.finished_at = e.at
             state.error = e.error
+            if e.handlers is not None:
+                state.handlers = dict(e.handlers)
         elif kind is Begin:
             _check_version(os.path.join(state.path, "journal"), "journal", e.version,
                            JOURNAL_VERSION)

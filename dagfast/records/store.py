@@ -87,6 +87,7 @@ class Snapshot(msgspec.Struct):
     attempt: int = 1
     error: str = ""
     journal_offset: int = 0
+    handlers: dict[str, StepRecord] = {}  # the handlers that ran, by event (`failure`)
 
 
 # Journal entries: arrays whose first element is the kind. The Recorder writes plain
@@ -140,6 +141,7 @@ class Finish(msgspec.Struct, array_like=True, tag=5):
     at: float
     signal: int
     error: str = ""
+    handlers: dict[str, StepRecord] | None = None  # the handlers that ran, by event
 
 
 Entry = Begin | Start | End | Cancel | Finish
@@ -501,6 +503,7 @@ class Recorder:
         self._every = self.SNAPSHOT_EVERY
         self.error = ""
         self._dropped: set[int] = set()  # steps whose output the journal could not keep
+        self.handlers: dict = {}  # the run's handler records, once it ended
 
     def run_started(self, dag, run_dir, records) -> None:
         self.dag = dag
@@ -555,6 +558,7 @@ class Recorder:
         if self._timer is not None:
             self._timer.cancel()
         self.started_at = result.started_at
+        self.handlers = dict(getattr(result, "handlers", None) or {})
         error = self.error
         # A run that could not start says why (a secret that cannot be read).
         self.error = error or getattr(result, "error", "") or _no_space(self.dag, result)
@@ -632,8 +636,9 @@ class Recorder:
         space set aside, so that no step stays `running` in the record of an ended run."""
         rd = self.run_dir
         pending, self._pending = self._pending, []
+        handlers = dict(getattr(result, "handlers", None) or {}) or None
         end = lambda: (5, int(result.status), result.finished_at, int(result.signal or 0),
-                       self.error)
+                       self.error, handlers)
         if rd.failure is None:
             try:
                 rd.append(frame(_msgpack.encode(pending + [end()])), durable=True)
@@ -691,6 +696,7 @@ class Recorder:
                 attempt=rd.attempt,
                 error=self.error,
                 journal_offset=rd.journal_offset,
+                handlers=self.handlers,
             ),
             durable=durable,
         )
