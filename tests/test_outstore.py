@@ -174,7 +174,7 @@ def test_dagus_per_step_variables_name_real_files_made_only_for_the_steps_that_u
     dag = write(tmp_path / "vars.yaml", """\
         steps:
           - name: talk
-            command: sh -c 'echo out-line; echo err-line >&2; cp "$DAG_RUN_STEP_STDOUT_FILE" seen.txt'
+            command: sh -c 'echo out-line; echo err-line >&2; until grep -q out-line "$DAG_RUN_STEP_STDOUT_FILE"; do sleep 0.01; done; cp "$DAG_RUN_STEP_STDOUT_FILE" seen.txt'
           - name: quiet
             command: sh -c 'echo "[$DAG_RUN_STEP_STDOUT_FILE]" > quiet.txt'
             depends: talk
@@ -189,7 +189,8 @@ def test_dagus_per_step_variables_name_real_files_made_only_for_the_steps_that_u
     res = dagfast("run", str(dag), home=home, cwd=tmp_path)
     assert res.code == 1, res.out + res.err
     run = the_run(home)
-    # The step's own files: what it printed so far while it ran, then all of it.
+    # The step's own files: what it printed reaches them while it runs (the pump copies
+    # it as it stores it: the step waits for its line), then all of it.
     assert (tmp_path / "seen.txt").read_text() == "out-line\n"
     assert (run / "steps" / "0.out").read_text() == "out-line\n"
     assert (run / "steps" / "0.err").read_text() == "err-line\n"

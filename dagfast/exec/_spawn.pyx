@@ -51,9 +51,6 @@ cdef extern from "<sys/resource.h>" nogil:
         timeval ru_stime
         long ru_maxrss
     int wait4(int pid, int *status, int options, rusage *ru)
-    int getrusage(int who, rusage *ru)
-    enum:
-        RUSAGE_SELF
 
 cdef extern from "outstore.h" nogil:
     ctypedef struct os_store:
@@ -92,6 +89,7 @@ cdef extern from "spawnpool.h" nogil:
     int WEXITED
     int waitid(int idtype, int id, siginfo_t *info, int options)
     int sp_pid(sp_pool *p, int token)
+    long sp_own_hwm_kib()
     sp_pool *sp_new(int nthreads, int epfd)
     void sp_set_store(sp_pool *p, os_store *s)
     int sp_submit(sp_pool *p, sp_job *job)
@@ -356,7 +354,7 @@ cdef class Pool:
         cdef epoll_event events[MAX_EVENTS]
         cdef siginfo_t info
         cdef int n, k, fd, token, status = 0, rc, lost, pid
-        cdef rusage ru, own
+        cdef rusage ru
         cdef long floor = -1  # the engine's own peak RSS, asked once a batch
         cdef os_store *store = self._store._s if self._store is not None else NULL
         cdef uint64_t data
@@ -400,10 +398,11 @@ cdef class Pool:
                         break
                 if rc > 0:
                     # glibc's posix_spawn is vfork-based: until exec the child runs in
-                    # the engine's memory, and the kernel counts that in its peak. A
-                    # peak no larger than the engine's own is that, not the step's.
+                    # the engine's memory, and the kernel counts that memory's peak in
+                    # the child's. A peak no larger than the engine's own is that, not
+                    # the step's.
                     if floor < 0:
-                        floor = own.ru_maxrss if getrusage(RUSAGE_SELF, &own) == 0 else 0
+                        floor = sp_own_hwm_kib()
                     self._cost[token] = (
                         ru.ru_utime.tv_sec + ru.ru_stime.tv_sec
                         + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6,

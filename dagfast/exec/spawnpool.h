@@ -485,6 +485,20 @@ static int sp_lingering_locked(sp_pool *p, int sig) {
     return alive;
 }
 
+/* This process's own peak RSS in KiB (its mm's VmHWM: unlike getrusage's ru_maxrss,
+   without what the process that exec'd it held), or 0. */
+static long sp_own_hwm_kib(void) {
+    char buf[4096];
+    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return 0;
+    buf[n] = 0;
+    const char *at = strstr(buf, "VmHWM:");
+    return at ? strtol(at + 6, NULL, 10) : 0;
+}
+
 /* The pid of running `token` (0: none). */
 static pid_t sp_pid(sp_pool *p, int token) {
     pthread_mutex_lock(&p->mu);
