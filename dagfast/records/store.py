@@ -55,11 +55,9 @@ DAG_VERSION = 1  # dag.json; a file without the key is version 1
 
 class StepRecord(msgspec.Struct, array_like=True):
     """One step's outcome: status code, exit code, start/end (unix seconds), error text,
-    the value of its `output:` variable (None when it has none), and what its last
-    process cost: CPU seconds (user + system) and peak RSS in KiB, counting the
-    children it waited for (None: no process of this machine's was reaped; for `rss`
-    also: no larger than the engine's own, which the vfork-based spawn makes the
-    kernel count for every child, so the step's own peak cannot be told)."""
+    its `output:` value (None: none), and what its last process cost, with the children
+    it waited for: CPU seconds (user + system), peak RSS in KiB (None: not reaped here;
+    `rss` also when no larger than the engine's, which vfork lends every child)."""
 
     status: int = 0
     exit_code: int | None = None
