@@ -122,9 +122,9 @@ def test_kill_9_mid_output_keeps_what_was_stored_and_retry_appends(tmp_path):
 
 
 def test_a_run_leaves_a_handful_of_files_whatever_its_size(tmp_path):
-    # The files do not grow with the steps: 4,000 here (a 20,000-step run leaves 6 too:
+    # The files do not grow with the steps: 2,000 here (a 20,000-step run leaves 6 too:
     # see docs/performance.md), half of them printing a line.
-    n = 4000
+    n = 2000
     dag = tmp_path / "wide.yaml"
     dag.write_text("maxActiveSteps: 64\nsteps:\n" + "".join(
         f"  - name: s{i}\n    command: {'echo hi' if i % 2 else 'true'}\n" for i in range(n)))

@@ -686,7 +686,7 @@ def dags(draw):
     return deps, flags
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(dag=dags(), data=st.data())
 def test_the_twins_agree_on_random_runs(dag, data):
     twins = Twins(*dag)
