@@ -51,7 +51,7 @@ def test_kill_9_at_random_moments_leaves_no_step_alive_a_second_later_and_retry_
     seed = int(os.environ.get("DAGFAST_KILL_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
     dag = killloop.write_dag(tmp_path)
-    rounds = int(os.environ.get("DAGFAST_KILL_LOOPS", "3"))
+    rounds = int(os.environ.get("DAGFAST_KILL_LOOPS", "2"))
     for _ in range(rounds):
         r = killloop.one_round(dag, tmp_path / "home", rng)
         assert not killloop.failures(r), (seed, r)
