@@ -57,8 +57,7 @@ cdef extern from "outstore.h" nogil:
         pass
     os_store *os_new(int data_fd, uint64_t end, int idx_fd, size_t nslots, int nforms,
                      unsigned char **forms, size_t *form_len)
-    int os_begin(os_store *s, uint32_t token, uint32_t exec_)
-    uint32_t os_exec_of(os_store *s, uint32_t token)
+    uint32_t os_begin(os_store *s, uint32_t token)
     int os_drain(os_store *s, uint32_t token)
     int os_put(os_store *s, uint32_t token, int stream, const unsigned char *data, size_t len)
     void os_close(os_store *s)
@@ -75,11 +74,8 @@ cdef extern from "spawnpool.h" nogil:
         int cancel_sig
         int out_fd
         int err_fd
-        int piped
         char *path
         char *cwd
-        char *out
-        char *err_path
         char **argv
         char **envp
     ctypedef struct sp_pool:
@@ -190,14 +186,10 @@ cdef class Store:
         across attempts of the run: the index keeps it)."""
         if self._s == NULL:
             raise ValueError("the output store is closed")
-        cdef uint32_t e = os_exec_of(self._s, token) + 1
-        if os_begin(self._s, token, e) != 0:
+        cdef uint32_t e = os_begin(self._s, token)
+        if e == 0:
             raise OSError(errno, "cannot grow the output index")
         return e
-
-    def executions(self, uint32_t token):
-        """How many executions of step `token` began (0: none)."""
-        return os_exec_of(self._s, token) if self._s != NULL else 0
 
     def tee(self, uint32_t token, int out_fd, int err_fd):
         """Step `token`'s next process's stdout and stderr are also copied (masked, as
@@ -267,32 +259,24 @@ cdef class Pool:
             sp_free(self._p)
             self._p = NULL
 
-    def submit(self, int token, path, argv, dict env, cwd, out, err, bint inline=False):
+    def submit(self, int token, path, argv, dict env, cwd, bint inline=False):
         """Queue the start of `argv` (run as `path`) with environment `env` (bytes ->
-        bytes) in `cwd`, stdin from /dev/null, stdout/stderr truncated into `out`/`err`:
-        file paths, or two descriptors (ints) that the pool dup2s and then closes, also
-        when the job fails or is dropped. `inline`: start it on this thread now (with
+        bytes) in `cwd`, stdin from /dev/null, stdout and stderr two pipes into the
+        output store (`use_store` first). `inline`: start it on this thread now (with
         the GIL released) rather than on a pool thread. ValueError: a NUL byte inside
-        a string."""
-        cdef int out_fd = -1, err_fd = -1, piped = 0
-        if out is None:
-            if self._store is None or self._store._s == NULL:
-                raise ValueError("no output store to pipe the step's output into")
-            piped = 1
-            out = err = b""
-        elif type(out) is int:
-            out_fd, err_fd = out, err
-            out = err = b""
+        a string, or no store."""
+        if self._store is None or self._store._s == NULL:
+            raise ValueError("no output store to pipe the step's output into")
         if self._p == NULL:
             raise ValueError("the pool is closed")
         if token < 0:
             raise ValueError("negative token")
         cdef list args = [_fs(a) for a in argv]
         cdef list pairs = [k + b"=" + v for k, v in env.items()]
-        cdef bytes bpath = _fs(path), bcwd = _fs(cwd), bout = _fs(out), berr = _fs(err)
+        cdef bytes bpath = _fs(path), bcwd = _fs(cwd)
         cdef Py_ssize_t argc = len(args), envc = len(pairs), size, at, i
         size = sizeof(sp_job) + (argc + 1 + envc + 1) * sizeof(char *)
-        size += len(bpath) + len(bcwd) + len(bout) + len(berr) + 4
+        size += len(bpath) + len(bcwd) + 2
         for a in args:
             size += PyBytes_GET_SIZE(a) + 1
         for a in pairs:
@@ -308,9 +292,8 @@ cdef class Pool:
             job.err = 0
             job.watch_err = 0
             job.cancel_sig = 0
-            job.out_fd = out_fd
-            job.err_fd = err_fd
-            job.piped = piped
+            job.out_fd = -1  # the pipes are made by whoever starts it
+            job.err_fd = -1
             job.argv = ptrs
             job.envp = ptrs + argc + 1
             at = 0
@@ -318,10 +301,6 @@ cdef class Pool:
             at = _put(strs, at, bpath)
             job.cwd = strs + at
             at = _put(strs, at, bcwd)
-            job.out = strs + at
-            at = _put(strs, at, bout)
-            job.err_path = strs + at
-            at = _put(strs, at, berr)
             for i in range(argc):
                 ptrs[i] = strs + at
                 at = _put(strs, at, <bytes>args[i])
@@ -342,15 +321,15 @@ cdef class Pool:
         if rc < 0:
             free(block)
             raise MemoryError()
-        # From here the pool owns the job, and any descriptors in it.
+        # From here the pool owns the job.
 
     def reap(self):
         """What happened since the last call, without waiting: a list of
         (token, wait status) for processes that ended, (token, (wait status, errno))
         for those whose output could not all be stored (the errno of the write), and
-        (token, (errno, started, path, cwd, stdout path or b"")) for jobs that failed
-        (`started`: it ran but could not be watched, and was killed). A piped step's
-        output up to its exit is in the store before its end is returned."""
+        (token, (errno, started, path, cwd)) for jobs that failed (`started`: it ran
+        but could not be watched, and was killed). A step's output up to its exit is in
+        the store before its end is returned."""
         cdef epoll_event events[MAX_EVENTS]
         cdef siginfo_t info
         cdef int n, k, fd, token, status = 0, rc, lost, pid
@@ -379,8 +358,8 @@ cdef class Pool:
                         # signal the moment it began (it never ran).
                         out.append((job.token, job.cancel_sig & 0x7F))
                     else:
-                        out.append((job.token, (job.err, bool(job.watch_err), job.path, job.cwd,
-                                                job.out)))
+                        out.append((job.token, (job.err, bool(job.watch_err), job.path,
+                                                job.cwd)))
                     free(job)
                     job = nxt
                 continue

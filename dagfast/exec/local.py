@@ -114,7 +114,7 @@ class ProcessManager(Executor):
             # and spare a chain of steps a thread hand-off each.
             self._pool.submit(
                 token, argv[0] if "/" in argv[0] else _which(argv[0], env),
-                argv, env, cwd, None, None, not self._count,
+                argv, env, cwd, not self._count,
             )
         except ValueError as exc:
             raise SpawnError(f"cannot start `{argv[0]}`: {exc}") from None
@@ -190,7 +190,7 @@ class ProcessManager(Executor):
         self.on_exits(ends)
 
 
-def _start_failure(err: int, started: bool, path: bytes, cwd: bytes, out: bytes):
+def _start_failure(err: int, started: bool, path: bytes, cwd: bytes):
     """The Outcome of a start that failed on a spawn thread, in the user's terms."""
     name = os.fsdecode(path)
     why = os.strerror(err)

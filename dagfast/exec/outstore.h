@@ -438,24 +438,17 @@ static void os_set_forms(os_store *s, int nforms, unsigned char **forms, size_t 
     pthread_mutex_unlock(&s->mu);
 }
 
-/* Execution `exec` of `token` begins: its records carry that number from now on. */
-static int os_begin(os_store *s, uint32_t token, uint32_t exec) {
+/* The next execution of `token` begins: its number (records carry it from now on); 0
+   and errno when the index cannot grow. */
+static uint32_t os_begin(os_store *s, uint32_t token) {
     pthread_mutex_lock(&s->mu);
-    int rc = os_grow_locked(s, token);
-    if (rc == 0) {
-        os_slot_at(s, token)->exec = exec;
+    uint32_t exec = 0;
+    if (os_grow_locked(s, token) == 0) {
+        exec = ++os_slot_at(s, token)->exec;
         s->lost[token] = 0;
     }
     pthread_mutex_unlock(&s->mu);
-    return rc;
-}
-
-/* The execution numbers of `token` so far (0: it never ran). */
-static uint32_t os_exec_of(os_store *s, uint32_t token) {
-    pthread_mutex_lock(&s->mu);
-    uint32_t e = (size_t)token < s->nslots ? os_slot_at(s, token)->exec : 0;
-    pthread_mutex_unlock(&s->mu);
-    return e;
+    return exec;
 }
 
 /* Watch `fd` (a pipe's read end, which the store now owns) as `token`'s `stream`; -1

@@ -59,8 +59,6 @@ reused: such entries are dropped, never signalled.
 #define SP_PENDING 1 /* queued or being spawned */
 #define SP_RUNNING 2
 
-#define SP_LOG_FLAGS (O_WRONLY | O_CREAT | O_TRUNC)
-
 /* How long a worker keeps retrying a spawn that failed with EAGAIN (the user's
    process limit, or the kernel's) before it gives up on the step, in milliseconds. */
 #define SP_EAGAIN_PATIENCE_MS 60000
@@ -71,13 +69,10 @@ typedef struct sp_job {
     int err;        /* errno of a failed spawn, 0 otherwise */
     int watch_err;  /* 1: the process started but could not be watched (pidfd_open) */
     int cancel_sig; /* > 0: never started, a stop or timeout (this signal) came first */
-    int out_fd;     /* >= 0: stdout/stderr are these descriptors (pipes), which the */
-    int err_fd;     /*       worker closes once the child has its copies; else files */
-    int piped;      /* 1: stdout/stderr are new pipes into the pool's output store */
+    int out_fd;     /* the write ends of the step's stdout and stderr pipes into the */
+    int err_fd;     /* output store, while the worker starts it (-1: none yet) */
     char *path;     /* the program to exec */
     char *cwd;
-    char *out;
-    char *err_path;
     char **argv;
     char **envp;
     /* the strings and pointer arrays follow in the same block */
@@ -92,7 +87,7 @@ typedef struct sp_pool {
     int nthreads;
     pthread_t threads[8];
     int epfd;                /* the loop's epoll set (pidfds + our eventfd) */
-    os_store *store;         /* where piped jobs' output goes (not owned) */
+    os_store *store;         /* where the jobs' output goes (not owned) */
     int evfd;                /* wakes the loop when a job failed */
     /* token table */
     int cap;
@@ -168,16 +163,11 @@ static int sp_posix_spawn(sp_pool *p, sp_job *job, pid_t *pid, int patient) {
     int rc;
     posix_spawn_file_actions_init(&fa);
     posix_spawnattr_init(&at);
-    /* Logs first (their paths are absolute), then the working directory. */
+    /* stdin, the output pipes, then the working directory. */
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    if (job->out_fd >= 0) {
-        /* dup2 clears close-on-exec on the copies: only they reach the step. */
-        posix_spawn_file_actions_adddup2(&fa, job->out_fd, 1);
-        posix_spawn_file_actions_adddup2(&fa, job->err_fd, 2);
-    } else {
-        posix_spawn_file_actions_addopen(&fa, 1, job->out, SP_LOG_FLAGS, 0600);
-        posix_spawn_file_actions_addopen(&fa, 2, job->err_path, SP_LOG_FLAGS, 0600);
-    }
+    /* dup2 clears close-on-exec on the copies: only they reach the step. */
+    posix_spawn_file_actions_adddup2(&fa, job->out_fd, 1);
+    posix_spawn_file_actions_adddup2(&fa, job->err_fd, 2);
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
     /* Nothing else the engine's caller left open (a CI harness's pipe, a make
        jobserver) reaches the step: a background child holding it could hang the caller. */
@@ -218,8 +208,8 @@ static int sp_posix_spawn(sp_pool *p, sp_job *job, pid_t *pid, int patient) {
     return rc;
 }
 
-/* Two pipes for a piped job: the write ends go to the child (job->out_fd/err_fd), the
-   read ends to `rd`; 0, or -1 and errno. */
+/* A job's two pipes: the write ends go to the child (job->out_fd/err_fd), the read
+   ends to `rd`; 0, or -1 and errno. */
 static int sp_make_pipes(sp_job *job, int rd[2]) {
     int a[2], b[2];
     if (pipe2(a, O_CLOEXEC) < 0) return -1;
@@ -278,13 +268,13 @@ static void sp_queue_locked(sp_pool *p, sp_job *job) {
 static void sp_run_job(sp_pool *p, sp_job *job, int inline_) {
     pid_t pid;
     int rc;
-    int rd[2] = {-1, -1}; /* a piped job's read ends, for the store */
+    int rd[2] = {-1, -1}; /* the pipes' read ends, for the store */
     int sig = sp_cancelled(p, job->token);
     if (sig) {
         /* Stopped (or timed out) while it waited in the queue: it never starts. */
         job->cancel_sig = sig > 0 ? sig : SIGKILL;
         rc = ECANCELED;
-    } else if (job->piped && sp_make_pipes(job, rd) != 0) {
+    } else if (sp_make_pipes(job, rd) != 0) {
         rc = errno;
     } else {
         rc = sp_posix_spawn(p, job, &pid, !inline_);
@@ -293,7 +283,7 @@ static void sp_run_job(sp_pool *p, sp_job *job, int inline_) {
             rc = sp_posix_spawn(p, job, &pid, !inline_);
     }
     if (rc == EAGAIN && inline_) {
-        if (job->piped) sp_drop_pipes(job, rd); /* made again by the worker */
+        sp_drop_pipes(job, rd); /* made again by the worker */
         pthread_mutex_lock(&p->mu);
         sp_queue_locked(p, job);
         pthread_mutex_unlock(&p->mu);
@@ -304,9 +294,9 @@ static void sp_run_job(sp_pool *p, sp_job *job, int inline_) {
         close(job->err_fd);
         job->out_fd = job->err_fd = -1;
     }
-    if (job->piped && rc != 0) {
+    if (rc != 0) {
         sp_drop_pipes(job, rd);
-    } else if (job->piped) {
+    } else {
         /* Watched before the loop can learn of the exit (the pidfd comes after). A pipe
            that cannot be watched is closed: the step's writes to it fail (EPIPE). */
         for (int k = 0; k < 2; k++)
@@ -427,7 +417,7 @@ fail:;
     return NULL;
 }
 
-/* Where piped jobs' output goes from now on (set before the first such job). */
+/* Where the jobs' output goes from now on (set before the first job). */
 static void sp_set_store(sp_pool *p, os_store *s) {
     pthread_mutex_lock(&p->mu);
     p->store = s;

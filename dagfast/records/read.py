@@ -264,17 +264,17 @@ def latest_run(home_dir: str, dag: str | None = None, file: str | None = None) -
 
 
 def step_log(run_path: str, step: int, stream: str, attempt: int | None = None,
-             last: int | None = None) -> bytes:
+             last: int | None = None, limit: int | None = None) -> bytes:
     """Step `step`'s `stream` ("out" or "err") in the run at `run_path` (its output
     store): of its latest execution, or of execution `attempt` (1 = the first; retries,
-    repeats and `dagfast retry` each add one); only its `last` bytes when given. b""
-    when there is none."""
+    repeats and `dagfast retry` each add one); only its `last` bytes, or its first
+    `limit`, when given. b"" when there is none."""
     k = STDERR if stream == "err" else STDOUT
     try:
         with Output(run_path) as out:
             if last is not None and attempt is None:
                 return out.tail(step, k, last)
-            data = out.read(step, k, attempt)
+            data = out.read(step, k, attempt, limit)
     except OSError:
         return b""
     return data[-last:] if last is not None else data

@@ -166,9 +166,11 @@ class Engine:
 
     # The slow path's interface (flow.Flow) -----------------------------------------------
 
-    def begin_execution(self, token: int) -> int:
+    def begin_execution(self, token: int, env: dict | None = None) -> int:
         """Step `token` runs (again): its output from now on is this execution's, whose
-        number (1, 2, ...) is returned. Raises SpawnError when it cannot be recorded."""
+        number (1, 2, ...) is returned; `env`, its process's environment, gets Dagu's
+        per-step variables if it names them. Raises SpawnError when it cannot be
+        recorded."""
         if self.output is None:
             return 1
         try:
@@ -176,6 +178,8 @@ class Engine:
             files = self._step_files.get(token)
             if files is not None:
                 open_step_files(self.output, token, files)
+                if env is not None:
+                    env.update(files)
         except OSError as exc:
             raise SpawnError(f"cannot record the step's output: {exc.strerror}") from None
         return execution
@@ -185,9 +189,6 @@ class Engine:
         future of its wait status. Raises SpawnError."""
         fut = asyncio.get_running_loop().create_future()
         self._waiters[token] = fut
-        files = self._step_files.get(token)
-        if files is not None:
-            env.update(files)
         try:
             self.executor.start(token, argv, env, cwd)
         except BaseException:
@@ -342,10 +343,7 @@ class Engine:
             if step.script is not None:
                 argv = self.write_script(i, step.script, argv)
             env = self.run.env_for(step)
-            if self.output is not None:  # None: a dry run, where nothing is written
-                self.begin_execution(i)
-                if self._step_files:
-                    env.update(self._step_files.get(i, ()))
+            self.begin_execution(i, env)
             self.executor.start(i, argv, env, step.dir or self.dag.dir)
             if flow is not None:
                 self._running.add(i)  # a stop with signalOnStop signals it one by one

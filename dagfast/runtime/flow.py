@@ -20,10 +20,9 @@ import msgspec
 from dagfast.errors import OutputTooLarge, SecretError, SpawnError
 from dagfast.exec.base import describe
 from dagfast.model import Step, StepExtra
-from dagfast.records.outstore import STDERR, STDOUT
+from dagfast.records.read import step_log
 from dagfast.records.store import StepRecord
 from dagfast.runtime.conditions import is_met
-from dagfast.runtime.output import read_step
 from dagfast.runtime.outputs import capture, expand_refs
 from dagfast.runtime.state import too_long
 from dagfast.status import RunStatus, StepStatus
@@ -125,7 +124,7 @@ class Flow:
                 status, error = _FAILED, str(exc)
 
         def stdout(limit=None):
-            return read_step(engine.run_dir, i, STDOUT, limit)
+            return step_log(engine.run_dir.path, i, "out", limit=limit)
 
         if ex.output is not None:
             try:
@@ -223,7 +222,7 @@ class Flow:
         try:
             if script is not None:
                 argv = engine.write_script(token, script, argv)
-            engine.begin_execution(token)
+            engine.begin_execution(token, env)
             fut = engine.start_process(token, argv, env, cwd)
         except SpawnError as exc:
             return 127, str(exc), False
@@ -416,12 +415,12 @@ def _str_env(env: dict) -> dict:
 
 def _copy_logs(run_dir, i: int, ex) -> None:
     """`stdout:`/`stderr:` files get what the step printed (its latest execution)."""
-    for stream, dst in ((STDOUT, ex.stdout), (STDERR, ex.stderr)):
+    for stream, dst in (("out", ex.stdout), ("err", ex.stderr)):
         if dst:
             try:
                 os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
                 with open(dst, "wb") as f:
-                    f.write(read_step(run_dir, i, stream))
+                    f.write(step_log(run_dir.path, i, stream))
             except OSError:
                 pass
 

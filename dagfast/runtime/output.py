@@ -14,7 +14,7 @@ from dagfast.errors import RunError
 from dagfast.exec import _spawn
 from dagfast.records import outstore
 
-__all__ = ["RUN_LOG", "carry_over", "open_step_files", "open_store", "read_step", "step_files"]
+__all__ = ["RUN_LOG", "carry_over", "open_step_files", "open_store", "step_files"]
 
 
 def open_store(run_dir, masker, steps: int) -> _spawn.Store:
@@ -57,12 +57,6 @@ def carry_over(run_dir, moved: dict[int, int], steps: int) -> None:
         raise RunError(f"cannot carry the kept steps' output over: {exc.strerror}") from None
     finally:
         store.close()
-
-
-def read_step(run_dir, token: int, stream: int = outstore.STDOUT, limit: int | None = None) -> bytes:
-    """What step `token`'s latest execution printed (at most `limit` bytes)."""
-    with outstore.Output(run_dir.path) as out:
-        return out.read(token, stream, limit=limit)
 
 
 # Dagu's per-step variables: the files behind them are made only for the steps (and the
