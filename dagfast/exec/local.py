@@ -2,7 +2,8 @@
 
 Why this shape (measured on 2 cores, `sh -c true` 16 at a time; see bench/ and the
 README): glibc's `posix_spawn` is vfork-based, so whoever calls it waits until the
-child has opened its log files and reached exec, 0.4-1 ms on a busy machine. The loop's
+child has set up its descriptors and reached exec (0.4-1 ms on a busy machine when each
+step opened two log files; the pipes that replaced them are made beforehand). The loop's
 thread therefore never spawns: it hands each start to the native spawn pool
 (`_spawn.Pool`, C threads without the GIL), whose threads keep several of those windows
 open at once (1,100 starts a second from one thread became 2,000+ from three or four).

@@ -1,9 +1,10 @@
 /* The spawn pool behind dagfast._spawn: a few threads that start step processes.
 
 Why threads: glibc's posix_spawn is vfork-based, so the thread that calls it waits until
-the child has opened its log files and reached exec. On 2 cores with 16 steps running,
-that window is 0.4-1 ms (the child waits for a CPU, and creating files is slow on some
-file systems), and one thread spawning back to back runs about 1,100 `sh -c true` a
+the child has set up its descriptors and reached exec. On 2 cores with 16 steps running,
+that window was 0.4-1 ms when each child opened two log files (the child waits for a
+CPU, and creating files is slow on some file systems; pipes made before the spawn cost
+far less), and one thread spawning back to back runs about 1,100 `sh -c true` a
 second. Two to four threads keep two to four windows open at once and reach 2,000+ (see
 bench/ and the README). The threads never touch Python: the event loop's thread hands
 them jobs (one malloc'd block each) and learns of each process through its pidfd, which
