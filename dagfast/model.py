@@ -18,6 +18,7 @@ __all__ = [
     "Dag",
     "Fanout",
     "Handler",
+    "Matrix",
     "Repeat",
     "Retry",
     "Secret",
@@ -77,12 +78,37 @@ class Repeat(msgspec.Struct, frozen=True):
     max_interval: float = 0.0
 
 
+class Matrix(msgspec.Struct, frozen=True):
+    """`matrix:`: every combination of one value per axis (axes in file order, values
+    as text), without the `exclude` ones (each a partial combination: a combination
+    that has all of its pairs is left out), plus the `include` ones."""
+
+    axes: tuple[tuple[str, tuple[str, ...]], ...]
+    include: tuple[tuple[tuple[str, str], ...], ...] = ()
+    exclude: tuple[tuple[tuple[str, str], ...], ...] = ()
+
+
 class Fanout(msgspec.Struct, frozen=True):
-    """`parallel:` items (a list, or `expr` to expand into a JSON array or lines)."""
+    """A step's items (`parallel:`, `matrix:`): each item runs the step's sub-DAG
+    (`call`) or, on a command step, the step's own command, at most `max_concurrent`
+    at once. The items come from exactly one source: `items` as written, `expr` (a
+    variable holding a JSON array or lines), `file` (a path, `${VAR}`s expanded when
+    the step starts; read as it goes), `command` (its stdout, read as it goes) or
+    `matrix`. `format` says how a file or command is read: "lines", "json" (one JSON
+    array) or "jsonl"; "" means by the file's extension (`.json`, `.jsonl`/`.ndjson`,
+    anything else lines; a command's stdout: lines). `key`: the expression whose value
+    names an item (default: the item itself); `max_items`: more items than this fail
+    the step."""
 
     items: tuple[str | dict[str, str], ...] = ()
     expr: str | None = None
     max_concurrent: int = 10
+    file: str | None = None
+    command: str | None = None
+    format: str = ""
+    key: str | None = None
+    max_items: int = 1_000_000
+    matrix: Matrix | None = None
 
 
 class StepExtra(msgspec.Struct, frozen=True):
