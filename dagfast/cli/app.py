@@ -129,6 +129,9 @@ def _add_record_commands(sub) -> None:
                     help="only this step, in detail: a name, handlerOn.EVENT, STEP/CHILD "
                     "or STEP[K]/CHILD (as `logs`)")
     st.add_argument("--json", action="store_true", help="print one JSON document")
+    st.add_argument("--limit", type=_count, default=20, metavar="N",
+                    help="with a fan-out STEP: list at most N of its failed items, then the "
+                    "counts (0: all; default 20)")
 
     hi = add("history", "list the runs of a DAG", "List the runs of a DAG, newest first.")
     hi.add_argument("dag", metavar="DAG", help="a DAG file or name")
@@ -145,6 +148,9 @@ def _add_record_commands(sub) -> None:
     lo.add_argument("-f", "--follow", action="store_true",
                     help="keep printing what the step writes until the run ends")
     lo.add_argument("--stderr", action="store_true", help="print stderr instead of stdout")
+    lo.add_argument("--item", metavar="K",
+                    help="with a fan-out STEP (`parallel:`, `matrix:`): the output of its "
+                    "item K, a key, or an index from 0 when no key is K")
     lo.add_argument("--attempt", type=_positive, metavar="N",
                     help="the step's Nth execution (retries, repeats and `dagfast retry` "
                          "each run it again; default: its latest)")

@@ -29,7 +29,7 @@ def retry(args, out=sys.stdout) -> int:
 
     if args.downstream and args.step is None:
         raise UsageError("--downstream goes with --step STEP")
-    path = _top_level(resolve_run(home(), args.run), "retry")
+    path = _top_level(args.run, "retry")
     state = read_run(path)
     # Notes go to stderr: with --json, stdout is JSON lines alone.
     note = sys.stderr if args.json else out
@@ -54,7 +54,7 @@ def retry(args, out=sys.stdout) -> int:
 
 def stop(args, out=sys.stdout) -> int:
     """Ask the process running a run to stop it (SIGTERM), and wait until it has."""
-    path = _top_level(resolve_run(home(), args.run), "stop")
+    path = _top_level(args.run, "stop")
     run_id = os.path.basename(path)
     pid = owner_pid(path)
     if pid is None:
@@ -75,9 +75,18 @@ def stop(args, out=sys.stdout) -> int:
     return 0
 
 
-def _top_level(path: str, command: str) -> str:
-    """`path`, a run directory; RunError when it is a sub-run's: its caller is the run
-    to act on (a sub-run alone has no process of its own, nor a record of its caller)."""
+def _top_level(target: str, command: str) -> str:
+    """The run directory `target` names; RunError when it is a sub-run's (or a fan-out
+    item's): its caller is the run to act on (a sub-run alone has no process of its
+    own, nor a record of its caller)."""
+    try:
+        path = resolve_run(home(), target)
+    except RunError:
+        from dagfast.records.address import item_run  # only ids with dots
+
+        if not target or item_run(home(), target) is None:
+            raise
+        path = target
     run_id = os.path.basename(path)
     top = run_id.split(".", 1)[0]
     if top != run_id:

@@ -10,7 +10,8 @@ import sys
 import time
 
 from dagfast.errors import RunError, UsageError
-from dagfast.records.address import Target, resolve_target, sub_runs
+from dagfast.records.address import Target, resolve_target, runs_by_item, sub_runs
+from dagfast.records.address import item_runs as item_runs_of
 from dagfast.records.read import (
     RunState, child_runs, find_run, follow_step_log, latest_run, read_run, runs_of,
     step_attempts, step_log,
@@ -19,7 +20,10 @@ from dagfast.status import RunStatus, StepStatus
 from dagfast.records.store import home
 from dagfast.report.base import Reporter, shell_word
 
-__all__ = ["dag_named", "dry", "history", "logs", "report", "resolve_run", "status", "trace"]
+__all__ = [
+    "dag_named", "dry", "history", "logs", "read_target", "report", "resolve_run", "status",
+    "trace",
+]
 
 
 def resolve_run(home_dir: str, target: str | None) -> str:
@@ -40,6 +44,21 @@ def resolve_run(home_dir: str, target: str | None) -> str:
     return path
 
 
+def read_target(home_dir: str, target: str | None) -> RunState:
+    """The run `target` names (see `resolve_run`), or a fan-out item that ran in its
+    caller's engine, by its own run id (`<run id>.<step>.<K>`)."""
+    try:
+        return read_run(resolve_run(home_dir, target))
+    except RunError:
+        if target:
+            from dagfast.records.address import item_run  # only ids with dots
+
+            state = item_run(home_dir, target)
+            if state is not None:
+                return state
+        raise
+
+
 def dag_named(target: str) -> tuple[str, str | None]:
     """(DAG name, DAG file or None) of a command's DAG argument: a file means the runs
     of that file alone, not of every file that gives its DAG the same name."""
@@ -55,7 +74,7 @@ def dag_named(target: str) -> tuple[str, str | None]:
 
 def status(args, out=sys.stdout) -> int:
     """Print one run, step by step (or as one JSON document with --json)."""
-    state = read_run(resolve_run(home(), args.target))
+    state = read_target(home(), args.target)
     if args.step is not None:
         return _step_status(state, args, out)
     dag = state.dag()
@@ -130,7 +149,7 @@ def _rows(state: RunState, dag, prefix: str, depth: int) -> list[tuple]:
     rows = []
     for i, (step, r) in enumerate(zip(dag.steps, state.steps)):
         label = _step_label(state, r)
-        tries = step_attempts(state.path, i)
+        tries = step_attempts(state.path, state.token(i))
         if tries > 1:
             label += f" ({tries} attempts)"
         name = f"{prefix}{step.name}"
@@ -174,9 +193,17 @@ def _step_status(state: RunState, args, out) -> int:
         if r is None:
             raise RunError(f"`{args.step}` did not run in run {here.run_id}")
         return _handler_status(here, t.name, r, args.json, out)
-    here = state if t.run_path == state.path else read_run(t.run_path)
+    here = t.state or (state if t.run_path == state.path else read_run(t.run_path))
     doc = dict(_status_doc(here, t.dag)["steps"][t.step], address=t.name,
                run_id=here.run_id)
+    step = t.dag.steps[t.step]
+    fanout = t.state is None and step.extra is not None and step.extra.parallel is not None
+    items = None
+    if fanout:
+        from dagfast.records.items import read_items  # only fan-out steps
+
+        items = read_items(here.path, [t.step]).get(t.step, {})
+        doc["items"] = _items_doc(items, args.limit)
     if args.json:
         import msgspec
 
@@ -190,15 +217,55 @@ def _step_status(state: RunState, args, out) -> int:
               f"{'attempts:':<{w}}{doc['attempts']}\n")
     if doc["error"]:
         out.write(f"{'error:':<{w}}{doc['error']}\n")
-    rows = _rows(here, t.dag, "", 0)
-    step = t.dag.steps[t.step]
-    inner = [r for r in rows if r[0].lstrip().startswith((step.name + "/", step.name + "["))]
-    for name, label, r, _ in inner:
-        code = "-" if r.exit_code is None else str(r.exit_code)
-        shown = t.name.rsplit("/", 1)[0] + "/" + name.strip() if "/" in t.name else name.strip()
-        out.write(f"  {shown}  {label}  exit {code}  {r.error}".rstrip() + "\n")
-    out.write(f"{'logs:':<{w}}dagfast logs {state.run_id} {shell_word(t.name)} [--stderr]\n")
+    if items is not None and len(items) > args.limit > 0:
+        # A large fan-out: its failed items first (a page of them), then the counts.
+        failed = doc["items"]["failed"]
+        for f in failed:
+            code = "-" if f["exit_code"] is None else str(f["exit_code"])
+            out.write(f"  {t.name}[{f['index']}]  {f['status']}  exit {code}  "
+                      f"key {shell_word(f['key'])}  {f['error']}".rstrip() + "\n")
+        more = doc["items"]["not_shown"]
+        if more:
+            out.write(f"  ... and {more} more (--limit 0 lists them all)\n")
+    else:
+        rows = _rows(here, t.dag, "", 0)
+        inner = [r for r in rows if r[0].lstrip().startswith((step.name + "/", step.name + "["))]
+        for name, label, r, _ in inner:
+            code = "-" if r.exit_code is None else str(r.exit_code)
+            shown = (t.name.rsplit("/", 1)[0] + "/" + name.strip() if "/" in t.name
+                     else name.strip())
+            out.write(f"  {shown}  {label}  exit {code}  {r.error}".rstrip() + "\n")
+    if items is not None:
+        counts = doc["items"]["counts"]
+        running = (here.items.get(t.step) or {}).get("running", 0) if not here.finished_at else 0
+        if running:
+            counts = dict(counts, running=running)
+        tally = ", ".join(f"{n} {label}" for label, n in sorted(counts.items(),
+                                                                key=lambda c: -c[1]))
+        out.write(f"{'items:':<{w}}{doc['items']['total']}" + (f" ({tally})" if tally else "")
+                  + "\n")
+    logs = f"dagfast logs {state.run_id} {shell_word(t.name)}"
+    if items:
+        logs += " [--item K]"
+    out.write(f"{'logs:':<{w}}{logs} [--stderr]\n")
     return 0
+
+
+def _items_doc(items: dict, limit: int) -> dict:
+    """A fan-out step's items: how many ended with each status, and the failed ones
+    (the first `limit`; 0: all), by index."""
+    from dagfast.records.items import summary  # only fan-out steps
+
+    bad = sorted((it for it in items.values()
+                  if it.status not in (StepStatus.SUCCEEDED, StepStatus.PARTIALLY_SUCCEEDED)),
+                 key=lambda it: it.index)
+    shown = bad if limit <= 0 else bad[:limit]
+    return {
+        "total": len(items), "counts": summary(items),
+        "failed": [{"index": it.index, "key": it.key, "status": StepStatus(it.status).label,
+                    "exit_code": it.exit_code, "error": it.error} for it in shown],
+        "not_shown": len(bad) - len(shown),
+    }
 
 
 def _run_label(state: RunState) -> str:
@@ -234,14 +301,12 @@ def _status_doc(state: RunState, dag) -> dict:
             "id": i, "name": step.name, "status": _step_label(state, r),
             "exit_code": r.exit_code, "started_at": r.started_at,
             "finished_at": r.finished_at, "duration": took, "error": r.error,
-            "output": r.output, "attempts": step_attempts(state.path, i),
+            "output": r.output, "attempts": step_attempts(state.path, state.token(i)),
             "cpu_seconds": r.cpu, "peak_rss_kib": r.rss,
         }
         if step.extra is not None and step.extra.call is not None:
-            doc["runs"] = [
-                dict(_status_doc(sub, sub.dag()), item=k)
-                for k, sub in ((k, read_run(p)) for k, p in child_runs(state.path, i))
-            ]
+            doc["runs"] = [dict(_status_doc(sub, sub_dag), item=k)
+                           for k, sub, sub_dag in runs_by_item(state.path, i)]
         steps.append(doc)
     took = None
     end = state.finished_at or (state.last_recorded_at if state.interrupted else None)
@@ -309,9 +374,17 @@ def logs(args, out=None) -> int:
     with --follow, until the run ends. STEP may be `handlerOn.EVENT`, `STEP/CHILD`,
     `STEP[K]/CHILD` (read.resolve_target)."""
     out = out or sys.stdout.buffer
-    state = read_run(resolve_run(home(), args.run))
+    state = read_target(home(), args.run)
     stream = "err" if args.stderr else "out"
-    if args.step is None:
+    if state.tokens is not None:  # a fan-out item's run of one step, by its own id
+        dag = state.dag()
+        one = dag.steps[0].name
+        if args.step not in (None, one, "0"):
+            raise RunError(f"`{args.step}`: no step `{args.step}` in DAG `{dag.name}` "
+                           f"(its step: {one})")
+        targets = [Target(state.path, dag, 0, one, state.steps[0].error, state.tokens[0],
+                          state)]
+    elif args.step is None:
         dag = state.dag()
         if len(dag.steps) != 1:
             for flag, given in (("--follow", args.follow), ("--attempt", args.attempt)):
@@ -323,6 +396,8 @@ def logs(args, out=None) -> int:
             n = len(dag.steps)
             targets += [Target(state.path, dag, n + k, f"handlerOn.{h.on}")
                         for k, h in enumerate(dag.handlers)]
+    elif getattr(args, "item", None) is not None:
+        targets = _item_leaves(state, args.step, args.item)
     else:
         # A sub-DAG step writes nothing itself: its logs are its sub-runs' steps'.
         targets = _leaves(resolve_target(state.path, args.step))
@@ -332,7 +407,7 @@ def logs(args, out=None) -> int:
                          f"{', '.join(t.name for t in targets[:3])}, ...")
     if args.attempt is not None:
         t = targets[0]
-        n = step_attempts(t.run_path, t.step)
+        n = step_attempts(t.run_path, t.log)
         if not 1 <= args.attempt <= n:
             raise RunError(f"step `{t.name}` of run `{state.run_id}` ran "
                            f"{n} time{'s' if n != 1 else ''}: no attempt {args.attempt}")
@@ -343,10 +418,10 @@ def logs(args, out=None) -> int:
             out.write(data)
             out.flush()
 
-        follow_step_log(t.run_path, t.step, stream, write, lambda: time.sleep(0.1))
+        follow_step_log(t.run_path, t.log, stream, write, lambda: time.sleep(0.1))
         return 0
     for t in targets:
-        data = step_log(t.run_path, t.step, stream, args.attempt)
+        data = step_log(t.run_path, t.log, stream, args.attempt)
         if len(targets) > 1:
             if not data:
                 continue
@@ -358,12 +433,52 @@ def logs(args, out=None) -> int:
     return 0
 
 
+def _item_leaves(state: RunState, address: str | None, which: str) -> list[Target]:
+    """`logs RUN STEP --item K`: the steps whose output is item K's of fan-out STEP."""
+    from dagfast.records.items import find, read_items  # only --item
+
+    if address is None:
+        raise UsageError("--item needs a STEP: the fan-out step whose item it is")
+    t = resolve_target(state.path, address)
+    step = t.dag.steps[t.step] if t.step < len(t.dag.steps) else None
+    if t.state is not None or step is None or step.extra is None or step.extra.parallel is None:
+        raise RunError(f"`{address}` is not a fan-out step (`parallel:` or `matrix:`): "
+                       f"it has no items")
+    items = read_items(t.run_path, [t.step]).get(t.step, {})
+    item = find(items, which)
+    if item is None:
+        if not items:
+            raise RunError(f"no item of step `{t.name}` ended in run `{state.run_id}`")
+        keys = ", ".join(f"`{k}`" for k in list(items)[:3])
+        raise RunError(f"step `{t.name}` has no item `{which}` (it has {len(items)} items, "
+                       f"indexes 0 to {max(it.index for it in items.values())}; keys such as "
+                       f"{keys})")
+    if item.token >= 0:
+        runs = item_runs_of(t.run_path, t.step)
+        if item.index in runs:  # an item of a one-step sub-DAG: that step
+            sub_state, sub = runs[item.index]
+            return [Target(t.run_path, sub, 0, f"{t.name}[{item.index}]/{sub.steps[0].name}",
+                           item.error, item.token, sub_state)]
+        return [Target(t.run_path, t.dag, t.step, f"{t.name}[{item.index}]", item.error,
+                       item.token)]
+    for k, sub_state, sub in runs_by_item(t.run_path, t.step):  # a sub-run of its own
+        if k == item.index:
+            return [leaf for i, s in enumerate(sub.steps)
+                    for leaf in _leaves(Target(sub_state.path, sub, i,
+                                               f"{t.name}[{k}]/{s.name}"))]
+    raise RunError(f"the record of item `{which}` of step `{t.name}` is missing")
+
+
 def _leaves(t: Target) -> list[Target]:
     """`t`, or when it is a sub-DAG step, the steps of its sub-runs (any depth)."""
+    if t.token is not None:  # a fan-out item's one step: a leaf
+        return [t]
     found = []
     for here, sub, dag in sub_runs(t.run_path, t.step, t.name):
         for i, step in enumerate(dag.steps):
-            found += _leaves(Target(sub.path, dag, i, here + step.name))
+            token = sub.tokens[i] if sub.tokens is not None else None
+            found += _leaves(Target(sub.path, dag, i, here + step.name, token=token,
+                                    state=sub if token is not None else None))
     return found or [t]
 
 

@@ -60,6 +60,7 @@ class Executor:
         self.limit = limit if limit > 0 else 0
         self.on_exits = on_exits
         self.held = 0  # slots held by steps that are between processes (see hold)
+        self.run_id = ""  # the run's id, set by the engine (see signal_escaped)
 
     @classmethod
     def room(cls) -> tuple[int, str]:

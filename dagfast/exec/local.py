@@ -142,7 +142,8 @@ class ProcessManager(Executor):
         """Send `sig` to the processes outside our groups whose environment says they
         belong to this run (and to `step`, if given), and, for the whole run, to those
         noted by `note_descendants`; return how many there were."""
-        run_id = self._env.get(b"DAG_RUN_ID")
+        # The run's own id (a fan-out item's environment says `<run id>.<step>.<k>`).
+        run_id = self.run_id.encode() if self.run_id else self._env.get(b"DAG_RUN_ID")
         if run_id is None:
             return 0
         tags = [b"DAG_RUN_ID=" + run_id]

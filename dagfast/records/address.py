@@ -8,27 +8,112 @@ import os
 from dataclasses import dataclass
 
 from dagfast.errors import RunError
-from dagfast.model import Dag
+from dagfast.model import Dag, Step
 from dagfast.records.read import RunState, child_runs, read_run
-from dagfast.status import StepStatus
+from dagfast.records.store import StepRecord
+from dagfast.status import RunStatus, StepStatus
 
-__all__ = ["Target", "failed_leaf", "resolve_target", "sub_runs", "sub_steps"]
+__all__ = [
+    "Target", "failed_leaf", "item_run", "item_runs", "resolve_target", "runs_by_item", "sub_runs",
+    "sub_steps",
+]
 
 
 def sub_runs(run_path: str, step: int, name: str) -> list[tuple[str, RunState, Dag]]:
     """The readable sub-runs of sub-DAG step `step` (named `name`) of the run at
     `run_path`: (address prefix, state, DAG), the prefix `name[K]/` (`name/` when the
-    step ran one sub-run), in item order."""
+    step ran one sub-run), in item order. A fan-out item that ran as a process of the
+    caller's engine (runtime.fanout) is a run of one step, read from the caller's
+    record (`RunState.tokens`)."""
+    found = runs_by_item(run_path, step)
+    many = len(found) > 1
+    return [(f"{name}[{k}]/" if many else f"{name}/", state, dag) for k, state, dag in found]
+
+
+def runs_by_item(run_path: str, step: int) -> list[tuple[int, RunState, Dag]]:
+    """(item index K, state, DAG) of the readable sub-runs of step `step`, K in order
+    (see `sub_runs`)."""
     children = child_runs(run_path, step)
+    items = item_runs(run_path, step)
     found = []
     for k, path in children:
+        if k in items:
+            continue  # a later attempt ran it in the caller's engine
         try:
             state = read_run(path)
             dag = state.dag()
         except RunError:
             continue
-        found.append((f"{name}[{k}]/" if len(children) > 1 else f"{name}/", state, dag))
+        found.append((k, state, dag))
+    found += [(k, state, dag) for k, (state, dag) in items.items()]
+    found.sort(key=lambda f: f[0])
     return found
+
+
+# (run path, journal size) -> {step: {k: (state, dag)}}: a journal is read once per
+# command, however many of its steps are asked about.
+_ITEM_RUNS: dict[tuple[str, int], dict] = {}
+
+
+def item_runs(run_path: str, step: int) -> dict[int, tuple[RunState, Dag]]:
+    """Item index K -> (state, DAG) of fan-out step `step`'s items that ran as processes
+    of the engine of the run at `run_path` (their latest run)."""
+    try:
+        size = os.stat(os.path.join(run_path, "journal")).st_size
+    except OSError:
+        return {}
+    cached = _ITEM_RUNS.get((run_path, size))
+    if cached is None:
+        cached = _ITEM_RUNS[(run_path, size)] = _item_runs(run_path)
+    return cached.get(step, {})
+
+
+def item_run(home_dir: str, run_id: str) -> RunState | None:
+    """The fan-out item whose run id (its DAG_RUN_ID) is `run_id`,
+    `<caller's run id>.<step>.<K>[.a<attempt>]`, when it ran in its caller's engine."""
+    from dagfast.records.read import find_run  # only here
+
+    head, dot, k = run_id.rpartition(".")
+    if k.startswith("a"):  # a retry's: the same item
+        head, dot, k = head.rpartition(".")
+    caller, dot2, i = head.rpartition(".")
+    if not (dot and dot2 and i.isdigit() and k.isdigit()):
+        return None
+    path = find_run(home_dir, caller)
+    if path is None:
+        return None
+    found = item_runs(path, int(i)).get(int(k))
+    return found[0] if found is not None else None
+
+
+def _item_runs(run_path: str) -> dict[int, dict[int, tuple[RunState, Dag]]]:
+    from dagfast.records.items import item_dags  # only runs with fan-out steps
+
+    by_step, fans = item_dags(run_path)
+    run_id = os.path.basename(run_path)
+    out: dict[int, dict[int, tuple[RunState, Dag]]] = {}
+    for i, fan in fans.items():
+        dag = Dag(name=fan.dag_name, steps=(Step(name=fan.step_name, argv=()),))
+        runs = out[i] = {}
+        for item in by_step.get(i, {}).values():
+            if item.token < 0:
+                continue
+            record = StepRecord(item.status, item.exit_code, item.started_at,
+                                item.finished_at, item.error, cpu=item.cpu, rss=item.rss)
+            status = _RUN_STATUS.get(item.status, RunStatus.FAILED)
+            runs[item.index] = (RunState(
+                path=run_path, run_id=f"{run_id}.{i}.{item.index}", dag_name=fan.dag_name,
+                status=status, started_at=item.started_at, finished_at=item.finished_at,
+                steps=[record], tokens=[item.token], virtual_dag=dag,
+            ), dag)
+    return out
+
+
+_RUN_STATUS = {
+    StepStatus.SUCCEEDED: RunStatus.SUCCEEDED, StepStatus.FAILED: RunStatus.FAILED,
+    StepStatus.ABORTED: RunStatus.ABORTED,
+    StepStatus.PARTIALLY_SUCCEEDED: RunStatus.PARTIALLY_SUCCEEDED,
+}
 
 
 def sub_steps(run_path: str, step: int, name: str) -> list[tuple[Target, object]]:
@@ -37,7 +122,7 @@ def sub_steps(run_path: str, step: int, name: str) -> list[tuple[Target, object]
     found = []
     for here, state, dag in sub_runs(run_path, step, name):
         for i, (s, r) in enumerate(zip(dag.steps, state.steps)):
-            found.append((Target(state.path, dag, i, here + s.name, r.error), r))
+            found.append((Target(state.path, dag, i, here + s.name, r.error, _token(state, i)), r))
             if s.extra is not None and s.extra.call is not None:
                 found += sub_steps(state.path, i, here + s.name)
     return found
@@ -51,8 +136,9 @@ def failed_leaf(run_path: str, step: int, name: str) -> Target | None:
         for i, r in enumerate(state.steps):
             if r.status == StepStatus.FAILED:
                 child = here + dag.steps[i].name
-                return (failed_leaf(state.path, i, child)
-                        or Target(state.path, dag, i, child, r.error))
+                deeper = failed_leaf(state.path, i, child) if state.tokens is None else None
+                return (deeper
+                        or Target(state.path, dag, i, child, r.error, _token(state, i)))
     return None
 
 
@@ -66,6 +152,15 @@ class Target:
     step: int
     name: str
     error: str = ""
+    # A fan-out item run in its caller's engine: where its output is in the caller's
+    # output store (`run_path` is the caller's run), and its state.
+    token: int | None = None
+    state: RunState | None = None
+
+    @property
+    def log(self) -> int:
+        """The step's token in the output store of `run_path`."""
+        return self.step if self.token is None else self.token
 
 
 def resolve_target(run_path: str, address: str) -> Target:
@@ -87,20 +182,40 @@ def resolve_target(run_path: str, address: str) -> Target:
                                f"`/STEP` (one of its steps)")
             return Target(path, dag, i, "/".join(shown))
         children = child_runs(path, i)
-        if not children:
+        items = item_runs(path, i)
+        if not children and not items:
             raise RunError(f"`{address}`: step `{name}` ran no sub-DAG in run "
                            f"`{os.path.basename(path)}`")
-        if k is None:
-            if len(children) > 1:
-                raise RunError(f"`{address}`: step `{name}` ran {len(children)} sub-runs; "
-                               f"name one: `{name}[0]` to `{name}[{children[-1][0]}]`")
-            k = children[0][0]
         runs = dict(children)
+        runs.update(items)
+        ks = sorted(runs)
+        if k is None:
+            if len(runs) > 1:
+                raise RunError(f"`{address}`: step `{name}` ran {len(runs)} sub-runs; "
+                               f"name one: `{name}[0]` to `{name}[{ks[-1]}]`")
+            k = ks[0]
         if k not in runs:
+            have = ", ".join(f"[{j}]" for j in ks[:20]) + (", ..." if len(ks) > 20 else "")
             raise RunError(f"`{address}`: step `{name}` has no sub-run [{k}] (it has "
-                           f"{', '.join(f'[{j}]' for j in runs)})")
+                           f"{have})")
+        if k in items:  # an item run in the caller's engine: its one step
+            state, sub = items[k]
+            shown.append(parts[depth + 1] if depth + 1 < len(parts) else "")
+            if depth + 2 != len(parts):
+                raise RunError(f"`{address}`: `{part}` ran one step, "
+                               f"`{sub.steps[0].name}`: name it last")
+            last = parts[depth + 1]
+            if last not in (sub.steps[0].name, "0"):
+                raise RunError(f"`{address}`: DAG `{sub.name}` has no step `{last}` (its "
+                               f"step: {sub.steps[0].name})")
+            return Target(path, sub, 0, "/".join(shown), state.steps[0].error,
+                          state.tokens[0], state)
         path = runs[k]
     raise RunError(f"`{address}` names no step")  # an empty address: split gives [""]
+
+
+def _token(state: RunState, i: int) -> int | None:
+    return state.tokens[i] if state.tokens is not None else None
 
 
 def _item(part: str) -> tuple[str, int | None]:

@@ -16,13 +16,14 @@ from __future__ import annotations
 import os
 import struct
 
-__all__ = ["DATA", "INDEX", "Output", "STDERR", "STDOUT", "cut_torn_tail", "create"]
+__all__ = ["DATA", "INDEX", "Output", "SLOT", "STDERR", "STDOUT", "cut_torn_tail", "create"]
 
 DATA, INDEX = "output", "output.idx"
 STDOUT, STDERR = 0, 1
 MAGIC = 0xD7
 _HEADER = struct.Struct("<BBHIIIQ")  # magic, stream, check, token, exec, len, prev
 _SLOT = struct.Struct("<QQQQII")  # head[2], total[2], exec, flags
+SLOT = _SLOT.size  # bytes of index per token
 _MASK32 = 0xFFFFFFFF
 
 

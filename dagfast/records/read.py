@@ -15,7 +15,7 @@ from dagfast.records.outstore import STDERR, STDOUT, Output
 from dagfast.model import Dag
 from dagfast.status import RunStatus, StepStatus
 from dagfast.records.store import (
-    DAG_VERSION, JOURNAL_VERSION, SNAPSHOT_VERSION, Begin, Cancel, End, Entry, Finish,
+    DAG_VERSION, JOURNAL_VERSION, SNAPSHOT_VERSION, Begin, Cancel, End, Entry, Fan, Finish, Item,
     OUTPUT_LOST, Snapshot, Start, StepRecord, dag_dir_name, old_dag_dir_name,
 )
 
@@ -37,7 +37,7 @@ class _Versioned(msgspec.Struct):
 
 
 _version = msgspec.json.Decoder(_Versioned)
-_ENTRY_KINDS = frozenset(t.__struct_config__.tag for t in (Begin, Start, End, Cancel, Finish))
+_ENTRY_KINDS = frozenset(t.__struct_config__.tag for t in (Begin, Start, End, Cancel, Finish, Item, Fan))
 
 
 @dataclass
@@ -56,6 +56,15 @@ class RunState:
     error: str = ""
     steps: list[StepRecord] = field(default_factory=list)
     handlers: dict[str, StepRecord] = field(default_factory=dict)  # by event, if they ran
+    items: dict[int, dict[str, int]] = field(default_factory=dict)  # see Snapshot.items
+    # A fan-out item's run (records.address): step i's output is under token tokens[i]
+    # of the output store in `path` (its caller's run); None for a run of its own.
+    tokens: list[int] | None = None
+    virtual_dag: Dag | None = None  # such a run's DAG (it has no dag.json of its own)
+
+    def token(self, i: int) -> int:
+        """Where step `i`'s output is in the output store of `path`."""
+        return self.tokens[i] if self.tokens is not None else i
     journal_end: int = 0  # the byte just past the last whole frame
     torn: bool = False  # the journal ended in a torn or corrupt frame
     rebuilt: bool = False  # the snapshot was corrupt: rebuilt from the journal
@@ -88,6 +97,8 @@ class RunState:
 
     def dag(self) -> Dag:
         """The DAG as it was loaded for this run."""
+        if self.virtual_dag is not None:
+            return self.virtual_dag
         path = os.path.join(self.path, "dag.json")
         try:
             with open(path, "rb") as f:
@@ -418,6 +429,7 @@ def _apply_snapshot(state: RunState, snap: Snapshot) -> None:
     state.error = snap.error
     state.steps = snap.steps
     state.handlers = dict(snap.handlers)
+    state.items = dict(snap.items)
 
 
 def _recover_outputs(state: RunState, data: bytes) -> None:

@@ -41,7 +41,7 @@ from dagfast.model import Dag
 from dagfast.status import RunStatus
 
 __all__ = [
-    "Begin", "Cancel", "DAG_VERSION", "End", "Entry", "Finish", "JOURNAL_VERSION", "OUTPUT_LOST",
+    "Begin", "Cancel", "DAG_VERSION", "End", "Entry", "Fan", "Finish", "Item", "JOURNAL_VERSION", "OUTPUT_LOST",
     "Recorder", "RunDir", "SNAPSHOT_VERSION", "Snapshot", "Start", "StepRecord", "dag_dir_name",
     "home", "new_run_id", "old_dag_dir_name", "run_id_time", "write_atomic",
 ]
@@ -86,6 +86,9 @@ class Snapshot(msgspec.Struct):
     error: str = ""
     journal_offset: int = 0
     handlers: dict[str, StepRecord] = {}  # the handlers that ran, by event (`failure`)
+    # Fan-out steps' items so far, by step id: status label -> how many (this attempt's
+    # and those a retry kept); each item's own record is its Item entry in the journal.
+    items: dict[int, dict[str, int]] = {}
 
 
 # Journal entries: arrays whose first element is the kind. The Recorder writes plain
@@ -142,7 +145,37 @@ class Finish(msgspec.Struct, array_like=True, tag=5):
     handlers: dict[str, StepRecord] | None = None  # the handlers that ran, by event
 
 
-Entry = Begin | Start | End | Cancel | Finish
+class Item(msgspec.Struct, array_like=True, tag=6):
+    """Item `index` of fan-out step `step` ended. Its `key` names it across attempts (a
+    retry keeps the succeeded keys); `token` is where the output store holds what it
+    printed (-1: a sub-run of its own, `children/`); `output` is what it gives the
+    fan-in (JSON of its outputs), None when nothing. The last entry of a key wins."""
+
+    step: int
+    index: int
+    key: str
+    status: int
+    exit_code: int | None
+    started_at: float | None
+    finished_at: float | None
+    error: str
+    token: int
+    output: str | None = None
+    cpu: float | None = None  # what its last process cost (see StepRecord)
+    rss: int | None = None
+
+
+class Fan(msgspec.Struct, array_like=True, tag=7):
+    """The items of fan-out step `step` run step `step_name` of sub-DAG `dag_name` as
+    processes of the caller's engine (no sub-run of their own): what `fan[K]/STEP`
+    addresses."""
+
+    step: int
+    dag_name: str
+    step_name: str
+
+
+Entry = Begin | Start | End | Cancel | Finish | Item | Fan
 
 _json = msgspec.json.Encoder()
 _msgpack = msgspec.msgpack.Encoder()
@@ -502,6 +535,7 @@ class Recorder:
         self.error = ""
         self._dropped: set[int] = set()  # steps whose output the journal could not keep
         self.handlers: dict = {}  # the run's handler records, once it ended
+        self.items: dict[int, dict[str, int]] = {}  # see Snapshot.items
 
     def run_started(self, dag, run_dir, records) -> None:
         self.dag = dag
@@ -543,6 +577,26 @@ class Recorder:
         )
         if not self._flush_scheduled:
             self._schedule()
+
+    def item_finished(self, step: int, index: int, key: str, record, token: int,
+                      output: str | None) -> None:
+        self._pending.append(
+            (6, step, index, key, record.status, record.exit_code, record.started_at,
+             record.finished_at, record.error, token, output, record.cpu, record.rss)
+        )
+        if not self._flush_scheduled:
+            self._schedule()
+
+    def item_started(self, step, index, key, token, name) -> None:
+        pass  # one entry an item, at its end
+
+    def item_dag(self, step: int, dag_name: str, step_name: str) -> None:
+        self._pending.append((7, step, dag_name, step_name))
+        if not self._flush_scheduled:
+            self._schedule()
+
+    def items_started(self, step: int, counts: dict[str, int]) -> None:
+        self.items[step] = counts  # live: each snapshot says the tally so far
 
     def notice(self, text: str) -> None:
         pass
@@ -695,6 +749,7 @@ class Recorder:
                 error=self.error,
                 journal_offset=rd.journal_offset,
                 handlers=self.handlers,
+                items=self.items,
             ),
             durable=durable,
         )

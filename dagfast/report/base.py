@@ -42,6 +42,25 @@ class Reporter:
     def steps_cancelled(self, steps: list[int], status: StepStatus, reason: str) -> None:
         """These steps will never run (their upstream failed or was skipped)."""
 
+    def item_dag(self, step: int, dag_name: str, step_name: str) -> None:
+        """The items of fan-out step `step` run the one step `step_name` of sub-DAG
+        `dag_name` as processes of this engine (no sub-run directory)."""
+
+    def items_started(self, step: int, counts: dict[str, int]) -> None:
+        """Fan-out step `step` begins its items; `counts` is the live tally (status
+        label -> how many items ended so), the engine updates it."""
+
+    def item_started(self, step: int, index: int, key: str, token: int, name: str) -> None:
+        """Item `index` (named `key`) of fan-out step `step` started a process (again,
+        for a retry) whose output the store keeps under `token`; `name` is its address
+        (`fan[3]/work`, `fan[3]`)."""
+
+    def item_finished(self, step: int, index: int, key: str, record, token: int,
+                      output: str | None) -> None:
+        """Item `index` (named `key`) of fan-out step `step` ended; `record` holds its
+        status, exit code, times and error; `token`: its output in the store (-1: its
+        own sub-run); `output`: the JSON of its outputs (None: none)."""
+
     def run_finished(self, result) -> None:
         """Every step has ended or the run was stopped; `result` is final."""
 
@@ -78,6 +97,14 @@ class ChildOutput(Reporter):
     def step_finished(self, step: int, record) -> None:
         if self._tail is not None:
             self._tail.finish(step)
+
+    def item_started(self, step, index, key, token, name) -> None:
+        if self._tail is not None:
+            self._tail.follow(token, self.prefix + name)
+
+    def item_finished(self, step, index, key, record, token, output) -> None:
+        if self._tail is not None and token >= 0:
+            self._tail.finish(token)
 
     def run_finished(self, result) -> None:
         if self._ticker is not None:
@@ -127,6 +154,22 @@ class Reporters(Reporter):
     def steps_cancelled(self, steps, status, reason) -> None:
         for r in self.reporters:
             r.steps_cancelled(steps, status, reason)
+
+    def item_dag(self, step: int, dag_name: str, step_name: str) -> None:
+        for r in self.reporters:
+            r.item_dag(step, dag_name, step_name)
+
+    def items_started(self, step: int, counts: dict[str, int]) -> None:
+        for r in self.reporters:
+            r.items_started(step, counts)
+
+    def item_started(self, step, index, key, token, name) -> None:
+        for r in self.reporters:
+            r.item_started(step, index, key, token, name)
+
+    def item_finished(self, step, index, key, record, token, output) -> None:
+        for r in self.reporters:
+            r.item_finished(step, index, key, record, token, output)
 
     def notice(self, text: str) -> None:
         for r in self.reporters:
@@ -201,6 +244,14 @@ class ConsoleReporter(Reporter):
         status = StepStatus(record.status).label
         extra = f" ({record.error})" if record.error and status != "succeeded" else ""
         self.out.write(f"  {status:<10} {self.names[step]} {took:.2f}s{extra}\n")
+
+    def item_started(self, step, index, key, token, name) -> None:
+        if self._tail is not None:
+            self._tail.follow(token, name)
+
+    def item_finished(self, step, index, key, record, token, output) -> None:
+        if self._tail is not None and token >= 0:
+            self._tail.finish(token)
 
     def steps_cancelled(self, steps, status, reason) -> None:
         if self.quiet:
@@ -302,7 +353,7 @@ def summary(result, color=None) -> list[str]:
         out.append(f"  {paint('failed', 'red')}: {steps[i].name} ({r.error})")
         # A sub-DAG step's own stderr is empty: show the failing step inside it.
         leaf = failed_leaf(result.path, i, steps[i].name) if steps[i].extra else None
-        path, step, name = (leaf.run_path, leaf.step, leaf.name) if leaf else (result.path, i, steps[i].name)
+        path, step, name = (leaf.run_path, leaf.log, leaf.name) if leaf else (result.path, i, steps[i].name)
         if leaf is not None:
             out.append(f"    {leaf.name}: {leaf.error}")
         out += [f"    | {line}" for line in tail_bytes(step_log(path, step, "err", last=16384))]

@@ -77,6 +77,13 @@ class JsonReporter(Reporter):
                 self._emit(_finished("step_finished", "step", t.name, r))
         self._emit(_finished("step_finished", "step", self.names[step], record, step))
 
+    def item_finished(self, step, index, key, record, token, output) -> None:
+        # One event per item, naming it by its step, index (from 0) and key.
+        event = _finished("item_finished", "step", self.names[step], record, step)
+        event["item"] = index
+        event["key"] = key
+        self._emit(event)
+
     def steps_cancelled(self, steps, status, reason) -> None:
         label = _LABELS[int(status)]
         now = time.time()

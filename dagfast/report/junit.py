@@ -55,7 +55,7 @@ def write_junit(result, path: str) -> None:
         cases.append(_case(ET, dag.name, step.name, record, (result.path, i), counts))
         if step.extra is not None and step.extra.call is not None:
             for t, r in sub_steps(result.path, i, step.name):
-                cases.append(_case(ET, dag.name, t.name, r, (t.run_path, t.step), counts))
+                cases.append(_case(ET, dag.name, t.name, r, (t.run_path, t.log), counts))
     events = [h.on for h in dag.handlers]
     for on, record in result.handlers.items():
         log = (result.path, len(dag.steps) + events.index(on)) if on in events else None

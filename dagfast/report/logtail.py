@@ -26,9 +26,13 @@ class LogTail:
         # step -> [stdout's last record read, stderr's, their partial lines, the
         # execution it started in (earlier ones' output, from before a retry, is old)]
         self.following: dict[int, list] = {}
+        self.item_names: dict[int, str] = {}  # fan-out items' tokens -> their addresses
 
-    def follow(self, step: int) -> None:
-        """Step `step` started: its output is read from its start."""
+    def follow(self, step: int, name: str | None = None) -> None:
+        """Step `step` started: its output is read from its start. `name`: a fan-out
+        item's address (`step` is then its token)."""
+        if name is not None:
+            self.item_names[step] = name
         out = self._reader()
         if out is not None:
             # Its execution was begun before its process started: earlier executions'
@@ -52,11 +56,13 @@ class LogTail:
         if step in self.following:
             self._read(step, final=True)
             del self.following[step]
+            self.item_names.pop(step, None)
 
     def _read(self, step: int, final: bool) -> None:
         state = self.following[step]
         out = self._out
-        prefix = f"{self.names[step]} | " if step < len(self.names) else "| "
+        name = self.names[step] if step < len(self.names) else self.item_names.get(step)
+        prefix = f"{name} | " if name is not None else "| "
         for k in (0, 1):
             data, state[k] = out.since(step, k, state[k], None, state[4])
             data = state[k + 2] + data

@@ -76,7 +76,8 @@ def _bars(state: RunState, dag, prefix: str, depth: int, now: float) -> list[Bar
                 label = "interrupted"
             end = r.finished_at if r.finished_at is not None else max(now, r.started_at)
             bars.append(Bar(name, r.started_at, end, label, r.exit_code, r.error,
-                            step_attempts(state.path, i), state.path, i,
+                            step_attempts(state.path, state.token(i)), state.path,
+                            state.token(i),
                             [prefix + names[d] for d in step.depends], depth=depth,
                             cost=cost(r)))
         if step.extra is None or step.extra.call is None:

@@ -22,7 +22,7 @@ from dagfast.errors import SchedulerBug, SpawnError
 from dagfast.exec.base import describe
 from dagfast.records.store import Recorder, RunDir
 from dagfast.report.base import ConsoleReporter, Reporter, Reporters
-from dagfast.runtime.output import open_step_files, open_store, step_files
+from dagfast.runtime.output import open_step_files, open_store, step_files, used_tokens
 from dagfast.runtime.state import Run, RunResult, too_long
 from dagfast.status import StepStatus
 
@@ -42,7 +42,8 @@ class Engine:
     record (None: nothing is recorded, as in `dagfast dry`); `children` runs sub-DAGs
     (session.Children); `keep`: ids of steps done before (a retry); `plain`: every step
     takes the plain path (a dry run evaluates no condition and calls no sub-DAG);
-    `notice`: said once before any step (the system lowered the limit)."""
+    `notice`: said once before any step (the system lowered the limit); `items`: a
+    retry's fan-out items of before (step id -> key -> records.store.Item)."""
 
     def __init__(
         self,
@@ -58,6 +59,7 @@ class Engine:
         nested: bool = False,
         plain: bool = False,
         notice: str = "",
+        items=None,
     ) -> None:
         dag = run.dag
         self.run = run
@@ -109,6 +111,10 @@ class Engine:
         self._done: asyncio.Future | None = None
         self.executor = None  # made on the loop, in _main
         self.output = None  # the run's output store (exec._spawn.Store), opened in _main
+        self.items = items or {}
+        # Fan-out items' output-store tokens come after the steps' and handlers' (and, in
+        # a retry, after every token an earlier attempt used).
+        self._next_token = len(dag.steps) + len(dag.handlers)
 
     # The public interface --------------------------------------------------------------
 
@@ -184,6 +190,12 @@ class Engine:
             raise SpawnError(f"cannot record the step's output: {exc.strerror}") from None
         return execution
 
+    def item_token(self) -> int:
+        """A token of the output store that no step, handler or item has used."""
+        token = self._next_token
+        self._next_token += 1
+        return token
+
     def start_process(self, token: int, argv, env: dict, cwd: str):
         """Start a featured step's process (in the execution begun for it); returns a
         future of its wait status. Raises SpawnError."""
@@ -229,6 +241,7 @@ class Engine:
         nested = self.nested
         self._done = loop.create_future()
         self.executor = self._factory(loop, self.limit, self._on_exits)
+        self.executor.run_id = run.run_id  # what its stray processes' DAG_RUN_ID says
         if not nested:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self.stop, sig)
@@ -245,6 +258,7 @@ class Engine:
                     self.output = open_store(self.run_dir, run.masker,
                                              len(dag.steps) + len(dag.handlers))
                     self.executor.use_output(self.output)
+                    self._next_token = max(self._next_token, used_tokens(self.run_dir))
             except BaseException:
                 if self.run_dir is not None:
                     self.run_dir.close()

@@ -115,6 +115,14 @@ class Flow:
             except SpawnError as exc:
                 return _FAILED, 127, str(exc), -1
             status, code, error = await subdag.run(self, i, step, env)
+        elif ex.parallel is not None:  # a command step's items: its command per item
+            from dagfast.runtime import fanout  # only DAGs with fan-out steps (start-up)
+
+            try:
+                engine.begin_execution(i)
+            except SpawnError as exc:
+                return _FAILED, 127, str(exc), -1
+            status, code, error = await fanout.run(self, i, step, env)
         else:
             status, code, error = await self.execute(i, step, env, cwd)
         if ex.outputs and status == _SUCCEEDED:

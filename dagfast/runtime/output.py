@@ -14,7 +14,9 @@ from dagfast.errors import RunError
 from dagfast.exec import _spawn
 from dagfast.records import outstore
 
-__all__ = ["RUN_LOG", "carry_over", "open_step_files", "open_store", "step_files"]
+__all__ = [
+    "RUN_LOG", "carry_over", "open_step_files", "open_store", "step_files", "used_tokens",
+]
 
 
 def open_store(run_dir, masker, steps: int) -> _spawn.Store:
@@ -33,6 +35,14 @@ def open_store(run_dir, masker, steps: int) -> _spawn.Store:
             os.close(fd)
         raise RunError(f"cannot open the output store of `{path}`: {exc.strerror}") from None
     return store
+
+
+def used_tokens(run_dir) -> int:
+    """How many tokens the store's index has room for: none past it was ever used."""
+    try:
+        return os.path.getsize(os.path.join(run_dir.path, outstore.INDEX)) // outstore.SLOT
+    except OSError:
+        return 0
 
 
 def carry_over(run_dir, moved: dict[int, int], steps: int) -> None:

@@ -200,12 +200,24 @@ def retry(
             slot.release()
         run_dir.close()
         raise
+    # A fan-out step that runs again keeps its items that succeeded (by key), unless it
+    # was named (`--step`: all of its items run again).
+    fanouts = [i for i in rerun if dag.steps[i].extra is not None
+               and dag.steps[i].extra.parallel is not None] if step is None else []
+    items = {}
+    if fanouts:
+        from dagfast.records.items import read_items  # only runs with fan-out steps
+
+        items = read_items(path, fanouts)
+    kept_items = sum(1 for by_key in items.values() for it in by_key.values()
+                     if it.status == StepStatus.SUCCEEDED)
+    also = f" (keeping {kept_items} items that succeeded)" if kept_items else ""
     out.write(f"dagfast: attempt {state.attempt + 1} of run {state.run_id}: "
-              f"{len(rerun)} of {len(dag.steps)} steps to run again\n")
+              f"{len(rerun)} of {len(dag.steps)} steps to run again{also}\n")
     try:
         return run_in(
             dag, run_dir, reporter, factory=factory, notice=notice, previous=records,
-            rerun=rerun if step is not None else None,
+            rerun=rerun if step is not None else None, items=items,
         )
     finally:
         if slot is not None:
@@ -236,12 +248,13 @@ def run_in(
     previous=None,
     rerun=None,
     environ=None,
+    items=None,
 ) -> RunResult:
     """Run `dag` (its limit in force already in `dag.max_active_steps`) in `run_dir`,
     which it releases; RunError when the record could not be kept. `factory`: the
     executor's (local processes by default). `previous`: the step records of the attempt
     a retry continues. `environ` (str -> str): the steps' base environment instead of
-    this process's."""
+    this process's. `items`: a retry's fan-out items of before (records.items)."""
     # after the parse (memory: see the top)
     from dagfast.exec.local import ProcessManager
     from dagfast.runtime.engine import Engine
@@ -259,7 +272,7 @@ def run_in(
         restore(state, run_dir.path, keep)
     engine = Engine(
         state, factory, reporter, limit=dag.max_active_steps, run_dir=run_dir,
-        children=Children(factory), keep=keep, notice=notice,
+        children=Children(factory), keep=keep, notice=notice, items=items,
     )
     # Forked before the executor's threads exist: if this process dies, its steps die.
     guard = factory.guard_run(run_dir.run_id)
@@ -308,10 +321,11 @@ class Children:
 
     def __init__(self, factory) -> None:
         self.factory = factory
+        self._environ: dict[int, dict[str, str]] = {}  # the caller's base environment, as text
 
-    async def run(self, caller, i: int, k: int, path: str, params, document: str = ""):
-        """Sub-run `k` of step `i` of `caller`: its RunResult, or why it could not
-        start (text). `document`: a local sub-DAG of the file at `path`."""
+    def load(self, caller, path: str, params, document: str = ""):
+        """The sub-DAG at `path` (`document`: a local one of that file) loaded for a step
+        of `caller` with `params`, its limit in force; or why it cannot be (text)."""
         parent = caller.run
         steps = parent.dag.steps
         done = frozenset(
@@ -319,13 +333,26 @@ class Children:
             if r.status in (StepStatus.SUCCEEDED, StepStatus.PARTIALLY_SUCCEEDED,
                             StepStatus.SKIPPED)
         )  # fmt: skip
-        environ = {os.fsdecode(a): os.fsdecode(b) for a, b in parent.base_env.items()}
+        environ = self._environ.get(id(parent))
+        if environ is None:
+            environ = {os.fsdecode(a): os.fsdecode(b) for a, b in parent.base_env.items()}
+            self._environ = {id(parent): environ}
         try:
             sub = load_sub(path, environ=environ, params=params, work_dir=parent.dag.dir,
                            done=done, document=document, dags_dir=parent.dag.dags_dir)
         except LoadError as e:
             return "cannot load the sub-DAG: " + "; ".join(str(p) for p in e.problems[:5])
         sub, _ = _in_force(sub, None, self.factory)
+        return sub
+
+    async def run(self, caller, i: int, k: int, path: str, params, document: str = ""):
+        """Sub-run `k` of step `i` of `caller`: its RunResult, or why it could not
+        start (text). `document`: a local sub-DAG of the file at `path`."""
+        parent = caller.run
+        steps = parent.dag.steps
+        sub = self.load(caller, path, params, document)
+        if type(sub) is str:
+            return sub
         # The sub-run's record: a run directory of its own, kept under the caller's.
         mask = parent.masker.bytes if parent.masker is not None else None
         # A retry's sub-runs are new runs beside the earlier attempts' (kept as they were).

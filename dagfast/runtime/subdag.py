@@ -4,19 +4,17 @@ A sub-DAG runs on the same event loop as a child engine, with its own maxActiveS
 and its own run directory under the caller's (`children/<step id>.<k>/`); the engine's
 `children` (session.Children) loads and runs it, so this module needs neither the
 loader nor the engine. The step's status is the sub-run's and its stdout (so its
-`output:`) is a JSON object of the sub-run's outputs. `parallel:` runs one sub-DAG per
-item, at most maxConcurrent at once.
+`output:`) is a JSON object of the sub-run's outputs. `parallel:` and `matrix:` run the
+sub-DAG once per item (runtime.fanout).
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 
 import msgspec
 
 from dagfast.loader.expand import ExpandError, expand
-from dagfast.loader.params import override
 from dagfast.loader.subnames import Target, looked_in, resolve
 from dagfast.model import Params, Step
 from dagfast.runtime.outputs import expand_refs
@@ -67,47 +65,9 @@ async def run(flow, i: int, step: Step, env: dict):
             why = f": {why}" if why else ""
             return status, 1, f"sub-DAG `{result.dag.name}` {RunStatus(result.status).label}{why}"
         return status, (0 if result.status in _OK else None), ""
-    try:
-        items = _items(ex.parallel, scope, refs)
-    except ValueError as e:
-        return _fail(engine, i, f"`parallel`: {e}")
-    if not items:
-        # As Dagu: a fan-out over nothing is a mistake (an empty or misspelt variable).
-        expr = ex.parallel.expr
-        shown = f" (`{expr}` expanded to nothing)" if expr is not None else ""
-        return _fail(engine, i, f"parallel: no items to run the sub-DAG with{shown}")
-    gate = asyncio.Semaphore(max(1, ex.parallel.max_concurrent))
+    from dagfast.runtime import fanout  # only DAGs with fan-out steps (start-up)
 
-    async def each(k: int, item):
-        async with gate:
-            if state.stopping:
-                return "the run was stopped"
-            local = dict(scope, ITEM=item if type(item) is str else msgspec.json.encode(item).decode())
-            # `${ITEM.key}` reads a mapping item, as `${NAME.key}` reads an output.
-            params = _params(ex.params, local, dict(refs, ITEM=local["ITEM"]))
-            if type(item) is dict:
-                params = override(params, tuple(item.items()))
-            else:
-                params = override(params, ((None, item), ("ITEM", item)))
-            return await _one(engine, i, k, target, params)
-
-    results = await asyncio.gather(*(each(k, it) for k, it in enumerate(items)))
-    ok = sum(1 for r in results if not isinstance(r, str) and r.status in _OK)
-    doc = {
-        "summary": {"total": len(results), "succeeded": ok, "failed": len(results) - ok},
-        "results": [
-            {"error": r} if isinstance(r, str) else
-            {"name": r.dag.name, "status": RunStatus(r.status).label, "outputs": r.outputs}
-            for r in results
-        ],  # fmt: skip
-        "outputs": [{} if isinstance(r, str) else r.outputs for r in results],
-    }
-    _write(engine, i, doc)
-    if state.stopping:
-        return StepStatus.ABORTED, None, "the run was stopped"
-    if ok < len(results):
-        return StepStatus.FAILED, 1, f"{len(results) - ok} of {len(results)} sub-DAG runs failed"
-    return StepStatus.SUCCEEDED, 0, ""
+    return await fanout.run(flow, i, step, env, target)
 
 
 async def _one(engine, i: int, k: int, target: Target, params: Params):
@@ -157,23 +117,6 @@ def _params(params: Params, scope: dict, refs: dict) -> Params:
             pass
         out.append((name, value))
     return tuple(out)
-
-
-def _items(fanout, scope: dict, refs: dict) -> list:
-    """The items to fan out over: as written, or a variable holding a JSON array or
-    lines (or words) of text."""
-    if fanout.expr is None:
-        return list(fanout.items)
-    text = expand(expand_refs(fanout.expr, refs), scope).strip()
-    if text.startswith("["):
-        value = msgspec.json.decode(text)
-        if type(value) is not list:
-            raise ValueError("the items must be a JSON array")
-        return [x if type(x) in (str, dict) else msgspec.json.encode(x).decode() for x in value]
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if len(lines) == 1:
-        lines = lines[0].split()
-    return lines
 
 
 def _write(engine, i: int, doc) -> None:

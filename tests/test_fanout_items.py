@@ -1,0 +1,223 @@
+"""Fan-out items end to end (real processes, real files): items of a one-step sub-DAG
+run in the caller's engine (no sub-run directory), each recorded once in the journal;
+per-item status, logs and retry (after failures and after kill -9); retryPolicy per
+item; the fan-in summary and its JSON-lines file past INLINE items; `--json` events."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from spectools import dagfast
+
+CHILD = """\
+    params: [ITEM=none]
+    steps:
+      - name: work
+        command: sh -c 'echo "$1" >> {log}; echo "out $1"; echo "err $1" >&2; test ! -e {dir}/fail-"$1"' sh ${{ITEM}}
+        output: OUT
+    """
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def setup(tmp: Path, items, extra: str = "") -> Path:
+    write(tmp / "child.yaml", CHILD.format(log=tmp / "log", dir=tmp))
+    listed = ", ".join(json.dumps(i) for i in items)
+    (tmp / "fan.yaml").write_text(
+        "steps:\n  - name: fan\n    call: child.yaml\n    parallel:\n"
+        f"      items: [{listed}]\n      maxConcurrent: 4\n    output: ALL\n"
+        + extra)
+    return tmp / "fan.yaml"
+
+
+def run_id_of(res) -> str:
+    for line in res.out.splitlines():
+        if line.startswith("dagfast: run "):
+            return line.split()[2]
+    raise AssertionError(res.out + res.err)
+
+
+def ran(tmp: Path) -> list[str]:
+    return (tmp / "log").read_text().split()
+
+
+def run_dir(home: Path, run_id: str) -> Path:
+    return next(p for p in (home / "runs").glob(f"*/{run_id}"))
+
+
+def test_items_of_a_one_step_sub_dag_run_in_the_engine_and_record_one_entry_each(tmp_path):
+    items = [f"i{k}" for k in range(300)]
+    dag = setup(tmp_path, items, """\
+  - name: total
+    command: echo "${ALL.summary.total} ${ALL.summary.succeeded} ${ALL.outputs[7].OUT}"
+    depends: fan
+""")
+    home = tmp_path / "home"
+    res = dagfast("run", "-v", str(dag), home=home)
+    assert res.code == 0, res.out + res.err
+    assert "total | 300 300 out i7" in res.out
+    assert sorted(ran(tmp_path)) == sorted(items)
+    path = run_dir(home, run_id_of(res))
+    files = [p for p in path.rglob("*") if p.is_file()]
+    assert not (path / "children").exists()
+    assert len(files) < 20, files
+    # The record of an item: its journal entry and its slot of the output store's index.
+    size = sum(p.stat().st_size for p in files if p.name in ("journal", "output.idx"))
+    assert size / len(items) <= 300, size
+
+
+def test_status_and_logs_name_items_by_index_and_key(tmp_path):
+    dag = setup(tmp_path, ["a", "b", "c"])
+    (tmp_path / "fail-b").touch()
+    home = tmp_path / "home"
+    res = dagfast("run", str(dag), home=home)
+    assert res.code == 1
+    run_id = run_id_of(res)
+    assert "  failed: fan (1 of 3 sub-DAG runs failed)" in res.out
+    assert "    fan[1]/work: exit status 1" in res.out
+    got = dagfast("status", run_id, "fan", home=home)
+    assert got.code == 0, got.err
+    assert "items:    3 (2 succeeded, 1 failed)" in got.out
+    got = dagfast("status", run_id, "fan", "--limit", "1", home=home)
+    assert "  fan[1]  failed  exit 1  key b  exit status 1" in got.out
+    doc = json.loads(dagfast("status", run_id, "fan", "--json", home=home).out)
+    assert doc["items"]["counts"] == {"succeeded": 2, "failed": 1}
+    assert [(f["index"], f["key"]) for f in doc["items"]["failed"]] == [(1, "b")]
+    for which in ("b", "1"):
+        got = dagfast("logs", run_id, "fan", "--item", which, home=home)
+        assert (got.code, got.out) == (0, "out b\n"), got.err
+    got = dagfast("logs", run_id, "fan", "--item", "c", "--stderr", home=home)
+    assert (got.code, got.out) == (0, "err c\n"), got.err
+    got = dagfast("logs", f"{run_id}.0.1", "work", "--stderr", home=home)  # its own id
+    assert (got.code, got.out) == (0, "err b\n"), got.err
+    got = dagfast("logs", run_id, "fan", "--item", "zz", home=home)
+    assert got.code == 1
+    assert got.err.startswith("dagfast: step `fan` has no item `zz` (it has 3 items")
+
+
+def test_retry_runs_only_the_items_that_failed(tmp_path):
+    dag = setup(tmp_path, [f"k{n}" for n in range(10)])
+    for n in (2, 7):
+        (tmp_path / f"fail-k{n}").touch()
+    home = tmp_path / "home"
+    res = dagfast("run", str(dag), home=home)
+    assert res.code == 1
+    run_id = run_id_of(res)
+    for n in (2, 7):
+        (tmp_path / f"fail-k{n}").unlink()
+    again = dagfast("retry", run_id, home=home)
+    assert again.code == 0, again.out + again.err
+    assert "(keeping 8 items that succeeded)" in again.out
+    counts = {k: ran(tmp_path).count(k) for k in set(ran(tmp_path))}
+    assert counts == {f"k{n}": 2 if n in (2, 7) else 1 for n in range(10)}
+    doc = json.loads(dagfast("status", run_id, "fan", "--json", home=home).out)
+    assert doc["status"] == "succeeded" and doc["items"]["counts"] == {"succeeded": 10}
+    # The retried item's two executions are both kept.
+    got = dagfast("logs", run_id, "fan", "--item", "k2", "--attempt", "1", home=home)
+    assert (got.code, got.out) == (0, "out k2\n"), got.err
+
+
+def test_retry_policy_applies_to_each_item(tmp_path):
+    write(tmp_path / "child.yaml", f"""\
+        params: [ITEM=none]
+        steps:
+          - name: work
+            command: sh -c 'echo "$1" >> {tmp_path}/log; test -e {tmp_path}/seen-"$1" || {{ touch {tmp_path}/seen-"$1"; exit 3; }}' sh ${{ITEM}}
+        """)
+    dag = write(tmp_path / "fan.yaml", """\
+        steps:
+          - name: fan
+            call: child.yaml
+            parallel: {items: [a, b, c]}
+            retryPolicy: {limit: 1}
+        """)
+    res = dagfast("run", str(dag), home=tmp_path / "home")
+    assert res.code == 0, res.out + res.err
+    assert sorted(ran(tmp_path)) == ["a", "a", "b", "b", "c", "c"]  # each item, not the step
+
+
+def test_the_fan_in_goes_to_a_json_lines_file_past_inline_items(tmp_path):
+    from dagfast.runtime.fanout import INLINE
+
+    dag = setup(tmp_path, [str(n) for n in range(INLINE + 1)], """\
+  - name: after
+    command: sh -c 'echo "$0"; wc -l < "$1"' "${ALL.summary.total}" "${ALL.file}"
+    depends: fan
+""")
+    res = dagfast("run", "-v", str(dag), home=tmp_path / "home")
+    assert res.code == 0, res.out + res.err
+    assert f"after | {INLINE + 1}" in res.out
+    lines = [line for line in res.out.splitlines() if line.startswith("after | ")]
+    assert lines[-1].split()[-1] == str(INLINE + 1)
+    path = next((tmp_path / "home").rglob("items/0.jsonl"))
+    first = json.loads(path.read_text().splitlines()[0])
+    assert set(first) == {"index", "key", "status", "name", "outputs"}
+
+
+def test_json_events_name_each_item(tmp_path):
+    dag = setup(tmp_path, ["x", "y"])
+    res = dagfast("run", "--json", str(dag), home=tmp_path / "home")
+    assert res.code == 0, res.err
+    events = [json.loads(line) for line in res.out.splitlines()]
+    items = sorted((e["item"], e["key"], e["status"]) for e in events
+                   if e["event"] == "item_finished")
+    assert items == [(0, "x", "succeeded"), (1, "y", "succeeded")]
+
+
+def test_a_duplicate_key_fails_the_step_and_keeps_what_ran(tmp_path):
+    dag = setup(tmp_path, ["a", "b", "a"])
+    res = dagfast("run", str(dag), home=tmp_path / "home")
+    assert res.code == 1
+    assert "item 2 has the same key as an earlier item: `a`" in res.out
+    assert sorted(ran(tmp_path)) == ["a", "b"]
+
+
+def test_kill_9_in_the_middle_then_retry_runs_each_item_once(tmp_path):
+    """Items that ended before the kill are kept; only those running at the kill (at
+    most maxConcurrent of them) may run twice."""
+    n = 120
+    write(tmp_path / "child.yaml", f"""\
+        params: [ITEM=none]
+        steps:
+          - name: work
+            command: sh -c 'echo "$1" >> {tmp_path}/log; test -e {tmp_path}/go || sleep 0.05' sh ${{ITEM}}
+        """)
+    dag = write(tmp_path / "fan.yaml", f"""\
+        steps:
+          - name: fan
+            call: child.yaml
+            parallel:
+              items: [{", ".join(f"i{k}" for k in range(n))}]
+              maxConcurrent: 4
+        """)
+    home = tmp_path / "home"
+    env = dict(os.environ, DAGFAST_HOME=str(home))
+    proc = subprocess.Popen([sys.executable, "-m", "dagfast", "run", "-q", str(dag)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "log").exists() or len(ran(tmp_path)) < 30:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    (tmp_path / "go").touch()
+    before = ran(tmp_path)
+    assert len(before) < n
+    run_id = json.loads(dagfast("status", str(dag), "--json", home=home).out)["run_id"]
+    again = dagfast("retry", run_id, home=home)
+    assert again.code == 0, again.out + again.err
+    after = ran(tmp_path)
+    assert sorted(set(after)) == sorted(f"i{k}" for k in range(n))
+    twice = [k for k in set(after) if after.count(k) > 1]
+    assert len(twice) <= 4 + 4, twice  # running at the kill, or ended in its last turn
+    assert all(after.count(k) == 2 for k in twice)
