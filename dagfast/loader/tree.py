@@ -7,6 +7,10 @@ null spellings, which become None. Mapping keys are always their text.
 
 Positions are not read while building (reading marks costs a third of the parse);
 `locate` parses again, with marks, only when something must be reported.
+
+The common shapes take a compiled fast path, `_tree.compose` (libyaml's events read in
+C, no Python event objects); anything else, and every problem, goes through `_compose`
+here, the reference: the fast path only ever gives the tree `_compose` would give.
 """
 
 from __future__ import annotations
@@ -31,6 +35,11 @@ from yaml.events import (
 )
 
 from dagfast.errors import LoadError, Problem
+
+try:
+    from dagfast.loader._tree import compose as _fast_compose
+except ImportError:  # not built (no libyaml headers): same trees, slower
+    _fast_compose = None
 
 __all__ = [
     "MAX_BYTES", "MAX_DEPTH", "MAX_VALUES", "Path", "documents", "is_list", "locate",
@@ -150,6 +159,10 @@ def parse(data: bytes, file: str = "<string>", steps_list: bool = False) -> dict
                 )
             ]
         ) from None
+    if _fast_compose is not None:
+        tree = _fast_compose(data, steps_list, MAX_DEPTH, MAX_VALUES)
+        if tree is not None:
+            return tree
     try:
         return _compose(data, steps_list)
     except _Fail as f:
