@@ -5,7 +5,7 @@ for a quick table without pytest).
 The floor is libyaml's event stream itself, read in C with no Python object
 (`libyaml`): the loader's own work is what `load` adds on top of it. `pyyaml events` is
 the same stream as PyYAML's `CParser` gives it, one Python object an event (what
-`tree._compose`, the reference, pays); `parse` is the tree by the compiled fast path.
+`events.compose`, the reference, pays); `parse` is the tree by the compiled fast path.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 from yaml._yaml import CParser
 from yaml.events import StreamEndEvent
 
-from dagfast.loader import _tree, load, tree
+from dagfast.loader import _tree, events, load, tree
 from dagfast.loader.tree import parse
 
 N = 100_000
@@ -40,7 +40,7 @@ def chain(n: int) -> str:
     return "\n".join(out) + "\n"
 
 
-def events(data: bytes) -> None:
+def pyyaml_events(data: bytes) -> None:
     parser = CParser(data)
     while parser.get_event().__class__ is not StreamEndEvent:
         pass
@@ -67,12 +67,13 @@ def test_libyaml_floor(benchmark, fan_out_file):
 
 def test_pyyaml_events(benchmark, fan_out_file):
     data = fan_out_file.read_bytes()
-    benchmark.pedantic(events, args=(data,), rounds=5)
+    benchmark.pedantic(pyyaml_events, args=(data,), rounds=5)
 
 
 def test_parse_reference(benchmark, fan_out_file):
     data = fan_out_file.read_bytes()
-    tree_ = benchmark.pedantic(tree._compose, args=(data,), rounds=5)
+    tree_ = benchmark.pedantic(events.compose, args=(data, False, tree.MAX_DEPTH, tree.MAX_VALUES),
+                               rounds=5)
     assert len(tree_["steps"]) == N + 1
 
 
@@ -102,8 +103,8 @@ def main() -> None:
         data = fan.read_bytes()
         cases = {
             "libyaml (floor)": lambda: _tree.events(data),
-            "pyyaml events": lambda: events(data),
-            "parse reference": lambda: tree._compose(data),
+            "pyyaml events": lambda: pyyaml_events(data),
+            "parse reference": lambda: events.compose(data, False, tree.MAX_DEPTH, tree.MAX_VALUES),
             "parse": lambda: parse(data),
             "load fan-out": lambda: load(fan),
             "load chain": lambda: load(ch),

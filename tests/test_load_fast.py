@@ -1,5 +1,5 @@
 """The loader's compiled fast path (`loader/_tree.pyx`) against its reference
-(`tree._compose`), in the uvloop style: the same inputs through both, and any difference
+(`events.compose`), in the uvloop style: the same inputs through both, and any difference
 is a bug.
 
 The fast path may decline a file (None: anchors, tags, a second document, anything
@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dagfast import LoadError
-from dagfast.loader import load, load_text, tree
+from dagfast.loader import events, load, load_text, tree
 from dagfast.loader._tree import compose
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,10 +28,10 @@ EXAMPLES = sorted((ROOT / "examples").rglob("*.yaml"))
 def reference(data: bytes, steps_list: bool = False):
     """The reference tree, or the message of the problem it raises."""
     try:
-        return tree._compose(data, steps_list)
-    except tree._Fail as f:
+        return events.compose(data, steps_list, tree.MAX_DEPTH, tree.MAX_VALUES)
+    except events._Fail as f:
         return ("refused", f.message)
-    except tree._Duplicate:
+    except events._Duplicate:
         return ("refused", "duplicate key")
     except Exception as e:  # noqa: BLE001 - yaml errors: the reference refuses the file
         return ("refused", type(e).__name__)
@@ -78,6 +78,27 @@ def outcome(fn, *args, **kwargs):
 def test_the_fast_path_is_built():
     """A missing build would only be slower, so a test says it."""
     assert tree._fast_compose is compose
+
+
+def test_a_valid_file_loads_without_pyyaml(tmp_path):
+    """PyYAML (about 10 ms of start-up) is imported only for a file the fast path
+    declines, or to place a problem."""
+    import subprocess
+    import sys
+
+    dag = tmp_path / "one.yaml"
+    dag.write_text("steps:\n  - name: a\n    command: echo hi\n")
+    code = ("import sys; from dagfast.loader import load; load(sys.argv[1]); "
+            "print(sorted(m for m in sys.modules if m == 'yaml' or m.endswith('.events')))")
+    out = subprocess.run([sys.executable, "-c", code, str(dag)], capture_output=True,
+                         text=True, check=True).stdout
+    assert out == "[]\n"
+    dag.write_text("steps:\n  - name: a\n    comand: echo hi\n")
+    code = code.replace("load(sys.argv[1])",
+                        "exec('try: load(sys.argv[1])\\nexcept Exception: pass')")
+    out = subprocess.run([sys.executable, "-c", code, str(dag)], capture_output=True,
+                         text=True, check=True).stdout
+    assert out == "['dagfast.loader.events', 'yaml', 'yaml.events']\n"
 
 
 def fan_out(n: int) -> str:
@@ -176,15 +197,19 @@ def test_edges_parse_to_the_same_tree_or_the_same_located_error(name, impl):
     assert outcome(tree.parse, data, "x.yaml") == outcome_of_ref(tree.parse, data, "x.yaml")
 
 
-def test_the_value_limit_is_the_reference_one(monkeypatch):
+def test_the_limits_are_the_reference_ones():
     """Keys count as values there too: a file just under the limit is built, one more
-    value and the reference is asked (and refuses)."""
+    value and the reference is asked (and refuses); so with depth."""
     data = b"a: 1\nb: [2, 3]\n"  # the mapping, 2 keys, 1 value, 1 list, 2 items: 7
-    monkeypatch.setattr(tree, "MAX_VALUES", 7)
-    assert compose(data, False, 100, 7) == reference(data) == {"a": "1", "b": ["2", "3"]}
-    monkeypatch.setattr(tree, "MAX_VALUES", 6)
+    assert compose(data, False, 100, 7) == events.compose(data, False, 100, 7) == {
+        "a": "1", "b": ["2", "3"]}  # fmt: skip
     assert compose(data, False, 100, 6) is None
-    assert reference(data)[0] == "refused"
+    with pytest.raises(events._Fail, match="more than 6 values"):
+        events.compose(data, False, 100, 6)
+    assert compose(data, False, 2, 7) == events.compose(data, False, 2, 7)
+    assert compose(data, False, 1, 7) is None
+    with pytest.raises(events._Fail, match="deeper than 1 levels"):
+        events.compose(data, False, 1, 7)
 
 
 FRAGMENTS = [
