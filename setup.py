@@ -28,6 +28,13 @@ if mode_changed:
     with open(stamp, "w") as f:
         f.write(mode)
 
+# libyaml's header: without it the compiler's error would not say what to install.
+if not any(os.path.exists(os.path.join(d, "yaml.h"))
+           for d in ("/usr/include", "/usr/local/include", "/opt/homebrew/include")):
+    raise SystemExit("dagfast needs libyaml's C header (yaml.h) to build its YAML fast path: "
+                     "install libyaml-dev (Debian, Ubuntu), libyaml-devel (Fedora) or "
+                     "libyaml (Homebrew)")
+
 flags = ["-O2"] if not debug else ["-O0", "-g"]
 # The C macro, not Cython's deprecated IF, switches the debug counters in _sched.pyx.
 macros = [("DAGFAST_DEBUG", "1")] if debug else [("NDEBUG", "1")]
