@@ -2,12 +2,15 @@
 default: run `pytest bench/test_bench_load.py`, or `python bench/test_bench_load.py`
 for a quick table without pytest).
 
-The floor is libyaml's event stream itself (`events`): the loader's own work is what
-`load` adds on top of it.
+The floor is libyaml's event stream itself, read in C with no Python object
+(`libyaml`): the loader's own work is what `load` adds on top of it. `pyyaml events` is
+the same stream as PyYAML's `CParser` gives it, one Python object an event (what
+`events.compose`, the reference, pays); `parse` is the tree by the compiled fast path.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -16,7 +19,7 @@ import pytest
 from yaml._yaml import CParser
 from yaml.events import StreamEndEvent
 
-from dagfast.loader import load
+from dagfast.loader import _tree, events, load, tree
 from dagfast.loader.tree import parse
 
 N = 100_000
@@ -37,7 +40,7 @@ def chain(n: int) -> str:
     return "\n".join(out) + "\n"
 
 
-def events(data: bytes) -> None:
+def pyyaml_events(data: bytes) -> None:
     parser = CParser(data)
     while parser.get_event().__class__ is not StreamEndEvent:
         pass
@@ -57,9 +60,21 @@ def chain_file(tmp_path_factory) -> Path:
     return path
 
 
-def test_events_floor(benchmark, fan_out_file):
+def test_libyaml_floor(benchmark, fan_out_file):
     data = fan_out_file.read_bytes()
-    benchmark.pedantic(events, args=(data,), rounds=5)
+    benchmark.pedantic(_tree.events, args=(data,), rounds=5)
+
+
+def test_pyyaml_events(benchmark, fan_out_file):
+    data = fan_out_file.read_bytes()
+    benchmark.pedantic(pyyaml_events, args=(data,), rounds=5)
+
+
+def test_parse_reference(benchmark, fan_out_file):
+    data = fan_out_file.read_bytes()
+    tree_ = benchmark.pedantic(events.compose, args=(data, False, tree.MAX_DEPTH, tree.MAX_VALUES),
+                               rounds=5)
+    assert len(tree_["steps"]) == N + 1
 
 
 def test_parse_fan_out(benchmark, fan_out_file):
@@ -87,7 +102,9 @@ def main() -> None:
         ch.write_text(chain(N))
         data = fan.read_bytes()
         cases = {
-            "events (floor)": lambda: events(data),
+            "libyaml (floor)": lambda: _tree.events(data),
+            "pyyaml events": lambda: pyyaml_events(data),
+            "parse reference": lambda: events.compose(data, False, tree.MAX_DEPTH, tree.MAX_VALUES),
             "parse": lambda: parse(data),
             "load fan-out": lambda: load(fan),
             "load chain": lambda: load(ch),
@@ -99,7 +116,9 @@ def main() -> None:
                 t = time.perf_counter()
                 fn()
                 best[name] = min(best[name], time.perf_counter() - t)
-        print(f"{N:,} steps, {len(data) / 1e6:.1f} MB, best of {rounds}:")
+        load_avg = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        print(f"{N:,} steps, {len(data) / 1e6:.1f} MB, best of {rounds}, load average "
+              f"{load_avg}:")
         for name, seconds in best.items():
             print(f"  {name:<16} {seconds:.3f} s")
 

@@ -18,8 +18,8 @@
      │                           or a UsageError for the command line's
      └── SchedulerBug            an impossible state inside the engine ("this is a bug")
 
-Two private exceptions of the YAML tree builder (loader/tree.py) carry control flow
-inside that module only and never escape it.
+Two private exceptions of the reference YAML tree builder (loader/events.py) carry
+control flow inside that module only and never escape it.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ step's run (any depth), `STEP[K]/CHILD` for its fan-out item K."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+
+import msgspec
 
 from dagfast.errors import RunError
 from dagfast.model import Dag, Step
@@ -142,8 +143,7 @@ def failed_leaf(run_path: str, step: int, name: str) -> Target | None:
     return None
 
 
-@dataclass
-class Target:
+class Target(msgspec.Struct):  # not a dataclass: start-up
     """What an address names: the run (`run_path`, whose DAG is `dag`) that holds the
     step, the step's id there (handlers follow the steps), and its display name."""
 

