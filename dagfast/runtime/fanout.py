@@ -102,6 +102,12 @@ class _FanOut:
         tasks: set[asyncio.Task] = set()
         loop = asyncio.get_running_loop()
         exhausted = False
+
+        async def close_on_stop():  # a source that waits (a command) gives up at a stop
+            await self.flow.until_stopped()
+            source.close()
+
+        watch = loop.create_task(close_on_stop())
         try:
             while not state.stopping and not self.error:
                 free = room - self.running
@@ -127,6 +133,7 @@ class _FanOut:
                 self.wake = loop.create_future()
                 await self.wake
         finally:
+            watch.cancel()
             source.close()
         while self.running:  # a stop or an error: what runs ends first
             self.wake = loop.create_future()
@@ -381,10 +388,10 @@ class _FanOut:
             data = self.state.masker.bytes(data)
         if engine.output is not None:
             engine.output.put(self.i, 0, data)
-        if self.error:
-            return self._fail(self.error)
         if self.state.stopping:
             return _ABORTED, None, "the run was stopped"
+        if self.error:
+            return self._fail(self.error)
         if not self.total:
             expr = self.fan.expr
             shown = f" (`{expr}` expanded to nothing)" if expr is not None else ""

@@ -63,6 +63,10 @@ class Flow:
         """The run was stopped: end every sleep."""
         self._wake.set()
 
+    async def until_stopped(self) -> None:
+        """Returns once the run is stopped."""
+        await self._wake.wait()
+
     async def _run_step(self, i: int) -> None:
         try:
             status, code, error, outcome = await self._step_outcome(i)
