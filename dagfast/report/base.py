@@ -352,12 +352,20 @@ def summary(result, color=None) -> list[str]:
         r = result.steps[i]
         out.append(f"  {paint('failed', 'red')}: {steps[i].name} ({r.error})")
         # A sub-DAG step's own stderr is empty: show the failing step inside it.
-        leaf = failed_leaf(result.path, i, steps[i].name) if steps[i].extra else None
+        ex = steps[i].extra
+        leaf = failed_leaf(result.path, i, steps[i].name) if ex else None
         path, step, name = (leaf.run_path, leaf.log, leaf.name) if leaf else (result.path, i, steps[i].name)
-        if leaf is not None:
+        more = ""
+        if leaf is None and ex is not None and ex.parallel is not None and ex.call is None:
+            item = _first_failed_item(result.path, i)  # a command step's items
+            if item is not None:
+                leaf, step = item, item.token
+                more = f" --item {item.index}"
+                out.append(f"    {steps[i].name}[{item.index}]: {item.error}")
+        elif leaf is not None:
             out.append(f"    {leaf.name}: {leaf.error}")
         out += [f"    | {line}" for line in tail_bytes(step_log(path, step, "err", last=16384))]
-        out.append(f"    whole log: dagfast logs {result.run_id} {shell_word(name)} --stderr")
+        out.append(f"    whole log: dagfast logs {result.run_id} {shell_word(name)}{more} --stderr")
     if len(failed) > SHOWN_FAILURES:
         out.append(f"  ... and {len(failed) - SHOWN_FAILURES} more failed steps: "
                    f"dagfast status {result.run_id}")
@@ -375,6 +383,20 @@ def summary(result, color=None) -> list[str]:
         if result.steps and not _all_done(result):
             out.append(f"  to finish it: dagfast retry {result.run_id}")
     return out
+
+
+def _first_failed_item(run_path: str, step: int):
+    """The failed item of fan-out step `step` with the lowest index (its Item), or None."""
+    from dagfast.errors import RunError
+    from dagfast.records.items import read_items  # only runs with a failed fan-out step
+
+    try:
+        items = read_items(run_path, [step]).get(step, {})
+    except RunError:  # the ending must not fail for want of an excerpt
+        return None
+    bad = [it for it in items.values()
+           if it.status == StepStatus.FAILED and it.token >= 0]
+    return min(bad, key=lambda it: it.index) if bad else None
 
 
 def _all_done(result) -> bool:
