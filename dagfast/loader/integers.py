@@ -39,9 +39,10 @@ def integer(
         number = int(digits or "0") if len(digits) <= 20 else most + 1  # no 4,300-digit int()
         if least <= number <= most:
             return number
-        expect = f"an integer from {least} to {most:,}" if number > most else f"an integer >= {least}"
+        expect = f"an integer from {least} to {most:,}" if number > most else ""
     else:
-        expect = f"an integer >= {least}"
+        expect = ""
+    expect = expect or f"an integer >= {least}"
     if expanded:
         shown = f"is `{show(text)}`" if text else "is empty"
         problems.add(where, f"`{key}` {shown} after expansion; expected {expect}")

@@ -61,8 +61,9 @@ def build(value: dict, where: Where, problems) -> Matrix | None:
                 continue
             text = "" if v is None else v
             if text in seen:
-                problems.add(where("matrix", name, k), f"`{show(text)}` is already a value of "
-                                                       f"`{name}` (its combinations would run twice)")
+                problems.add(where("matrix", name, k),
+                             f"`{show(text)}` is already a value of `{name}` (its "
+                             "combinations would run twice)")
             seen.add(text)
             texts.append(text)
         axes.append((name, tuple(texts)))
