@@ -405,10 +405,15 @@ def test_parallel_map_items_become_named_params(tmp_path):
 
 
 def test_parallel_without_call_is_a_load_error(tmp_path):
-    dag = write(tmp_path / "bad.yaml", "steps:\n  - command: x\n    parallel: [a]\n")
+    # A fan-out step runs its own command per item, or the DAG it calls: with neither,
+    # there is nothing to run (a `command` step with `parallel:` is fine).
+    dag = write(tmp_path / "bad.yaml", "steps:\n  - name: fan\n    parallel: [a]\n")
     res = run(dag)
     assert res.code == 2
-    assert "`parallel` needs `call` (or `run`)" in res.err
+    assert res.err.splitlines() == [
+        f"{dag}:3:5: `parallel` runs something per item: give the step a `command` (or "
+        "`script`), or `call` a DAG - at `$.steps[0].parallel`"
+    ]
 
 
 # ---------------------------------------------------------------------------------------

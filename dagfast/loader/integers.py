@@ -26,21 +26,23 @@ _UINT = re.compile(r"[0-9]+")
 
 
 def integer(
-    value, key: str, where: Path, problems, *, expanded: bool = False, most: int = MAX_INT
+    value, key: str, where: Path, problems, *, expanded: bool = False, most: int = MAX_INT,
+    least: int = 0,
 ) -> int | None:
-    """`value` (an int, or text as written or as expanded) as an integer from 0 to
-    `most`; otherwise a problem at `where` and None. `key` is the user's spelling."""
-    if type(value) is int and 0 <= value <= most:
+    """`value` (an int, or text as written or as expanded) as an integer from `least`
+    to `most`; otherwise a problem at `where` and None. `key` is the user's spelling."""
+    if type(value) is int and least <= value <= most:
         return value
     text = value.strip() if type(value) is str else value
     if type(text) is str and _UINT.fullmatch(text):
         digits = text.lstrip("0")
         number = int(digits or "0") if len(digits) <= 20 else most + 1  # no 4,300-digit int()
-        if number <= most:
+        if least <= number <= most:
             return number
-        expect = f"an integer from 0 to {most:,}"
+        expect = f"an integer from {least} to {most:,}" if number > most else ""
     else:
-        expect = "an integer >= 0"
+        expect = ""
+    expect = expect or f"an integer >= {least}"
     if expanded:
         shown = f"is `{show(text)}`" if text else "is empty"
         problems.add(where, f"`{key}` {shown} after expansion; expected {expect}")

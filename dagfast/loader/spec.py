@@ -118,10 +118,18 @@ class RepeatSpec(Struct, forbid_unknown_fields=True, rename="camel", gc=False):
 
 
 class ParallelSpec(Struct, forbid_unknown_fields=True, rename="camel", gc=False):
-    """Fan-out: one sub-DAG run per item, at most `maxConcurrent` at once."""
+    """Fan-out: the step's sub-DAG (or its own command) once per item, at most
+    `maxConcurrent` at once. The items come from one source: `items`, `file`,
+    `command`, or the step's `matrix` (then this mapping holds only the limits and `key`).
+    `format` (lines, json, jsonl) is checked by `stepopts`, which names the three."""
 
-    items: str | list[str | dict[str, str | None]]
+    items: str | list[str | dict[str, str | None]] | None = None
+    file: str | None = None
+    command: str | None = None
+    format: str | None = None
+    key: str | None = None
     max_concurrent: Int = 10
+    max_items: Int = 1_000_000
 
 
 class StepSpec(Struct, forbid_unknown_fields=True, rename="camel", gc=False):
@@ -152,6 +160,9 @@ class StepSpec(Struct, forbid_unknown_fields=True, rename="camel", gc=False):
     call: str | None = None
     params: Params | None = None
     parallel: ParallelSpec | str | list[str | dict[str, str | None]] | None = None
+    # Axis name -> list of values, plus `include` / `exclude` lists of mappings; its keys
+    # are the user's own names, so it is checked (and located) by `loader.matrix`.
+    matrix: dict[str, Any] | None = None
     stdout: str | None = None
     stderr: str | None = None
     # Dask worker resources the step needs (`cpu: 2`, `memory: 4GB`); see stepopts.
@@ -220,7 +231,7 @@ INT_KEYS: dict[str, tuple[str, ...]] = {
     "step": ("timeoutSec", "delaySec"),
     "retryPolicy": ("limit", "intervalSec", "maxIntervalSec"),
     "repeatPolicy": ("limit", "intervalSec", "maxIntervalSec"),
-    "parallel": ("maxConcurrent",),
+    "parallel": ("maxConcurrent", "maxItems"),
 }  # fmt: skip
 """Every integer key (typed `Int` above), per mapping kind: each may be a `${VAR}`."""
 

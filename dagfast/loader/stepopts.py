@@ -15,11 +15,13 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from operator import attrgetter
 
+import dagfast.loader.matrix as matrices
 import dagfast.loader.tree as yamlsrc
 from dagfast.loader.expand import ExpandError, expand, has_references
 from dagfast.loader.integers import integer as check_integer
 from dagfast.model import Condition, ContinueOn, Fanout, Repeat, Retry, StepExtra
 from dagfast.loader.params import ParamsError, parse
+from dagfast.loader.problems import got
 from dagfast.loader.spec import ConditionSpec, ContinueOnSpec, OutputSpec, ParallelSpec, StepSpec
 
 __all__ = ["EXTRA_FIELDS", "build_extra", "check_extra", "conditions", "featured", "integer"]
@@ -27,7 +29,7 @@ __all__ = ["EXTRA_FIELDS", "build_extra", "check_extra", "conditions", "featured
 EXTRA_FIELDS = (
     "output", "continue_on", "retry_policy", "repeat_policy", "preconditions",
     "timeout_sec", "delay_sec", "signal_on_stop", "run", "call", "params", "parallel",
-    "stdout", "stderr", "resources", "outputs",
+    "stdout", "stderr", "resources", "outputs", "matrix",
 )  # fmt: skip
 _EXTRA = attrgetter(*EXTRA_FIELDS)
 _NONE = (None,) * len(EXTRA_FIELDS)
@@ -51,6 +53,12 @@ _NOT_WITH_CALL = (
 )  # fmt: skip
 _OUTPUT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
+# A fan-out's item sources (`parallel:` keys; a step's `matrix:` is the fourth), the
+# formats of a `file` or `command` source, and the default `maxItems`.
+_SOURCES = ("items", "file", "command")
+FORMATS = ("lines", "json", "jsonl")
+_MAX_ITEMS = Fanout().max_items
+
 Where = Callable[..., tuple]
 
 
@@ -60,11 +68,12 @@ def featured(specs: list[StepSpec]) -> list[int]:
 
 
 def integer(
-    value, key: str, where: tuple, scope: Mapping[str, str], problems, known=None
+    value, key: str, where: tuple, scope: Mapping[str, str], problems, known=None, least=0
 ) -> int:
     """A step's integer key once the DAG's variables are known: `${VAR}` expanded over
-    `scope` (backticks left as written), then checked by `integers.integer`. A value
-    that `known` says is not what a run would see (`load(evaluate=False)`) is 0."""
+    `scope` (backticks left as written), then checked by `integers.integer` (from
+    `least`). A value that `known` says is not what a run would see
+    (`load(evaluate=False)`), or one refused, is 0."""
     if value is None:
         return 0
     expanded = type(value) is str and has_references(value)
@@ -76,15 +85,15 @@ def integer(
             return 0
         if known is not None and not known(value):
             return 0
-    n = check_integer(value, key, where, problems, expanded=expanded)
+    n = check_integer(value, key, where, problems, expanded=expanded, least=least)
     return 0 if n is None else n
 
 
-def _literal_integer(value, key: str, where: tuple, problems) -> None:
+def _literal_integer(value, key: str, where: tuple, problems, least: int = 0) -> None:
     """An integer key as written, checked before anything is evaluated; one written
     with references waits for its variables (`integer`)."""
     if value is not None and not (type(value) is str and has_references(value)):
-        check_integer(value, key, where, problems)
+        check_integer(value, key, where, problems, least=least)
 
 
 def conditions(value) -> tuple[Condition, ...]:
@@ -171,6 +180,9 @@ def _check_types(s: StepSpec, where: Where, problems) -> None:
     p = s.parallel
     if type(p) is ParallelSpec:
         _typed(p.items, where("parallel", "items"), "text or a list", problems)
+        _typed(p.file, where("parallel", "file"), "a file name", problems)
+        _typed(p.command, where("parallel", "command"), "a command", problems)
+        _typed(p.key, where("parallel", "key"), "an expression such as `${ITEM.id}`", problems)
     else:
         _typed(p, where("parallel"), "text, a list or a mapping", problems)
 
@@ -231,12 +243,8 @@ def check_extra(s: StepSpec, where: Where, problems) -> None:
         _signal(s.signal_on_stop, where("signalOnStop"), problems)
     call = _check_call(s, where, problems)
     _check_types(s, where, problems)
-    if s.parallel is not None:
-        if call is None:
-            problems.add(where("parallel"), "`parallel` needs `call` (or `run`): the DAG to run per item")
-        if type(s.parallel) is ParallelSpec:
-            at = where("parallel", "maxConcurrent")
-            _literal_integer(s.parallel.max_concurrent, "maxConcurrent", at, problems)
+    if s.parallel is not None or s.matrix is not None:
+        _check_fanout(s, where, problems)
     if s.params is not None:
         if call is None:
             problems.add(where("params"), "`params` is only for `call`/`run` steps")
@@ -251,6 +259,79 @@ def check_extra(s: StepSpec, where: Where, problems) -> None:
         _resources(s.resources, where, problems)
     if s.outputs is not None:
         _check_outputs(s, where, problems)
+
+
+def _check_fanout(s: StepSpec, where: Where, problems) -> None:
+    """`parallel:` and `matrix:` as written: exactly one item source, a known format,
+    the limits. (A fan-out step with nothing to run per item is `steps`' problem: it
+    has no command.)"""
+    p = s.parallel
+    sources = []
+    if type(p) is ParallelSpec:
+        w = lambda k: where("parallel", k)  # noqa: E731
+        _literal_integer(p.max_concurrent, "maxConcurrent", w("maxConcurrent"), problems)
+        _literal_integer(p.max_items, "maxItems", w("maxItems"), problems, least=1)
+        sources = [k for k in _SOURCES if getattr(p, k) is not None]
+        for k in sources[1:]:
+            problems.add(w(k), f"give one item source, not both `{sources[0]}` and `{k}`", True)
+        for k in ("file", "command"):
+            if getattr(p, k) is not None and not getattr(p, k).strip():
+                problems.add(w(k), f"`{w(k)[-1]}` is empty")
+        if p.format is not None:
+            if p.file is None and p.command is None:
+                problems.add(w("format"), "`format` is only for `file` or `command` items", True)
+            elif p.format not in FORMATS:
+                choices = ", ".join(f"`{f}`" for f in FORMATS[:-1]) + f" or `{FORMATS[-1]}`"
+                problems.add(w("format"), f"expected {choices}, got {got(p.format)}")
+    elif p is not None:
+        sources = ["items"]  # `parallel: ${VAR}` or `parallel: [...]`
+    # A literal maxItems is checked here, so that a file refused runs none of its
+    # backticks; one written as `${VAR}` waits for `_fanout`.
+    most = _literal_max_items(p)
+    if s.matrix is None:
+        if not sources:
+            problems.add(where("parallel"), "`parallel` has no items: give `items`, `file` or "
+                                            "`command` (or a `matrix` on the step)")
+        elif most:
+            _check_count(s, None, most, where, problems)
+        return
+    if sources:
+        problems.add(where("matrix"), "`matrix` gives the items, and so does `parallel`: "
+                                      "beside `matrix`, `parallel` takes only "
+                                      "`maxConcurrent`, `maxItems` and `key`", True)
+    m = matrices.build(s.matrix, where, problems)
+    if m is not None and most:
+        _check_count(s, m, most, where, problems)
+
+
+def _literal_max_items(p) -> int:
+    """`maxItems` when it is written as a valid number (or left out), else 0."""
+    value = p.max_items if type(p) is ParallelSpec else _MAX_ITEMS
+    if type(value) is str and has_references(value):
+        return 0
+    n = check_integer(value, "maxItems", (), _Ignored(), least=1)
+    return n or 0
+
+
+class _Ignored:
+    """A problems sink for a check already reported elsewhere."""
+
+    def add(self, *_) -> None:
+        pass
+
+
+def _check_count(s: StepSpec, m, most: int, where: Where, problems) -> None:
+    """More items written (a list, or the matrix's combinations) than `maxItems`."""
+    if m is not None:
+        n = matrices.count(m)
+        if n is not None and n > most:
+            problems.add(where("matrix"), f"{n:,} combinations, over maxItems ({most:,})", True)
+        return
+    p = s.parallel
+    items = p.items if type(p) is ParallelSpec else p
+    if type(items) is list and len(items) > most:
+        at = where("parallel", "items") if type(p) is ParallelSpec else where("parallel")
+        problems.add(at, f"{len(items):,} items, over maxItems ({most:,})")
 
 
 def _check_outputs(s: StepSpec, where: Where, problems) -> None:
@@ -312,7 +393,7 @@ def build_extra(
         ),
         call=call,
         params=params,
-        parallel=_fanout(s.parallel, where, num) if s.parallel is not None else None,
+        parallel=_fanout(s, where, num, problems) if _fans_out(s) else None,
         stdout=files[0],
         stderr=files[1],
         resources=_resources(s.resources, where, problems) if s.resources else (),
@@ -361,19 +442,37 @@ def _repeat(r, where: Where, num, problems) -> Repeat | None:
     )  # fmt: skip
 
 
-def _fanout(p, where: Where, num) -> Fanout:
+def _fans_out(s: StepSpec) -> bool:
+    """Whether the step fans out (`parallel:` or `matrix:`)."""
+    return s.parallel is not None or s.matrix is not None
+
+
+def _fanout(s: StepSpec, where: Where, num, problems) -> Fanout:
+    """The Fanout of a step that `_check_fanout` passed. `file` and `command` stay as
+    written (`${VAR}` and all): the run expands them when the step starts."""
+    p = s.parallel
+    opts = {}
+    m = matrices.build(s.matrix, where, problems) if s.matrix is not None else None
     if type(p) is ParallelSpec:
-        mc = num(p.max_concurrent, "maxConcurrent", where("parallel", "maxConcurrent"))
+        w = lambda k: where("parallel", k)  # noqa: E731
+        opts["max_concurrent"] = num(p.max_concurrent, "maxConcurrent", w("maxConcurrent")) or 10
+        most = num(p.max_items, "maxItems", w("maxItems"), least=1)
+        if most and not _literal_max_items(p):  # written as `${VAR}`: checked only now
+            _check_count(s, m, most, where, problems)
+        opts.update(max_items=most or _MAX_ITEMS, file=p.file, command=p.command,
+                    format=p.format or "", key=p.key)
         p = p.items
-    else:
-        mc = 10
+    if m is not None:
+        return Fanout(matrix=m, **opts)
+    if p is None:
+        return Fanout(**opts)
     if type(p) is str:
-        return Fanout((), p, mc or 10)
+        return Fanout(expr=p, **opts)
     items = tuple(
         {k: "" if v is None else str(v) for k, v in x.items()} if type(x) is dict else x
         for x in p
     )
-    return Fanout(items, None, mc or 10)
+    return Fanout(items, **opts)
 
 
 def _resources(value: dict, where: Where, problems) -> tuple[tuple[str, float], ...]:

@@ -180,6 +180,10 @@ def _argvs(steps: Steps, cols: _Columns, default: Shell, problems: Problems):
             elif s.command is not None and s.script is None:
                 at = steps.path(i, "command")  # (a 2.x file's `run:`, as the user wrote it)
                 problems.add(at, f"`{at[-1]}` is empty")
+            elif s.parallel is not None or s.matrix is not None:
+                key = "parallel" if s.parallel is not None else "matrix"
+                problems.add(steps.path(i, key), f"`{key}` runs something per item: give the "
+                             "step a `command` (or `script`), or `call` a DAG", True)
             else:
                 problems.add(
                     steps.path(i), "the step has nothing to run (no `command` or `script`)"
