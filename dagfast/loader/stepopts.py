@@ -219,7 +219,10 @@ def _check_call(s: StepSpec, where: Where, problems):
         call = s.run
     if call is not None:
         by = where("call" if s.run is None else "run")[-1]
+        fanout = s.parallel is not None or s.matrix is not None
         for attr, key in _NOT_WITH_CALL:
+            if attr == "retry_policy" and fanout:
+                continue  # a fan-out step's retryPolicy applies to each of its items
             if getattr(s, attr) is not None:
                 at = where(key)
                 problems.add(at, f"`{at[-1]}` cannot be used with `{by}`: the step runs the "
