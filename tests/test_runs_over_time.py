@@ -147,8 +147,11 @@ def test_a_retry_waits_for_a_slot_and_a_sigterm_meanwhile_leaves_the_record_as_i
         retry = subprocess.Popen([sys.executable, "-m", "dagfast", "retry", failed_id], env=env,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         wait_for(lambda: runslots.occupancy("one", 1, str(home)) == (1, 1), what="the retry")
+        # It joins the queue, then says so: wait for the line (the event), then stop it.
+        first = retry.stdout.readline()
         retry.send_signal(signal.SIGTERM)
         out, err = retry.communicate(timeout=30)
+        out = first + out
         assert retry.returncode == 143, (out, err)
         assert (f"dagfast: run {failed_id}: waiting for a run slot of one: 1 of 1 in use "
                 "(run ") in out, out

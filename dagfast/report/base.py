@@ -387,7 +387,7 @@ def summary(result, color=None) -> list[str]:
 
 def _first_failed_item(run_path: str, step: int):
     """The failed item of fan-out step `step` with the lowest index (its Item), or None."""
-    from dagfast.errors import RunError
+    from dagfast.errors import RunError  # with the next (start-up)
     from dagfast.records.items import read_items  # only runs with a failed fan-out step
 
     try:

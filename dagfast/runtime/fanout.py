@@ -134,7 +134,7 @@ class _FanOut:
                 await self.wake
         finally:
             watch.cancel()
-            source.close()
+            await source.aclose()  # a command's process reaped, its pipes closed
         while self.running:  # a stop or an error: what runs ends first
             self.wake = loop.create_future()
             await self.wake
@@ -570,6 +570,6 @@ def _first_failure(result) -> str:
 
 
 def _interval(retry, k: int) -> float:
-    from dagfast.runtime.flow import _interval as interval  # the one rule for both
-
-    return interval(retry.interval, retry.backoff, retry.max_interval, k)
+    """The pause before retry `k + 1` (flow's rule: interval x backoff^k, capped)."""
+    value = retry.interval * (retry.backoff ** k)
+    return min(value, retry.max_interval) if retry.max_interval else value
