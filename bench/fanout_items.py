@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -48,16 +47,16 @@ def write_dags(tmp: Path, n: int, concurrency: int = 16) -> dict[str, Path]:
 
 def timed(dag: Path, home: Path) -> tuple[float, int]:
     """(wall seconds, peak RSS in KiB) of one `dagfast run -q`."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "dagfast", "run", "-q", str(dag)],
-                          env=dict(os.environ, DAGFAST_HOME=str(home)),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "dagfast", "run", "-q", str(dag)],
+                            env=dict(os.environ, DAGFAST_HOME=str(home)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)  # this run's own peak, not the children's max
     took = time.perf_counter() - t0
-    if done.returncode != 0:
-        sys.exit(f"{dag.name} failed: {done.stderr.strip()}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return took, peak if peak > before else 0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.exit(f"{dag.name} failed: exit {proc.returncode}")
+    return took, usage.ru_maxrss
 
 
 def last_run(home: Path, name: str) -> Path:
