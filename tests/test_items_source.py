@@ -283,13 +283,16 @@ def test_close_alone_lets_the_loop_reap_the_command(tmp_path):
         await src.take(1)
         pid = src.pid
         src.close()
+        gone = False
         for _ in range(1000):  # the loop's child watcher reaps it; bounded, not timed
             try:
                 os.kill(pid, 0)
             except ProcessLookupError:
-                return True
+                gone = True
+                break
             await asyncio.sleep(0.01)
-        return False
+        await src.aclose()  # the pipes' transport closed before the loop is
+        return gone
 
     assert asyncio.run(main())
 

@@ -307,14 +307,14 @@ class _CommandSource(_StreamSource):
                 pass  # no loop runs: the killed process is the child watcher's
 
     async def _reap(self) -> None:
-        """Wait for the killed command (the loop's child watcher reaps it), and read
-        its pipes to their end so that their transport closes."""
+        """Read the killed command's pipes to their end, then wait for it (the loop's
+        child watcher reaps it). The pipes first: Python 3.11's `wait()` returns only
+        once they are closed, and a reader that stopped reading never sees their end."""
         proc = self._proc
-        await proc.wait()
         if self._errors is not None:
             self._errors.cancel()
-        await proc.stdout.read()
-        await proc.stderr.read()
+        await asyncio.gather(proc.stdout.read(), proc.stderr.read())
+        await proc.wait()
 
     async def aclose(self) -> None:
         self.close()
