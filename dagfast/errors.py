@@ -10,7 +10,9 @@
      │    ├── SecretError        a secret cannot be read as the run starts; the engine
      │    │                      records it as the run's error (RunResult.error)
      │    ├── SpawnError         a step's process cannot start; the step fails (exit 127)
-     │    └── OutputTooLarge     a step printed more than maxOutputSize; the step fails
+     │    ├── OutputTooLarge     a step printed more than maxOutputSize; the step fails
+     │    └── ItemError          a fan-out step's items cannot be read (a bad line, a
+     │                           failed item command, past maxItems); the step fails
      ├── ScheduleError           a `schedule` entry the scheduler cannot run
      ├── ExpandError             a value cannot be expanded (also a ValueError); the loader
      │                           turns it into a Problem at the value's place
@@ -29,6 +31,7 @@ import signal
 __all__ = [
     "DagfastError",
     "ExpandError",
+    "ItemError",
     "LoadError",
     "MissingExtra",
     "Problem",
@@ -118,6 +121,13 @@ class RunError(DagfastError):
 class SpawnError(RunError):
     """A step's process could not be started; the message says why in the user's terms.
     The engine records it as the step's failure (exit 127)."""
+
+
+class ItemError(RunError):
+    """Why a fan-out step's items cannot be read; one line, located where it can be:
+    `items.jsonl:1042: not valid JSON (...)`, `items.txt:17: not UTF-8`, `no such file:
+    /abs/path/items.txt`, `the item command `seq x` exited with status 1 after 120
+    items`, `more than maxItems (1000) items`. The step fails with it."""
 
 
 class OutputTooLarge(RunError):

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 
 import msgspec
 
-from dagfast.errors import RunError
+from dagfast.errors import ItemError
 from dagfast.loader.expand import ExpandError, expand
 from dagfast.runtime.outputs import expand_refs
 
@@ -45,13 +45,6 @@ MAX_ITEM_BYTES = 1 << 20
 
 _ENCODE = msgspec.json.Encoder(order="sorted")
 _DECODE = msgspec.json.Decoder()
-
-
-class ItemError(RunError):
-    """Why the items cannot be read; str() is one line, located where it can be:
-    `items.jsonl:1042: not valid JSON (...)`, `items.txt:17: not UTF-8`,
-    `no such file: /abs/path/items.txt`, `the item command `seq x` exited with status 1
-    after 120 items`, `more than maxItems (1000) items`."""
 
 
 class Source:
