@@ -221,3 +221,98 @@ def test_kill_9_in_the_middle_then_retry_runs_each_item_once(tmp_path):
     twice = [k for k in set(after) if after.count(k) > 1]
     assert len(twice) <= 4 + 4, twice  # running at the kill, or ended in its last turn
     assert all(after.count(k) == 2 for k in twice)
+
+
+def test_a_command_step_runs_per_line_of_a_file_and_per_line_of_a_command(tmp_path):
+    (tmp_path / "items.txt").write_text("".join(f"line {k}\n" for k in range(25)))
+    dag = write(tmp_path / "dag.yaml", f"""\
+        steps:
+          - name: lines
+            command: sh -c 'echo "$ITEM" >> {tmp_path}/log'
+            parallel: {{file: items.txt, maxConcurrent: 3}}
+          - name: numbers
+            command: sh -c 'echo "n$ITEM" >> {tmp_path}/log'
+            parallel:
+              command: {sys.executable} -c "print(*range(5), sep=chr(10))"
+        """)
+    res = dagfast("run", str(dag), home=tmp_path / "home")
+    assert res.code == 0, res.out + res.err
+    got = (tmp_path / "log").read_text().splitlines()
+    assert sorted(got) == sorted([f"line {k}" for k in range(25)] + [f"n{k}" for k in range(5)])
+
+
+def test_a_matrix_runs_each_combination_with_its_values_as_variables(tmp_path):
+    dag = write(tmp_path / "dag.yaml", f"""\
+        steps:
+          - name: build
+            command: sh -c 'echo "$os-$arch" >> {tmp_path}/log'
+            matrix:
+              os: [linux, mac]
+              arch: [x86, arm]
+              exclude: [{{os: mac, arch: x86}}]
+              include: [{{os: win, arch: x86}}]
+            output: B
+          - name: after
+            command: echo "${{B.summary.total}} ${{B.summary.succeeded}}"
+            depends: build
+        """)
+    res = dagfast("run", "-v", str(dag), home=tmp_path / "home")
+    assert res.code == 0, res.out + res.err
+    assert sorted((tmp_path / "log").read_text().split()) == [
+        "linux-arm", "linux-x86", "mac-arm", "win-x86"]
+    assert "after | 4 4" in res.out
+
+
+def test_a_source_that_breaks_midway_fails_the_step_keeps_what_ran_and_retry_resumes(tmp_path):
+    items = tmp_path / "items.jsonl"
+    items.write_text('{"id": "a"}\n{"id": "b"}\nnot json\n{"id": "c"}\n')
+    dag = write(tmp_path / "dag.yaml", f"""\
+        steps:
+          - name: fan
+            command: sh -c 'echo "$id" >> {tmp_path}/log'
+            parallel: {{file: items.jsonl, key: "${{ITEM.id}}", maxConcurrent: 1}}
+        """)
+    home = tmp_path / "home"
+    res = dagfast("run", str(dag), home=home)
+    assert res.code == 1
+    assert "failed: fan (items.jsonl:3: not valid JSON" in res.out, res.out
+    assert sorted(ran(tmp_path)) == ["a", "b"]
+    items.write_text('{"id": "a"}\n{"id": "b"}\n{"id": "z"}\n{"id": "c"}\n')
+    again = dagfast("retry", run_id_of(res), home=home)
+    assert again.code == 0, again.out + again.err
+    assert sorted(ran(tmp_path)) == ["a", "b", "c", "z"]  # a and b kept, by key
+
+
+def test_an_item_command_that_fails_midway_fails_the_step_after_its_items(tmp_path):
+    dag = write(tmp_path / "dag.yaml", f"""\
+        steps:
+          - name: fan
+            command: sh -c 'echo "$ITEM" >> {tmp_path}/log'
+            parallel:
+              command: "echo one; echo two; exit 3"
+        """)
+    res = dagfast("run", str(dag), home=tmp_path / "home")
+    assert res.code == 1
+    assert "the item command `echo one; echo two; exit 3` exited with status 3 after 2 items" \
+        in res.out, res.out
+    assert sorted(ran(tmp_path)) == ["one", "two"]
+
+
+def test_status_pages_a_large_fan_out_by_its_failed_items(tmp_path):
+    dag = setup(tmp_path, [f"k{n}" for n in range(25)])
+    for n in (3, 17):
+        (tmp_path / f"fail-k{n}").touch()
+    home = tmp_path / "home"
+    res = dagfast("run", str(dag), home=home)
+    assert res.code == 1
+    run_id = run_id_of(res)
+    got = dagfast("status", run_id, home=home)
+    names = [line.split()[0] for line in got.out.split("\n\n", 1)[1].splitlines()[1:]]
+    assert names == ["fan", "fan[3]/work", "fan[17]/work", "fan[...]"], got.out
+    assert "23 more" in got.out
+    got = dagfast("status", run_id, "fan", home=home)
+    listed = [line.split()[0] for line in got.out.splitlines() if line.startswith("  ")]
+    assert listed == ["fan[3]", "fan[17]"], got.out
+    assert "items:    25 (23 succeeded, 2 failed)" in got.out
+    got = dagfast("status", run_id, "fan", "--limit", "1", home=home)
+    assert "  ... and 1 more (--limit 0 lists them all)" in got.out

@@ -17,7 +17,7 @@ from dagfast.records.read import (
     step_attempts, step_log,
 )
 from dagfast.status import RunStatus, StepStatus
-from dagfast.records.store import home
+from dagfast.records.store import StepRecord, home
 from dagfast.report.base import Reporter, shell_word
 
 __all__ = [
@@ -143,6 +143,12 @@ def _kib(kib: int) -> str:
     return f"{kib / 1024 / 1024:.1f}G"
 
 
+# Past this many sub-runs (a fan-out), `status RUN` lists only the failed ones (this
+# many), then one row for the rest; `status RUN STEP` pages them (--limit).
+_SUB_ROWS = 20
+_RUN_OK = (RunStatus.SUCCEEDED, RunStatus.PARTIALLY_SUCCEEDED)
+
+
 def _rows(state: RunState, dag, prefix: str, depth: int) -> list[tuple]:
     """(name, status label, record, interrupted) a step, each sub-DAG step followed by
     its sub-runs' steps, indented, named by their address (`fan[1]/work`)."""
@@ -155,8 +161,16 @@ def _rows(state: RunState, dag, prefix: str, depth: int) -> list[tuple]:
         name = f"{prefix}{step.name}"
         rows.append(("  " * depth + name, label, r, state.interrupted))
         if step.extra is not None:
-            for here, sub, sub_dag in sub_runs(state.path, i, name):
-                rows += _rows(sub, sub_dag, here, depth + 1)
+            subs = sub_runs(state.path, i, name)
+            if len(subs) > _SUB_ROWS:  # a large fan-out: its failed items, a page of them
+                shown = [x for x in subs if x[1].status not in _RUN_OK][:_SUB_ROWS]
+                for here, sub, sub_dag in shown:
+                    rows += _rows(sub, sub_dag, here, depth + 1)
+                rows.append(("  " * (depth + 1) + f"{name}[...]",
+                             f"{len(subs) - len(shown)} more", StepRecord(), False))
+            else:
+                for here, sub, sub_dag in subs:
+                    rows += _rows(sub, sub_dag, here, depth + 1)
     for on, r in state.handlers.items():  # the handlers that ran, as the console names them
         rows.append(("  " * depth + f"{prefix}handlerOn.{on}", StepStatus(r.status).label, r,
                      False))
@@ -217,7 +231,7 @@ def _step_status(state: RunState, args, out) -> int:
               f"{'attempts:':<{w}}{doc['attempts']}\n")
     if doc["error"]:
         out.write(f"{'error:':<{w}}{doc['error']}\n")
-    if items is not None and len(items) > args.limit > 0:
+    if items is not None and (args.limit == 0 or len(items) > args.limit):
         # A large fan-out: its failed items first (a page of them), then the counts.
         failed = doc["items"]["failed"]
         for f in failed:

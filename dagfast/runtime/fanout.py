@@ -421,7 +421,9 @@ class _Spill:
         folder = os.path.join(engine.run_dir.path, "items")
         os.makedirs(folder, mode=0o700, exist_ok=True)
         self.name = os.path.join(folder, f"{i}.jsonl")
-        self._f = open(self.name, "wb", buffering=1 << 16)
+        # Private, as every record file is (outputs can hold secrets).
+        self._f = open(self.name, "wb", buffering=1 << 16,
+                       opener=lambda path, flags: os.open(path, flags, 0o600))
         self._mask = engine.run.masker
 
     def write(self, k: int, entry: dict) -> None:
