@@ -316,3 +316,31 @@ def test_status_pages_a_large_fan_out_by_its_failed_items(tmp_path):
     assert "items:    25 (23 succeeded, 2 failed)" in got.out
     got = dagfast("status", run_id, "fan", "--limit", "1", home=home)
     assert "  ... and 1 more (--limit 0 lists them all)" in got.out
+
+
+def test_timeout_sec_applies_to_each_item_and_kills_its_group(tmp_path):
+    dag = write(tmp_path / "dag.yaml", f"""\
+        steps:
+          - name: fan
+            command: sh -c 'if [ "$ITEM" = slow ]; then (sleep 60; echo late >> {tmp_path}/log) & wait; fi; echo "$ITEM" >> {tmp_path}/log'
+            parallel: {{items: [a, slow, b]}}
+            timeoutSec: 1
+        """)
+    home = tmp_path / "home"
+    res = dagfast("run", str(dag), home=home)
+    assert res.code == 1
+    assert "failed: fan (1 of 3 items failed)" in res.out, res.out
+    assert "    fan[1]: step timed out after 1s" in res.out, res.out
+    assert sorted(ran(tmp_path)) == ["a", "b"]
+    # Its group was killed: nothing of it is left to write `late` (no process of the
+    # run carries its run id any more).
+    tag = f"DAG_RUN_ID={run_id_of(res)}".encode()
+    left = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if any(v.startswith(tag) for v in f.read().split(b"\0")):
+                    left.append(pid)
+        except OSError:
+            pass  # gone, or not ours to read
+    assert left == []

@@ -255,24 +255,11 @@ class _FanOut:
         except SpawnError as exc:
             return 127, str(exc), False
         # The item's process is not one of the run's maxActiveSteps (the step holds one
-        # slot for all of its items): the executor counts it, so it is given back here.
-        procs.release()
-        timer = None
-        timed_out = []
-        if timeout:
-            def kill():
-                timed_out.append(True)
-                procs.signal(token, 9)
-
-            timer = asyncio.get_running_loop().call_later(timeout, kill)
-        try:
-            wait_status = await fut
-        finally:
-            procs.hold()
-            if timer is not None:
-                timer.cancel()
+        # slot for all of its items). A timeout kills its group; not the processes that
+        # left it by name: every item of the step has that name.
+        wait_status = await self.flow.wait_process(token, fut, timeout, None)
         self.costs[token] = procs.cost(token)  # kept per token until read: read it once
-        if timed_out:
+        if wait_status is None:
             return 124, "", True
         code, error = describe(wait_status, step.name)
         if code == 127:

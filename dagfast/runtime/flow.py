@@ -229,8 +229,6 @@ class Flow:
     async def _process(self, token: int, step: Step, argv, script, env: dict, cwd: str):
         """Start one process and wait for it: (exit code, error, timed out)."""
         engine = self.engine
-        procs = engine.executor
-        loop = asyncio.get_running_loop()
         try:
             if script is not None:
                 argv = engine.write_script(token, script, argv)
@@ -238,31 +236,41 @@ class Flow:
             fut = engine.start_process(token, argv, env, cwd)
         except SpawnError as exc:
             return 127, str(exc), False
-        procs.release()  # the executor counts it now
+        ex = step.extra
+        wait_status = await self.wait_process(token, fut, ex.timeout_sec if ex else 0, step.name)
+        if wait_status is None:
+            return TIMEOUT_EXIT, "", True
+        code, error = describe(wait_status, step.name)
+        if code == 127:
+            error = too_long(error, lambda: env, argv, self.run.dag)
+        return code, error, False
+
+    async def wait_process(self, token: int, fut, timeout: float, escaped: str | None):
+        """The wait status of the process started under `token` (its future `fut`), or
+        None when `timeout` (seconds; 0: none) passed first and its group was killed,
+        with, for `escaped` (a step's name), that step's processes that left it. While
+        it runs the executor counts it, so the slot its step holds is given back."""
+        procs = self.engine.executor
+        procs.release()
         timed_out = []
         timer = None
-        ex = step.extra
-        if ex is not None and ex.timeout_sec:
+        if timeout:
             def kill():
                 # The whole group: children of a timed-out step never outlive it. Through
                 # the executor, which knows where the step runs (a Dask worker, maybe).
                 timed_out.append(True)
                 procs.signal(token, signal.SIGKILL)
-                procs.signal_escaped(signal.SIGKILL, step.name)  # and those that `setsid`
+                if escaped is not None:  # and those that `setsid`
+                    procs.signal_escaped(signal.SIGKILL, escaped)
 
-            timer = loop.call_later(ex.timeout_sec, kill)
+            timer = asyncio.get_running_loop().call_later(timeout, kill)
         try:
             wait_status = await fut
         finally:
             procs.hold()
             if timer is not None:
                 timer.cancel()
-        if timed_out:
-            return TIMEOUT_EXIT, "", True
-        code, error = describe(wait_status, step.name)
-        if code == 127:
-            error = too_long(error, lambda: env, argv, self.run.dag)
-        return code, error, False
+        return None if timed_out else wait_status
 
     async def _holds(self, cond, env: dict, cwd: str, timeout: float | None = None):
         """`is_met`, interrupted when the run is stopped (DAG timeoutSec, `dagfast stop`,
