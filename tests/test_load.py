@@ -969,14 +969,19 @@ def test_ten_megabyte_files_fail_fast(tmp_path):
         "list.yaml": b"- x\n" * 2_500_000,
         "flow.yaml": b"x: [" + b"y, " * 3_400_000 + b"]\n",
     }
+    said = {
+        "scalar.yaml": "the top level must be a mapping of DAG keys, not a single value",
+        "list.yaml": "more than 2,000,000 values",
+        "flow.yaml": "more than 2,000,000 values",
+    }
     for name, data in cases.items():
         path = tmp_path / name
         path.write_bytes(data)
-        t = time.perf_counter()
         with pytest.raises(LoadError) as info:
             load(path, environ=ENV)
-        assert time.perf_counter() - t < 15, name
-        assert len(info.value.problems) >= 1
+        # Fast: the loader stops at its limit (how long it takes is bench/'s to time, not
+        # a test's: under load a bound in seconds is a coin toss).
+        assert said[name] in str(info.value.problems[0]), name
     too_big = tmp_path / "big.yaml"
     too_big.write_bytes(b"#" * (33 * 1024 * 1024))
     with pytest.raises(LoadError) as info:

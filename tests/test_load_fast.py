@@ -231,7 +231,7 @@ def yamlish(draw) -> bytes:
 
 
 TWINS = settings(
-    max_examples=300, deadline=None, database=None,
+    max_examples=150, deadline=None, database=None,
     suppress_health_check=[HealthCheck.too_slow],
 )  # fmt: skip
 
