@@ -344,3 +344,22 @@ def test_timeout_sec_applies_to_each_item_and_kills_its_group(tmp_path):
         except OSError:
             pass  # gone, or not ours to read
     assert left == []
+
+
+def test_a_fan_out_that_calls_its_own_dag_at_run_time_is_stopped_and_named(tmp_path):
+    """The sub-DAG is known only once `a` ran: the loop is caught when the item's
+    sub-run would start (in the one place every sub-run starts), not by the loader."""
+    dag = write(tmp_path / "dyn.yaml", """\
+        steps:
+          - name: a
+            command: echo dyn.yaml
+            output: D
+          - name: fan
+            call: ${D}
+            depends: a
+            parallel: {items: [x]}
+        """)
+    res = dagfast("run", str(dag), home=tmp_path / "home")
+    assert res.code == 1
+    assert "    fan[0]: the sub-DAG calls itself: dyn.yaml -> dyn.yaml" in res.out, res.out
+    assert "    its items: dagfast status " in res.out

@@ -356,12 +356,14 @@ def summary(result, color=None) -> list[str]:
         leaf = failed_leaf(result.path, i, steps[i].name) if ex else None
         path, step, name = (leaf.run_path, leaf.log, leaf.name) if leaf else (result.path, i, steps[i].name)
         more = ""
-        if leaf is None and ex is not None and ex.parallel is not None and ex.call is None:
-            item = _first_failed_item(result.path, i)  # a command step's items
+        if leaf is None and ex is not None and ex.parallel is not None:
+            item = _first_failed_item(result.path, i)  # an item with no sub-run to show
             if item is not None:
-                leaf, step = item, item.token
-                more = f" --item {item.index}"
                 out.append(f"    {steps[i].name}[{item.index}]: {item.error}")
+                if item.token < 0:  # its sub-run never started: no output to show
+                    out.append(f"    its items: dagfast status {result.run_id} {shell_word(name)}")
+                    continue
+                step, more = item.token, f" --item {item.index}"
         elif leaf is not None:
             out.append(f"    {leaf.name}: {leaf.error}")
         out += [f"    | {line}" for line in tail_bytes(step_log(path, step, "err", last=16384))]
@@ -394,8 +396,7 @@ def _first_failed_item(run_path: str, step: int):
         items = read_items(run_path, [step]).get(step, {})
     except RunError:  # the ending must not fail for want of an excerpt
         return None
-    bad = [it for it in items.values()
-           if it.status == StepStatus.FAILED and it.token >= 0]
+    bad = [it for it in items.values() if it.status == StepStatus.FAILED]
     return min(bad, key=lambda it: it.index) if bad else None
 
 

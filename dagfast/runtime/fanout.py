@@ -30,14 +30,13 @@ import msgspec
 
 from dagfast.errors import OutputTooLarge, SpawnError
 from dagfast.exec.base import describe
-from dagfast.loader.expand import ExpandError, expand
 from dagfast.loader.params import override
 from dagfast.model import Step, StepExtra
 from dagfast.records.read import step_log
 from dagfast.records.store import StepRecord
 from dagfast.runtime import items as sources
-from dagfast.runtime.outputs import capture, expand_refs
-from dagfast.runtime.state import too_long
+from dagfast.runtime.outputs import capture, expand_refs, fill_params
+from dagfast.runtime.state import pause, too_long
 from dagfast.status import RunStatus, StepStatus
 
 __all__ = ["INLINE", "run"]
@@ -82,6 +81,7 @@ class _FanOut:
         self.ok = 0
         self.running = 0
         self.costs: dict[int, tuple] = {}  # token -> what its last process cost
+        self._script = None  # the argv of the step's script, once written
         self.error = ""
         self.wake: asyncio.Future | None = None
         self.shapes = _Shapes(self, target) if target is not None else None
@@ -202,12 +202,10 @@ class _FanOut:
                                                     params, self.target.document)
             if type(result) is str:
                 return _FAILED, 1, result, -1, None
-            status = {RunStatus.SUCCEEDED: _SUCCEEDED, RunStatus.ABORTED: _ABORTED,
-                      RunStatus.PARTIALLY_SUCCEEDED: StepStatus.PARTIALLY_SUCCEEDED,
-                      }.get(result.status, _FAILED)  # fmt: skip
+            status = result.step_status()
             error = ""
             if status == _FAILED:
-                why = result.error or _first_failure(result)
+                why = result.error or result.first_failure()
                 error = f"sub-DAG `{result.dag.name}` failed" + (f": {why}" if why else "")
             return status, (1 if status == _FAILED else 0), error, -1, result.outputs or None
         sub, env = plan
@@ -234,7 +232,7 @@ class _FanOut:
                 break
             if attempt >= retry.limit or (retry.exit_codes and code not in retry.exit_codes):
                 break
-            await self.flow.sleep(_interval(retry, attempt))
+            await self.flow.sleep(pause(retry, attempt))
             attempt += 1
             if state.stopping:
                 break
@@ -284,15 +282,16 @@ class _FanOut:
             values = dict(self.refs, **values)
             argv = tuple(expand_refs(a, values) for a in argv)
         if step.script is not None:
-            argv = self._script_argv(step, values)
+            argv = self._script_argv(step)
         return argv
 
-    def _script_argv(self, step: Step, values: dict):
-        # The step's script is written once, for all of its items.
-        script_argv = getattr(self, "_script", None)
-        if script_argv is None:
-            script_argv = self._script = self.engine.write_script(self.i, step.script, step.argv)
-        return script_argv
+    def _script_argv(self, step: Step):
+        """The argv that runs the step's script, written once for all of its items."""
+        if self._script is None:
+            ex = step.extra
+            text = expand_refs(step.script, self.refs) if ex is not None and ex.expand else step.script
+            self._script = self.engine.write_script(self.i, text, step.argv)
+        return self._script
 
     def _outputs(self, step: Step, token: int, status, sub=None):
         """An item's outputs for the fan-in: its step's `output:` variable."""
@@ -308,17 +307,11 @@ class _FanOut:
         return {ex.output: value}
 
     def _params(self, item, text: str):
-        ex = self.ex
-        local = dict(self.scope, ITEM=text)
-        refs = dict(self.refs, ITEM=text)
-        params = []
-        for name, value in ex.params:
-            try:
-                value = expand(expand_refs(value, refs), local)
-            except ExpandError:
-                pass
-            params.append((name, value))
-        params = tuple(params)
+        """The sub-DAG's params for `item`: the step's, `${ITEM}` and `${ITEM.key}`
+        filled in, then the item's own (a map's fields, else the item as `ITEM` and
+        the first positional one)."""
+        params = fill_params(self.ex.params, dict(self.scope, ITEM=text),
+                             dict(self.refs, ITEM=text))
         if type(item) is dict:
             return override(params, tuple(item.items()))
         return override(params, ((None, item), ("ITEM", item)))
@@ -551,14 +544,3 @@ def _fill(template, values: list, mark):
         env=tuple((n, one(v)) for n, v in template.env), steps=(step,))
 
 
-def _first_failure(result) -> str:
-    for step, record in zip(result.dag.steps, result.steps):
-        if record.status == StepStatus.FAILED and record.error:
-            return f"step `{step.name}`: {record.error}"
-    return ""
-
-
-def _interval(retry, k: int) -> float:
-    """The pause before retry `k + 1` (flow's rule: interval x backoff^k, capped)."""
-    value = retry.interval * (retry.backoff ** k)
-    return min(value, retry.max_interval) if retry.max_interval else value

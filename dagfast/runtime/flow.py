@@ -24,7 +24,7 @@ from dagfast.records.read import step_log
 from dagfast.records.store import StepRecord
 from dagfast.runtime.conditions import is_met
 from dagfast.runtime.outputs import capture, expand_refs
-from dagfast.runtime.state import too_long
+from dagfast.runtime.state import pause, too_long
 from dagfast.status import RunStatus, StepStatus
 
 __all__ = ["Flow"]
@@ -188,8 +188,7 @@ class Flow:
                     break
                 if attempt >= retry.limit or (retry.exit_codes and code not in retry.exit_codes):
                     break
-                await self.sleep(_interval(retry.interval, retry.backoff, retry.max_interval,
-                                           attempt))
+                await self.sleep(pause(retry, attempt))
                 attempt += 1
                 if run.stopping:
                     break
@@ -201,8 +200,7 @@ class Flow:
             again = await self._again(repeat, code, env, cwd, values)
             if not again:  # False, or None: the run was stopped while a condition ran
                 break
-            await self.sleep(_interval(repeat.interval, repeat.backoff, repeat.max_interval,
-                                       runs - 1))
+            await self.sleep(pause(repeat, runs - 1))
             if run.stopping:
                 break
         if timed_out:
@@ -422,11 +420,6 @@ def _with_refs(cond, values: dict[str, str]):
         condition=expand_refs(cond.condition, values),
         expected=expand_refs(expected, values) if expected is not None else None,
     )
-
-
-def _interval(base: float, backoff: float, cap: float, k: int) -> float:
-    value = base * (backoff**k)
-    return min(value, cap) if cap else value
 
 
 def _str_env(env: dict) -> dict:

@@ -393,18 +393,35 @@ class _Lines:
             raise ItemError(f"{self.name}:{self.line}: not UTF-8") from None
 
 
+class _Bad:
+    """Why some bytes are not a JSON item (`not UTF-8`, `not valid JSON (...)`)."""
+
+    __slots__ = ("why",)
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+
+def _json_item(raw: bytes):
+    """The item one JSON value gives, or _Bad saying why it gives none."""
+    try:
+        return _item(_DECODE.decode(raw))
+    except msgspec.DecodeError as e:
+        try:
+            raw.decode()
+        except UnicodeDecodeError:
+            return _Bad("not UTF-8")
+        return _Bad(f"not valid JSON ({e})")
+
+
 class _JsonLines(_Lines):
     """One JSON value per non-blank line."""
 
     def _one(self, raw: bytes):
-        try:
-            return _item(_DECODE.decode(raw))
-        except msgspec.DecodeError as e:
-            try:
-                raw.decode()
-            except UnicodeDecodeError:
-                raise ItemError(f"{self.name}:{self.line}: not UTF-8") from None
-            raise ItemError(f"{self.name}:{self.line}: not valid JSON ({e})") from None
+        item = _json_item(raw)
+        if type(item) is _Bad:
+            raise ItemError(f"{self.name}:{self.line}: {item.why}")
+        return item
 
 
 # Outside a string, the characters that matter to the split; inside one, `"` and `\`.
@@ -526,16 +543,12 @@ class _JsonArray:
         self.pos = pos
 
     def _element(self, raw: bytes, at: int):
-        lead = len(raw) - len(raw.lstrip(_SPACE))
-        try:
-            return _item(_DECODE.decode(raw))
-        except msgspec.DecodeError as e:
-            try:
-                raw.decode()
-            except UnicodeDecodeError:
-                raise self._error(at + lead, "not UTF-8") from None
-            why = "an empty element" if not raw.strip(_SPACE) else f"not valid JSON ({e})"
-            raise self._error(at + lead, why) from None
+        item = _json_item(raw)
+        if type(item) is _Bad:
+            lead = len(raw) - len(raw.lstrip(_SPACE))
+            why = "an empty element" if not raw.strip(_SPACE) else item.why
+            raise self._error(at + lead, why)
+        return item
 
 
 _SPLITTERS: dict[str, Callable[[str], object]] = {

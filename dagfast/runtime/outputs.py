@@ -12,7 +12,7 @@ import re
 from dagfast.errors import OutputTooLarge
 from dagfast.model import output_ref  # the marker lives with `secret_ref`; re-exported
 
-__all__ = ["capture", "expand_refs", "fill_refs", "lookup", "output_ref"]
+__all__ = ["capture", "expand_refs", "fill_params", "fill_refs", "lookup", "output_ref"]
 
 _PATH = re.compile(r"\.([A-Za-z0-9_-]+)|\[(\d+)\]")
 _REF = re.compile("\ue002([A-Za-z_][A-Za-z0-9_]*)([^\ue003]*)\ue003")
@@ -79,3 +79,18 @@ def fill_refs(value: str, env: dict[bytes, bytes]) -> str:
         return text
 
     return _REF.sub(sub, value)
+
+
+def fill_params(params, scope: dict, refs: dict):
+    """A `call` step's params with `${NAME.key}` (outputs in `refs`) and `${VAR}` (in
+    `scope`) filled in; a value that does not expand is passed as written."""
+    from dagfast.loader.expand import ExpandError, expand  # only calls (start-up)
+
+    out = []
+    for name, value in params:
+        try:
+            value = expand(expand_refs(value, refs), scope)
+        except ExpandError:
+            pass
+        out.append((name, value))
+    return tuple(out)

@@ -350,6 +350,9 @@ class Children:
         start (text). `document`: a local sub-DAG of the file at `path`."""
         parent = caller.run
         steps = parent.dag.steps
+        loop = _recursion(parent, path, document)
+        if loop:  # a sub-DAG named at run time (`call: ${VAR}`) that would never end
+            return f"the sub-DAG calls itself: {loop}"
         sub = self.load(caller, path, params, document)
         if type(sub) is str:
             return sub
@@ -375,6 +378,27 @@ class Children:
 
 
 # Helpers -------------------------------------------------------------------------------
+
+
+def _recursion(run, path: str, document: str) -> str:
+    """`a.yaml -> b.yaml -> a.yaml` when the DAG at `path` (its local sub-DAG `document`
+    when given) is already running in the chain of callers of `run` (a run that
+    would never end), else ""."""
+    real = os.path.realpath(path)
+    chain = []
+    caller = run
+    while caller is not None:
+        dag = caller.dag
+        chain.append(_shown(dag.path, dag.document))
+        if dag.path and os.path.realpath(dag.path) == real and dag.document == document:
+            return " -> ".join(list(reversed(chain)) + [_shown(path, document)])
+        caller = caller.parent
+    return ""
+
+
+def _shown(path: str, document: str) -> str:
+    """A DAG in a loop's description: its file's name, and its local name if it has one."""
+    return os.path.basename(path) + (f"#{document}" if document else "")
 
 
 # A step that was running when its engine died, as a retry that does not run it keeps it.

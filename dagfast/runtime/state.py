@@ -15,11 +15,18 @@ from dagfast.records.store import StepRecord
 from dagfast.runtime.outputs import fill_refs
 from dagfast.status import RunStatus, StepStatus
 
-__all__ = ["MAX_ARG_STRLEN", "Run", "RunResult", "too_long"]
+__all__ = ["MAX_ARG_STRLEN", "Run", "RunResult", "pause", "too_long"]
 
 _SUCCEEDED = StepStatus.SUCCEEDED
 _FAILED = StepStatus.FAILED
 _ABORTED = StepStatus.ABORTED
+
+
+_AS_STEP = {
+    RunStatus.SUCCEEDED: StepStatus.SUCCEEDED,
+    RunStatus.PARTIALLY_SUCCEEDED: StepStatus.PARTIALLY_SUCCEEDED,
+    RunStatus.ABORTED: StepStatus.ABORTED,
+}
 
 
 class RunResult:
@@ -51,6 +58,18 @@ class RunResult:
     def step(self, name: str) -> StepRecord:
         """The record of the step called `name`."""
         return self.steps[self.dag.index(name)]
+
+    def step_status(self) -> StepStatus:
+        """The status of the step that ran this run as its sub-DAG."""
+        return _AS_STEP.get(self.status, _FAILED)
+
+    def first_failure(self) -> str:
+        """`step: error` of the first failed step (a loop of sub-DAGs is found in the
+        innermost one: its callers' records say it too), or ""."""
+        for step, record in zip(self.dag.steps, self.steps):
+            if record.status == _FAILED and record.error:
+                return f"step `{step.name}`: {record.error}"
+        return ""
 
 
 class Run:
@@ -191,6 +210,13 @@ class Run:
 
 _E2BIG = os.strerror(errno.E2BIG)
 MAX_ARG_STRLEN = 128 * 1024  # Linux: the most one argument or `NAME=value` may hold
+
+
+def pause(policy, k: int) -> float:
+    """The wait before the (k+2)th execution under a retryPolicy or repeatPolicy:
+    its interval times backoff^k, capped by its maxIntervalSec."""
+    value = policy.interval * (policy.backoff ** k)
+    return min(value, policy.max_interval) if policy.max_interval else value
 
 
 def too_long(error: str, get_env, argv, dag: Dag) -> str:

@@ -17,17 +17,12 @@ import msgspec
 from dagfast.loader.expand import ExpandError, expand
 from dagfast.loader.subnames import Target, looked_in, resolve
 from dagfast.model import Params, Step
-from dagfast.runtime.outputs import expand_refs
+from dagfast.runtime.outputs import expand_refs, fill_params
 from dagfast.runtime.stepoutputs import fill
 from dagfast.status import RunStatus, StepStatus
 
 __all__ = ["run"]
 
-_STEP_STATUS = {
-    RunStatus.SUCCEEDED: StepStatus.SUCCEEDED,
-    RunStatus.PARTIALLY_SUCCEEDED: StepStatus.PARTIALLY_SUCCEEDED,
-    RunStatus.ABORTED: StepStatus.ABORTED,
-}
 _OK = (RunStatus.SUCCEEDED, RunStatus.PARTIALLY_SUCCEEDED)
 
 
@@ -54,14 +49,14 @@ async def run(flow, i: int, step: Step, env: dict):
         ex = msgspec.structs.replace(ex, params=tuple(
             (k, fill(state, ex.reads, v)) for k, v in ex.params))
     if ex.parallel is None:
-        params = _params(ex.params, scope, refs)
+        params = fill_params(ex.params, scope, refs)
         result = await _one(engine, i, 0, target, params)
         if isinstance(result, str):
             return _fail(engine, i, result)
         _write(engine, i, result.outputs)
-        status = _STEP_STATUS.get(result.status, StepStatus.FAILED)
+        status = result.step_status()
         if status == StepStatus.FAILED:
-            why = result.error or _first_failure(result)
+            why = result.error or result.first_failure()
             why = f": {why}" if why else ""
             return status, 1, f"sub-DAG `{result.dag.name}` {RunStatus(result.status).label}{why}"
         return status, (0 if result.status in _OK else None), ""
@@ -72,51 +67,7 @@ async def run(flow, i: int, step: Step, env: dict):
 
 async def _one(engine, i: int, k: int, target: Target, params: Params):
     """One sub-run to its end: its RunResult, or the text of why it could not start."""
-    loop = _recursion(engine.run, target)
-    if loop:
-        return f"the sub-DAG calls itself: {loop}"
     return await engine.children.run(engine, i, k, target.path, params, target.document)
-
-
-def _first_failure(result) -> str:
-    """`step: error` of the sub-run's first failed step (a loop of sub-DAGs is found in
-    the innermost one: its callers' records say it too)."""
-    for step, record in zip(result.dag.steps, result.steps):
-        if record.status == StepStatus.FAILED and record.error:
-            return f"step `{step.name}`: {record.error}"
-    return ""
-
-
-def _recursion(run, target: Target) -> str:
-    """`a.yaml -> b.yaml -> a.yaml` when the DAG `target` names (a file, or a local
-    sub-DAG of one) is already running in the chain of callers of `run` (a run that
-    would never end), else ""."""
-    real = os.path.realpath(target.path)
-    chain = []
-    caller = run
-    while caller is not None:
-        dag = caller.dag
-        chain.append(_shown(dag.path, dag.document))
-        if dag.path and os.path.realpath(dag.path) == real and dag.document == target.document:
-            return " -> ".join(list(reversed(chain)) + [_shown(target.path, target.document)])
-        caller = caller.parent
-    return ""
-
-
-def _shown(path: str, document: str) -> str:
-    """A DAG in a loop's description: its file's name, and its local name if it has one."""
-    return os.path.basename(path) + (f"#{document}" if document else "")
-
-
-def _params(params: Params, scope: dict, refs: dict) -> Params:
-    out = []
-    for name, value in params:
-        try:
-            value = expand(expand_refs(value, refs), scope)
-        except ExpandError:
-            pass
-        out.append((name, value))
-    return tuple(out)
 
 
 def _write(engine, i: int, doc) -> None:
