@@ -46,7 +46,10 @@ SHAPES = ("fanout", "mapreduce", "chain", "layered")
 # `echo` prints one line per step (`echo <step id>`): what storing output costs.
 COMMANDS = {"true": "true", "sleep": "sleep 0.01", "echo": "echo $i"}
 SLEEP_S = 0.01
-ENGINES = ("dagfast", "dagfast-base", "dask", "c", "c-logs", "xargs", "ninja", "make", "dagu")
+ENGINES = (
+    "dagfast", "dagfast-sh", "dagfast-base", "dask", "c", "c-direct", "c-logs", "xargs",
+    "ninja", "make", "dagu",
+)
 LAYERS = 10
 LAYER_SEED = 1234
 CHAIN_MAX = 1_000
@@ -427,6 +430,21 @@ class CSpawn(Engine):
         return Invocation([str(self.binary), "-j", str(jobs), str(path)], where, dict(os.environ))
 
 
+class CSpawnDirect(CSpawn):
+    """spawn.c -d: the same loop, a command of plain words started without sh, as make
+    and dagfast start them: the limit for an engine that skips the shell so."""
+
+    name = "c-direct"
+
+    def find(self, args, tmp):
+        super().find(args, tmp)
+        self.version += ", -d (plain words without sh)"
+
+    def write(self, dag, cmds, jobs, where):
+        inv = super().write(dag, cmds, jobs, where)
+        return Invocation(inv.argv[:-1] + ["-d", inv.argv[-1]], where, inv.env)
+
+
 class CSpawnLogs(CSpawn):
     """spawn.c -l: the same loop, each step's stdout and stderr in a log file of its own
     as dagfast keeps them: the limit for an engine that records every step's output."""
@@ -612,9 +630,22 @@ class DagfastBase(Dagfast):
         super().find(args, tmp)
 
 
+class DagfastShell(Dagfast):
+    """This dagfast with DAGFAST_DIRECT_EXEC=0: every step through `sh -c`, as the C
+    loop starts them, so its ratio to C is the engine's own cost."""
+
+    name = "dagfast-sh"
+
+    def find(self, args, tmp):
+        super().find(args, tmp)
+        self.env["DAGFAST_DIRECT_EXEC"] = "0"
+        if self.version:
+            self.version += ", DAGFAST_DIRECT_EXEC=0"
+
+
 ENGINE_CLASSES = {
-    cls.name: cls for cls in (Dagfast, DagfastBase, DaskEngine, CSpawn, CSpawnLogs, Xargs,
-                              Ninja, Make, Dagu)
+    cls.name: cls for cls in (Dagfast, DagfastShell, DagfastBase, DaskEngine, CSpawn,
+                              CSpawnDirect, CSpawnLogs, Xargs, Ninja, Make, Dagu)
 }
 
 

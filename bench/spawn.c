@@ -6,7 +6,11 @@
  * `posix_spawn("/bin/sh", {"sh", "-c", cmd})`, reaped with waitpid(-1), so any engine
  * that also starts `sh -c` per step can at best match it (ratio 1.00 in the table).
  *
- * Usage: spawn -j J [-l LOGDIR] JOBFILE
+ * With -d, a step whose command is plain words (letters, digits, `_./,:+@%=-` and
+ * spaces: no shell syntax at all) is posix_spawnp'd as those words, without sh, as make
+ * and dagfast start such commands: the limit for an engine that does so (`c-direct`).
+ *
+ * Usage: spawn -j J [-d] [-l LOGDIR] JOBFILE
  *        spawn -m REPORT -- ARGV...
  *
  * With -l, each step's stdout and stderr go to LOGDIR/<id>.out and LOGDIR/<id>.err,
@@ -173,14 +177,41 @@ static int measure(const char *report, char **argv)
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+/* Splits `cmd` into `words` (at most `max - 1`, NULL-terminated) in `buf` when it is
+ * plain words; returns 0 when it is not (the shell's to read). */
+static int plain_words(const char *cmd, char *buf, size_t size, char **words, int max)
+{
+    size_t len = strlen(cmd);
+    if (len + 1 > size)
+        return 0;
+    memcpy(buf, cmd, len + 1);
+    int n = 0;
+    for (char *p = buf; *p;) {
+        while (*p == ' ')
+            *p++ = '\0';
+        if (!*p)
+            break;
+        if (n == max - 1)
+            return 0;
+        words[n++] = p;
+        for (; *p && *p != ' '; p++)
+            if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./,:+@%=-", *p))
+                return 0;
+    }
+    words[n] = NULL;
+    return n > 0 && !strchr(words[0], '=');
+}
+
 int main(int argc, char **argv)
 {
     int jobs = 0;
     const char *report = NULL, *logdir = NULL;
-    int opt;
-    while ((opt = getopt(argc, argv, "+j:m:l:")) != -1) {
+    int opt, direct = 0;
+    while ((opt = getopt(argc, argv, "+j:m:l:d")) != -1) {
         if (opt == 'j')
             jobs = atoi(optarg);
+        else if (opt == 'd')
+            direct = 1;
         else if (opt == 'm')
             report = optarg;
         else if (opt == 'l')
@@ -191,7 +222,7 @@ int main(int argc, char **argv)
     if (report && optind < argc)
         return measure(report, argv + optind);
     if (jobs < 1 || optind != argc - 1) {
-        fprintf(stderr, "usage: spawn -j JOBS [-l LOGDIR] JOBFILE\n       spawn -m REPORT -- ARGV...\n");
+        fprintf(stderr, "usage: spawn -j JOBS [-d] [-l LOGDIR] JOBFILE\n       spawn -m REPORT -- ARGV...\n");
         return 2;
     }
 
@@ -228,7 +259,12 @@ int main(int argc, char **argv)
                 posix_spawn_file_actions_addopen(&fa, 2, err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
                 fap = &fa;
             }
-            int err = posix_spawn(&pid, "/bin/sh", fap, NULL, child_argv, environ);
+            char buf[4096], *words[64];
+            int err;
+            if (direct && plain_words(g.cmd[step], buf, sizeof buf, words, 64))
+                err = posix_spawnp(&pid, words[0], fap, NULL, words, environ);
+            else
+                err = posix_spawn(&pid, "/bin/sh", fap, NULL, child_argv, environ);
             if (fap)
                 posix_spawn_file_actions_destroy(fap);
             if (err) {

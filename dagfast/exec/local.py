@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 
 from dagfast.errors import SpawnError
-from dagfast.exec import _spawn, guardian
+from dagfast.exec import _spawn, direct, guardian
 from dagfast.exec.base import Executor, Outcome, describe_exit
 
 __all__ = ["ProcessManager", "end_leftovers", "killpg", "leftovers", "system_room"]
@@ -60,6 +60,7 @@ class ProcessManager(Executor):
         self._count = 0  # started (queued or running) and not yet reported ended
         self._env: dict = {}  # the last step's environment: its DAG_RUN_ID finds escapees
         self._descendants: set[tuple[int, int]] = set()  # see note_descendants
+        self._direct = direct.enabled()  # plain commands skip the shell (exec/direct.py)
         loop.add_reader(self._epoll.fileno(), self._on_readable)
 
     @classmethod
@@ -110,13 +111,15 @@ class ProcessManager(Executor):
         does; EAGAIN waits for room) comes back through `on_exits` as an Outcome.
         Raises SpawnError for what can be told at once. Returns 0 (no pid: the step is
         signalled by its token)."""
+        plain = direct.plain_start(argv, env, cwd, _which) if self._direct else None
         try:
+            if plain is not None:
+                path, argv = plain
+            else:
+                path = argv[0] if "/" in argv[0] else _which(argv[0], env)
             # With nothing else in flight there is nothing to overlap: start it here
             # and spare a chain of steps a thread hand-off each.
-            self._pool.submit(
-                token, argv[0] if "/" in argv[0] else _which(argv[0], env),
-                argv, env, cwd, not self._count,
-            )
+            self._pool.submit(token, path, argv, env, cwd, not self._count)
         except ValueError as exc:
             raise SpawnError(f"cannot start `{argv[0]}`: {exc}") from None
         self._env = env
