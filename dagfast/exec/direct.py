@@ -55,6 +55,10 @@ _PLAIN = re.compile(r"[ \t]*[A-Za-z0-9_./,:+@%-]+(?:[ \t]+[A-Za-z0-9_./,:+@%=-]+
 
 _EXECUTABLE = (b"\x7fELF", b"#!")  # what exec runs; anything else the shell runs as sh
 
+# The caches below hold a few entries in any real DAG (programs, shells, directories);
+# one that grows past this (a fan-out of a million `dir:`s) starts again.
+_CACHE_MAX = 4096
+
 
 def enabled() -> bool:
     """Whether the engine may skip the shell (`DAGFAST_DIRECT_EXEC=0` says no)."""
@@ -140,6 +144,8 @@ def _kind(shell: str, env: dict, which) -> str | None:
         name = os.path.basename(os.path.realpath(path))
     except (OSError, SpawnError):
         name = None
+    if len(_kinds) >= _CACHE_MAX:
+        _kinds.clear()
     kind = _kinds[key] = name if name in ("dash", "bash") else None
     return kind
 
@@ -162,6 +168,8 @@ def _runnable(path: str) -> bool:
         except OSError:
             head = b""
         ok = head.startswith(_EXECUTABLE)
+    if len(_runnables) >= _CACHE_MAX:
+        _runnables.clear()
     _runnables[path] = (st.st_ino, st.st_ctime_ns, ok)  # chmod and writes change ctime
     return ok
 
@@ -188,5 +196,7 @@ def _pwd(given: bytes | None, cwd: str) -> bytes | None:
             same = False
         if not same:
             pwd = os.fsencode(os.path.realpath(cwd))
+    if len(_pwds) >= _CACHE_MAX:
+        _pwds.clear()
     _pwds[key] = pwd
     return pwd

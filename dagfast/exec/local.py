@@ -378,6 +378,8 @@ def _which(name: str, env: dict) -> str:
                 break
         else:
             raise SpawnError(f"cannot start `{name}`: command not found in PATH")
+        if len(_which_cache) >= 4096:  # a few programs in any real DAG: bounded anyway
+            _which_cache.clear()
         _which_cache[key] = found
     return found
 
