@@ -41,3 +41,23 @@ def test_each_steps_cpu_time_and_peak_memory_reach_status_json_and_junit(tmp_pat
     events = [json.loads(line) for line in dagfast("run", "--json", str(dag), home=home).out.splitlines()]
     ended = {e["step"]: e for e in events if e["event"] == "step_finished"}
     assert ended["burn"]["cpu_seconds"] > 0
+
+
+def test_a_small_step_reports_no_peak_memory_of_the_engine_before_or_after_a_big_one(tmp_path):
+    # Until exec, a vfork'd child runs in the engine's memory, and the kernel counts
+    # that in the child's peak: a step whose peak is no more than the engine's own gets
+    # none. The engine's peak is read again only when a step's exceeds the last reading.
+    dag = tmp_path / "order.yaml"
+    dag.write_text(
+        "type: chain\nsteps:\n"
+        "  - name: small1\n    command: sh -c ':'\n"
+        f"  - name: big\n    command: {sys.executable} -c \"b = bytearray(200 << 20)\"\n"
+        "  - name: small2\n    command: sh -c ':'\n"
+    )
+    home = tmp_path / "home"
+    assert dagfast("run", "-q", str(dag), home=home).code == 0
+    steps = {s["name"]: s for s in json.loads(dagfast("status", "order", "--json",
+                                                      home=home).out)["steps"]}
+    assert steps["small1"]["peak_rss_kib"] is None, steps
+    assert steps["big"]["peak_rss_kib"] >= 200 * 1024
+    assert steps["small2"]["peak_rss_kib"] is None, steps

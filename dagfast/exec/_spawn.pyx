@@ -232,10 +232,12 @@ cdef class Pool:
     cdef int _epfd
     cdef Store _store
     cdef dict _cost  # token -> (CPU seconds, peak RSS in KiB) of its last process
+    cdef long _floor  # the engine's own peak RSS as last read (it only grows)
 
     def __cinit__(self, int nthreads, int epfd, Store store=None):
         self._epfd = epfd
         self._cost = {}
+        self._floor = -1
         self._p = sp_new(nthreads, epfd)
         if self._p == NULL:
             raise OSError(errno, "cannot start the spawn threads")
@@ -334,7 +336,6 @@ cdef class Pool:
         cdef siginfo_t info
         cdef int n, k, fd, token, status = 0, rc, lost, pid
         cdef rusage ru
-        cdef long floor = -1  # the engine's own peak RSS, asked once a batch
         cdef os_store *store = self._store._s if self._store is not None else NULL
         cdef uint64_t data
         cdef sp_job *job
@@ -380,12 +381,14 @@ cdef class Pool:
                     # the engine's memory, and the kernel counts that memory's peak in
                     # the child's. A peak no larger than the engine's own is that, not
                     # the step's.
-                    if floor < 0:
-                        floor = sp_own_hwm_kib()
+                    # Read again only when a peak exceeds the last reading: the engine
+                    # may have grown since (a /proc read a step spared in a chain).
+                    if ru.ru_maxrss > self._floor:
+                        self._floor = sp_own_hwm_kib()
                     self._cost[token] = (
                         ru.ru_utime.tv_sec + ru.ru_stime.tv_sec
                         + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6,
-                        ru.ru_maxrss if ru.ru_maxrss > floor else None,
+                        ru.ru_maxrss if ru.ru_maxrss > self._floor else None,
                     )
             else:
                 info.si_code = 0
