@@ -33,6 +33,8 @@ def check(tmp_path, dag, env, home, holder, sig) -> None:
 
     def queued() -> str | None:
         for run in (home / "runs" / "one").iterdir():
+            if run.name.startswith("."):
+                continue  # a run being made (under a hidden name until it is whole)
             doc = json.loads(dagfast("status", "--json", run.name, home=home).out)
             if doc["status"] == "queued":
                 return run.name

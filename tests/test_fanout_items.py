@@ -363,3 +363,44 @@ def test_a_fan_out_that_calls_its_own_dag_at_run_time_is_stopped_and_named(tmp_p
     assert res.code == 1
     assert "    fan[0]: the sub-DAG calls itself: dyn.yaml -> dyn.yaml" in res.out, res.out
     assert "    its items: dagfast status " in res.out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+def test_a_timed_out_item_takes_the_processes_that_left_its_group_and_no_other_items(tmp_path):
+    # Each item starts a child in a session of its own (`setsid`), which leaves the
+    # item's process group; the slow item then waits past its timeout. Its child dies
+    # with it (found by the item's identity in its environment); the quick item's child
+    # is a background child of an item that ended normally, and is left alone (as a
+    # step's is).
+    dag = write(tmp_path / "dag.yaml", f"""\
+        steps:
+          - name: fan
+            command: sh -c 'setsid sh -c "echo \\$\\$ > {tmp_path}/pid.$ITEM; exec sleep 120" > /dev/null 2>&1 & while [ ! -s {tmp_path}/pid.$ITEM ]; do sleep 0.01; done; if [ "$ITEM" = slow ]; then sleep 120; fi'
+            parallel: {{items: [quick, slow]}}
+            timeoutSec: 2
+        """)
+    home = tmp_path / "home"
+    try:
+        res = dagfast("run", str(dag), home=home)
+        assert res.code == 1, res.out + res.err
+        assert "    fan[1]: step timed out after 2s" in res.out, res.out
+        slow = int((tmp_path / "pid.slow").read_text())
+        quick = int((tmp_path / "pid.quick").read_text())
+        deadline = time.monotonic() + 30
+        while _alive(slow) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(slow)  # SIGKILL was sent before the run ended: this is reaping
+        assert _alive(quick)
+    finally:
+        for name in ("pid.slow", "pid.quick"):
+            try:
+                os.kill(int((tmp_path / name).read_text()), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass

@@ -18,7 +18,7 @@ import os
 import signal
 
 
-__all__ = ["Executor", "Outcome", "describe", "describe_exit"]
+__all__ = ["Executor", "IDENTITY", "Outcome", "describe", "describe_exit", "identity"]
 
 UNLIMITED = 1 << 62
 
@@ -131,9 +131,10 @@ class Executor:
         and to this run's processes that left them."""
         raise NotImplementedError
 
-    def signal_escaped(self, sig: int, step: str | None = None) -> int:
+    def signal_escaped(self, sig: int, step: str | None = None, env: dict | None = None) -> int:
         """... to this run's (and `step`'s) processes that left their groups only
-        (`setsid`); returns how many there were."""
+        (`setsid`); with `env` (a process's environment), to those that carry its
+        identity instead (see `identity`); returns how many there were."""
         return 0
 
     def note_descendants(self) -> None:
@@ -174,3 +175,15 @@ def describe_exit(status: int) -> tuple[int, str]:
         return 128 + sig, f"killed by {name}"
     code = os.waitstatus_to_exitcode(status)
     return code, (f"exit status {code}" if code else "")
+
+
+# What says which step (and which item of a fan-out) a process belongs to: every step's
+# process inherits these, and so do its children, also those that leave its group.
+IDENTITY = (b"DAG_RUN_ID", b"DAG_RUN_STEP_NAME", b"ITEM")
+
+
+def identity(env: dict) -> list[bytes]:
+    """`NAME=value` of `env`'s identity variables: what a process started with `env`,
+    and each of its children, carries. A fan-out item's ITEM is unique in its step (its
+    key is, and a key is made from the value when none is given)."""
+    return [k + b"=" + env[k] for k in IDENTITY if k in env]

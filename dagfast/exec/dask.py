@@ -36,7 +36,7 @@ import distributed
 from dagfast.exec import daskworker
 from dagfast.errors import RunError
 from dagfast.errors import SpawnError
-from dagfast.exec.base import UNLIMITED, Executor, Outcome
+from dagfast.exec.base import UNLIMITED, Executor, Outcome, identity
 
 __all__ = ["DaskExecutor", "DaskExecutors"]
 
@@ -270,10 +270,11 @@ class DaskExecutor(Executor):
         self._spawn(self._broadcast(daskworker.signal_groups, self._ns, self._tags(), sig),
                     self._signals)
 
-    def signal_escaped(self, sig: int, step: str | None = None) -> int:
-        """Send `sig` to this run's (and `step`'s) processes that left their group, on
-        every worker; returns 0: the count comes back later (see live_groups)."""
-        tags = self._tags(step)
+    def signal_escaped(self, sig: int, step: str | None = None, env: dict | None = None) -> int:
+        """Send `sig` to this run's (and `step`'s; with `env`, that process's identity)
+        processes that left their group, on every worker; returns 0: the count comes
+        back later (see live_groups)."""
+        tags = identity(env) if env is not None else self._tags(step)
         if tags and sig:
             self._spawn(self._broadcast(daskworker.signal_escaped, self._ns, tags, sig),
                         self._signals)

@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 from dagfast.errors import SpawnError
 from dagfast.exec import _spawn, direct, guardian
-from dagfast.exec.base import Executor, Outcome, describe_exit
+from dagfast.exec.base import Executor, Outcome, describe_exit, identity
 
 __all__ = ["ProcessManager", "end_leftovers", "killpg", "leftovers", "system_room"]
 
@@ -141,10 +141,16 @@ class ProcessManager(Executor):
         self._pool.signal_groups(sig)
         self.signal_escaped(sig)
 
-    def signal_escaped(self, sig: int, step: str | None = None) -> int:
+    def signal_escaped(self, sig: int, step: str | None = None, env: dict | None = None) -> int:
         """Send `sig` to the processes outside our groups whose environment says they
-        belong to this run (and to `step`, if given), and, for the whole run, to those
-        noted by `note_descendants`; return how many there were."""
+        belong to this run (and to `step`, if given; with `env`, that carry the identity
+        of a process started with `env`: one step's, or one fan-out item's), and, for the
+        whole run, to those noted by `note_descendants`; return how many there were."""
+        if env is not None:
+            tags = identity(env)
+            if not tags:
+                return 0
+            return _signal_tagged(tags, sig, self._pool.groups())
         # The run's own id (a fan-out item's environment says `<run id>.<step>.<k>`).
         run_id = self.run_id.encode() if self.run_id else self._env.get(b"DAG_RUN_ID")
         if run_id is None:

@@ -253,9 +253,9 @@ class _FanOut:
         except SpawnError as exc:
             return 127, str(exc), False
         # The item's process is not one of the run's maxActiveSteps (the step holds one
-        # slot for all of its items). A timeout kills its group; not the processes that
-        # left it by name: every item of the step has that name.
-        wait_status = await self.flow.wait_process(token, fut, timeout, None)
+        # slot for all of its items). A timeout kills its group, and the processes that
+        # left it but carry this item's identity (its ITEM, or a sub-DAG item's run id).
+        wait_status = await self.flow.wait_process(token, fut, timeout, env)
         self.costs[token] = procs.cost(token)  # kept per token until read: read it once
         if wait_status is None:
             return 124, "", True

@@ -235,7 +235,7 @@ class Flow:
         except SpawnError as exc:
             return 127, str(exc), False
         ex = step.extra
-        wait_status = await self.wait_process(token, fut, ex.timeout_sec if ex else 0, step.name)
+        wait_status = await self.wait_process(token, fut, ex.timeout_sec if ex else 0, env)
         if wait_status is None:
             return TIMEOUT_EXIT, "", True
         code, error = describe(wait_status, step.name)
@@ -243,11 +243,12 @@ class Flow:
             error = too_long(error, lambda: env, argv, self.run.dag)
         return code, error, False
 
-    async def wait_process(self, token: int, fut, timeout: float, escaped: str | None):
-        """The wait status of the process started under `token` (its future `fut`), or
-        None when `timeout` (seconds; 0: none) passed first and its group was killed,
-        with, for `escaped` (a step's name), that step's processes that left it. While
-        it runs the executor counts it, so the slot its step holds is given back."""
+    async def wait_process(self, token: int, fut, timeout: float, env: dict):
+        """The wait status of the process started under `token` (its future `fut`) with
+        environment `env`, or None when `timeout` (seconds; 0: none) passed first and
+        its group was killed, with the processes that left it (`setsid`) but carry its
+        identity (run id, step name, a fan-out item's ITEM). While it runs the executor
+        counts it, so the slot its step holds is given back."""
         procs = self.engine.executor
         procs.release()
         timed_out = []
@@ -258,8 +259,7 @@ class Flow:
                 # the executor, which knows where the step runs (a Dask worker, maybe).
                 timed_out.append(True)
                 procs.signal(token, signal.SIGKILL)
-                if escaped is not None:  # and those that `setsid`
-                    procs.signal_escaped(signal.SIGKILL, escaped)
+                procs.signal_escaped(signal.SIGKILL, env=env)  # and those that `setsid`
 
             timer = asyncio.get_running_loop().call_later(timeout, kill)
         try:
