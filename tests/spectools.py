@@ -260,3 +260,11 @@ def run_dag(dag: Path, *params: str, env: dict | None = None, stubs: Stubs | Non
     full = dict(stubs.env() if stubs else {}, **(env or {}))
     args = ["run", str(dag)] + (["--", *params] if params else [])
     return dagfast(*args, env=full, home=dag.parent / "home")
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie (a zombie is gone for a test)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False

@@ -14,7 +14,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from spectools import dagfast
+from spectools import alive, dagfast
 
 CHILD = """\
     params: [ITEM=none]
@@ -365,14 +365,6 @@ def test_a_fan_out_that_calls_its_own_dag_at_run_time_is_stopped_and_named(tmp_p
     assert "    its items: dagfast status " in res.out
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return False
-
-
 def test_a_timed_out_item_takes_the_processes_that_left_its_group_and_no_other_items(tmp_path):
     # Each item starts a child in a session of its own (`setsid`), which leaves the
     # item's process group; the slow item then waits past its timeout. Its child dies
@@ -394,10 +386,10 @@ def test_a_timed_out_item_takes_the_processes_that_left_its_group_and_no_other_i
         slow = int((tmp_path / "pid.slow").read_text())
         quick = int((tmp_path / "pid.quick").read_text())
         deadline = time.monotonic() + 30
-        while _alive(slow) and time.monotonic() < deadline:
+        while alive(slow) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _alive(slow)  # SIGKILL was sent before the run ended: this is reaping
-        assert _alive(quick)
+        assert not alive(slow)  # SIGKILL was sent before the run ended: this is reaping
+        assert alive(quick)
     finally:
         for name in ("pid.slow", "pid.quick"):
             try:

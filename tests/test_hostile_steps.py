@@ -13,7 +13,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from spectools import dagfast, run_under_ulimit_n
+from spectools import alive, dagfast, run_under_ulimit_n
 from outputs import printed, the_run
 
 from dagfast.records.outstore import Output
@@ -29,13 +29,6 @@ def write(path: Path, text: str) -> Path:
 def steps_of(home: Path) -> dict[str, dict]:
     status = json.loads(dagfast("status", the_run(home).name, "--json", home=home).out)
     return {s["name"]: s for s in status["steps"]}
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def wait_for(pred, timeout: float = 30) -> None:

@@ -21,6 +21,7 @@ import dagfast
 from dagfast.records.journal import frame, frames
 from dagfast.records.read import read_run
 from dagfast.records.store import Begin, End
+from spectools import alive
 from spectools import dagfast as cli
 from outputs import printed
 
@@ -47,13 +48,6 @@ def wait_for(pred, timeout: float = 20) -> None:
     while not pred():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def journal_entries(run: Path) -> list:
