@@ -4,17 +4,15 @@
                     ▲
       dagfast run ──┘  DAGFAST_EXECUTOR=dask  DAGFAST_DASK_SCHEDULER=tcp://127.0.0.1:PORT
 
-The spec's examples (and a DAG timeout, and a stop with signalOnStop and a cancel
-handler) are the very tests that run them locally, run again here through the
-environment: the same outcomes on both executors. Then what only a cluster has: steps in worker
-processes, a stop and a timeout that reach them there, a worker SIGKILLed mid-step,
-`resources:`, a shared log directory, and the errors of a missing or wrong set-up.
+What only a cluster has: steps in worker processes, a stop and a timeout that reach them
+there, a worker SIGKILLed mid-step, `resources:`, a shared log directory, and the errors
+of a missing or wrong set-up. The spec's examples run again on Dask in
+test_dask_spec.py (its own module and cluster, so that the two run side by side).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -25,67 +23,10 @@ from pathlib import Path
 
 import distributed  # the `test` extra installs it: CI runs these tests, never skips them
 import pytest
+from daskkit import cluster, on_dask  # noqa: F401 (fixtures)
 from outputs import printed
 
-import test_spec_examples
-import test_spec_features
-from dagfast.exec.dask import LOOPBACK_HTTP
 from spectools import STUBBORN_DAG, dagfast
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    """One LocalCluster for the module, as `dask scheduler` + 2 `dask worker`s would be,
-    started as a dagfast user is told to (allowed-failures 0), with resources."""
-    import dask
-
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        local = distributed.LocalCluster(
-            n_workers=2, threads_per_worker=8, processes=True, host="127.0.0.1",
-            dashboard_address=None, resources={"cpu": 4, "memory": 8e9}, memory_limit=0,
-            silence_logs=logging.CRITICAL, scheduler_kwargs=LOOPBACK_HTTP,
-        )
-    client = distributed.Client(local, set_as_default=False)
-    try:
-        yield client
-    finally:
-        client.close()
-        local.close()
-
-
-@pytest.fixture(autouse=True)
-def on_dask(cluster, monkeypatch):
-    """Every `dagfast run` of this module (and every dagfast.run) uses the cluster."""
-    monkeypatch.setenv("DAGFAST_EXECUTOR", "dask")
-    monkeypatch.setenv("DAGFAST_DASK_SCHEDULER", cluster.scheduler.address)
-
-
-# The same tests as on the local executor -------------------------------------------------
-
-_SAME = [
-    getattr(test_spec_examples, name) for name in dir(test_spec_examples)
-    if name.startswith("test_") and name != "test_examples_match_the_spec_page"
-] + [
-    getattr(test_spec_features, name) for name in (
-        # The spec page's examples run in test_spec_features.
-        "test_environment_based_runs_at_most_max_parallel",
-        "test_time_based_rewrites_max_active_steps_in_dag_yaml",
-        "test_fan_out_pattern_captures_files_then_processes_in_parallel",
-        "test_dynamic_fan_out_runs_the_generated_steps_in_parallel",
-        "test_error_handling_continue_on_failure",
-        "test_progress_monitoring_completes_with_its_placeholders_filled",
-        "test_multiple_dag_runs_loads_and_a_run_without_steps_succeeds",
-        "test_parallel_sub_dags_run_their_regions_at_once",
-        "test_resource_awareness_step_env_reaches_the_step",
-        # What only the slow path does: a DAG timeout, a stop with signalOnStop and a
-        # cancel handler. (Step timeouts, retries, outputs and sub-DAGs: below.)
-        "test_dag_timeout_fails_the_run",
-        "test_cancel_handler_runs_when_the_run_is_stopped",
-    )
-]
-for _test in _SAME:
-    globals()[_test.__name__.replace("test_", "test_on_dask_", 1)] = _test
-del _test
 
 
 # Helpers ----------------------------------------------------------------------------------

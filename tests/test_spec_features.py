@@ -33,7 +33,7 @@ def example(tmp_path: Path, slug: str) -> Path:
 
 def own_tmp(tmp_path: Path, text: str) -> str:
     """`text` with the page's `/tmp/` paths moved to the test's own `tmp/`: tests that run
-    at once (pytest-xdist, test_dask.py's copies, other checkouts) never share a file."""
+    at once (pytest-xdist, test_dask_spec.py's copies, other checkouts) never share a file."""
     (tmp_path / "tmp").mkdir(exist_ok=True)
     return re.sub(r"(?<![\w./-])/tmp/", f"{tmp_path}/tmp/", text)
 
