@@ -16,10 +16,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 FUZZ = HERE / "fuzz"
 REPO = HERE.parent
-SECONDS = 10
+SECONDS = 5
 
 
-def test_atheris_finds_no_crash_in_the_loader_in_10_seconds(tmp_path):
+def test_atheris_finds_no_crash_in_the_loader_in_5_seconds(tmp_path):
     found = tmp_path / "corpus"  # the first corpus directory receives new inputs
     found.mkdir()
     seeds = [FUZZ / "corpus", REPO / "examples", REPO / "examples" / "spec"]

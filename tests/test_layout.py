@@ -6,6 +6,7 @@ only where a comment says why (start-up speed), and no reaching into another obj
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "dagfast"
@@ -34,10 +35,16 @@ def modules() -> dict[str, Path]:
     return found
 
 
+@functools.cache
+def parsed(path: Path) -> ast.Module:
+    """`path`'s syntax tree, parsed once for all the tests of this module."""
+    return ast.parse(path.read_text())
+
+
 def imports(path: Path, known: dict[str, Path]):
     """(target module, line, is it inside a function, the line's text) of each import of
     a dagfast module in `path`."""
-    tree = ast.parse(path.read_text())
+    tree = parsed(path)
     lines = path.read_text().splitlines()
     local_nodes = set()
     for node in ast.walk(tree):
@@ -125,8 +132,7 @@ def _says_why(lines: list[str], k: int) -> bool:
 def test_no_module_touches_another_objects_private_attributes():
     reached = []
     for name, path in modules().items():
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
+        for node in ast.walk(parsed(path)):
             if not isinstance(node, ast.Attribute):
                 continue
             attr = node.attr
