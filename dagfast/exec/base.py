@@ -131,10 +131,10 @@ class Executor:
         and to this run's processes that left them."""
         raise NotImplementedError
 
-    def signal_escaped(self, sig: int, step: str | None = None, env: dict | None = None) -> int:
-        """... to this run's (and `step`'s) processes that left their groups only
-        (`setsid`); with `env` (a process's environment), to those that carry its
-        identity instead (see `identity`); returns how many there were."""
+    def signal_escaped(self, sig: int, env: dict | None = None) -> int:
+        """... to this run's processes that left their groups only (`setsid`); with
+        `env` (a process's environment), to those that carry its identity (see
+        `identity`: one step's, or one fan-out item's); returns how many there were."""
         return 0
 
     def note_descendants(self) -> None:

@@ -270,11 +270,11 @@ class DaskExecutor(Executor):
         self._spawn(self._broadcast(daskworker.signal_groups, self._ns, self._tags(), sig),
                     self._signals)
 
-    def signal_escaped(self, sig: int, step: str | None = None, env: dict | None = None) -> int:
-        """Send `sig` to this run's (and `step`'s; with `env`, that process's identity)
-        processes that left their group, on every worker; returns 0: the count comes
-        back later (see live_groups)."""
-        tags = identity(env) if env is not None else self._tags(step)
+    def signal_escaped(self, sig: int, env: dict | None = None) -> int:
+        """Send `sig` to this run's processes that left their group (with `env`, to
+        those that carry that process's identity), on every worker; returns 0: the
+        count comes back later (see live_groups)."""
+        tags = identity(env) if env is not None else self._tags()
         if tags and sig:
             self._spawn(self._broadcast(daskworker.signal_escaped, self._ns, tags, sig),
                         self._signals)
@@ -312,14 +312,9 @@ class DaskExecutor(Executor):
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    def _tags(self, step: str | None = None) -> list[bytes]:
+    def _tags(self) -> list[bytes]:
         run_id = self._env.get(b"DAG_RUN_ID")
-        if run_id is None:
-            return []
-        tags = [b"DAG_RUN_ID=" + run_id]
-        if step is not None:
-            tags.append(b"DAG_RUN_STEP_NAME=" + step.encode())
-        return tags
+        return [] if run_id is None else [b"DAG_RUN_ID=" + run_id]
 
     async def _broadcast(self, function, *args):
         """`function(*args)` on every worker: {worker: result}; workers that fail (one

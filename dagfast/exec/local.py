@@ -141,11 +141,11 @@ class ProcessManager(Executor):
         self._pool.signal_groups(sig)
         self.signal_escaped(sig)
 
-    def signal_escaped(self, sig: int, step: str | None = None, env: dict | None = None) -> int:
+    def signal_escaped(self, sig: int, env: dict | None = None) -> int:
         """Send `sig` to the processes outside our groups whose environment says they
-        belong to this run (and to `step`, if given; with `env`, that carry the identity
-        of a process started with `env`: one step's, or one fan-out item's), and, for the
-        whole run, to those noted by `note_descendants`; return how many there were."""
+        belong to this run, and to those noted by `note_descendants`; with `env`, only
+        to those that carry the identity of a process started with `env` (one step's,
+        or one fan-out item's). Return how many there were."""
         if env is not None:
             tags = identity(env)
             if not tags:
@@ -155,11 +155,8 @@ class ProcessManager(Executor):
         run_id = self.run_id.encode() if self.run_id else self._env.get(b"DAG_RUN_ID")
         if run_id is None:
             return 0
-        tags = [b"DAG_RUN_ID=" + run_id]
-        if step is not None:
-            tags.append(b"DAG_RUN_STEP_NAME=" + step.encode())
-        known = self._descendants if step is None else frozenset()
-        return _signal_tagged(tags, sig, self._pool.groups(), known)
+        return _signal_tagged([b"DAG_RUN_ID=" + run_id], sig, self._pool.groups(),
+                              self._descendants)
 
     def note_descendants(self) -> None:
         """Remember the processes outside our groups whose parents lead back to one of
