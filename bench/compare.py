@@ -418,16 +418,22 @@ class CSpawn(Engine):
 
     name = "c"
 
+    flags: tuple[str, ...] = ()  # a variant's options of spawn.c
+    note = ""  # and what they do, for the report's engine line
+
     def find(self, args, tmp):
         self.binary = tmp / "spawn"  # built by build_spawn before any engine is found
         self.version = f"spawn.c, gcc {first_line(['gcc', '-dumpfullversion'])} -O2"
+        if self.note:
+            self.version += f", {' '.join(self.flags)} ({self.note})"
 
     def write(self, dag, cmds, jobs, where):
         path = where / "jobs.txt"
         lines = [str(dag.size)]
         lines += [" ".join(map(str, d)) + "\t" + c for d, c in zip(dag.deps, cmds, strict=True)]
         path.write_text("\n".join(lines) + "\n")
-        return Invocation([str(self.binary), "-j", str(jobs), str(path)], where, dict(os.environ))
+        argv = [str(self.binary), "-j", str(jobs), *self.flags, str(path)]
+        return Invocation(argv, where, dict(os.environ))
 
 
 class CSpawnDirect(CSpawn):
@@ -435,14 +441,8 @@ class CSpawnDirect(CSpawn):
     and dagfast start them: the limit for an engine that skips the shell so."""
 
     name = "c-direct"
-
-    def find(self, args, tmp):
-        super().find(args, tmp)
-        self.version += ", -d (plain words without sh)"
-
-    def write(self, dag, cmds, jobs, where):
-        inv = super().write(dag, cmds, jobs, where)
-        return Invocation(inv.argv[:-1] + ["-d", inv.argv[-1]], where, inv.env)
+    flags = ("-d",)
+    note = "plain words without sh"
 
 
 class CSpawnLogs(CSpawn):
@@ -450,13 +450,11 @@ class CSpawnLogs(CSpawn):
     as dagfast keeps them: the limit for an engine that records every step's output."""
 
     name = "c-logs"
-
-    def find(self, args, tmp):
-        super().find(args, tmp)
-        self.version += ", -l (two log files a step)"
+    flags = ("-l",)
+    note = "two log files a step"
 
     def write(self, dag, cmds, jobs, where):
-        inv = super().write(dag, cmds, jobs, where)
+        inv = super().write(dag, cmds, jobs, where)  # ends `-l JOBFILE`: the dir goes between
         logs = where / "logs"
 
         def reset() -> None:  # new files each run, as each dagfast run creates its own
@@ -464,7 +462,7 @@ class CSpawnLogs(CSpawn):
             logs.mkdir()
 
         reset()
-        return Invocation(inv.argv[:-1] + ["-l", str(logs), inv.argv[-1]], where, inv.env, reset)
+        return Invocation(inv.argv[:-1] + [str(logs), inv.argv[-1]], where, inv.env, reset)
 
 
 def build_spawn(tmp: Path) -> Path:

@@ -40,6 +40,17 @@ def setup(tmp: Path, items, extra: str = "") -> Path:
     return tmp / "fan.yaml"
 
 
+def run_failing(tmp: Path, count: int, failing: tuple[int, ...]) -> tuple[Path, str]:
+    """Run a fan-out of items k0..k<count-1> of which `failing` fail; (home, run id)."""
+    dag = setup(tmp, [f"k{n}" for n in range(count)])
+    for n in failing:
+        (tmp / f"fail-k{n}").touch()
+    home = tmp / "home"
+    res = dagfast("run", str(dag), home=home)
+    assert res.code == 1
+    return home, run_id_of(res)
+
+
 def run_id_of(res) -> str:
     for line in res.out.splitlines():
         if line.startswith("dagfast: run "):
@@ -106,13 +117,7 @@ def test_status_and_logs_name_items_by_index_and_key(tmp_path):
 
 
 def test_retry_runs_only_the_items_that_failed(tmp_path):
-    dag = setup(tmp_path, [f"k{n}" for n in range(10)])
-    for n in (2, 7):
-        (tmp_path / f"fail-k{n}").touch()
-    home = tmp_path / "home"
-    res = dagfast("run", str(dag), home=home)
-    assert res.code == 1
-    run_id = run_id_of(res)
+    home, run_id = run_failing(tmp_path, 10, (2, 7))
     for n in (2, 7):
         (tmp_path / f"fail-k{n}").unlink()
     again = dagfast("retry", run_id, home=home)
@@ -299,13 +304,7 @@ def test_an_item_command_that_fails_midway_fails_the_step_after_its_items(tmp_pa
 
 
 def test_status_pages_a_large_fan_out_by_its_failed_items(tmp_path):
-    dag = setup(tmp_path, [f"k{n}" for n in range(25)])
-    for n in (3, 17):
-        (tmp_path / f"fail-k{n}").touch()
-    home = tmp_path / "home"
-    res = dagfast("run", str(dag), home=home)
-    assert res.code == 1
-    run_id = run_id_of(res)
+    home, run_id = run_failing(tmp_path, 25, (3, 17))
     got = dagfast("status", run_id, home=home)
     names = [line.split()[0] for line in got.out.split("\n\n", 1)[1].splitlines()[1:]]
     assert names == ["fan", "fan[3]/work", "fan[17]/work", "fan[...]"], got.out

@@ -50,6 +50,7 @@ _SHELL_WORDS = frozenset(
     "coproc".split()
 )
 _AS_PROGRAM = frozenset(("true", "false"))
+_SAME_IN_BASH = _AS_PROGRAM | {"echo"}  # the builtins that may skip bash
 
 _PLAIN = re.compile(r"[ \t]*[A-Za-z0-9_./,:+@%-]+(?:[ \t]+[A-Za-z0-9_./,:+@%=-]+)*[ \t]*")
 
@@ -85,6 +86,8 @@ def plain_start(argv, env: dict, cwd: str, which):
     first = words[0]
     if "=" in first:
         return None  # an assignment
+    if first in _SHELL_WORDS and first not in _SAME_IN_BASH:
+        return None  # the common case of a builtin, told before any lookup
     shell = _kind(argv[0], env, which)
     if shell is None:
         return None
@@ -113,8 +116,7 @@ def plain_start(argv, env: dict, cwd: str, which):
         level = env.get(b"SHLVL")
         if level is None:
             env[b"SHLVL"] = b"0"
-        elif not (level.isdigit() and len(level) < 4 and str(int(level)).encode() == level
-                  and int(level) < 999):
+        elif not (level.isdigit() and int(level) < 999 and str(int(level)).encode() == level):
             return None  # bash's own arithmetic on odd values: leave it to bash
         env[b"_"] = os.fsencode(path)  # as found in PATH, or as written
     if pwd is not None:
