@@ -48,7 +48,8 @@ exts = [
     # and the guardian that ends a dead engine's steps (guardian.h).
     Extension("dagfast.exec._spawn", ["dagfast/exec/_spawn.pyx"], extra_compile_args=flags,
               define_macros=macros, include_dirs=["dagfast/exec"],
-              depends=["dagfast/exec/spawnpool.h", "dagfast/exec/guardian.h"]),
+              depends=["dagfast/exec/spawnpool.h", "dagfast/exec/vmclone.h",
+                       "dagfast/exec/guardian.h", "dagfast/exec/outstore.h"]),
 ]
 
 setup(

@@ -3,9 +3,12 @@ spawn thread (`dagfast._spawn`) is told. Real runs through the CLI."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
+import platform
+import select
 import shutil
 import signal
 import subprocess
@@ -14,6 +17,11 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+import uvloop
+
+from dagfast.exec import _spawn
+from dagfast.exec.local import ProcessManager
 from spectools import dagfast
 
 
@@ -28,7 +36,66 @@ def steps_of(home: Path) -> dict[str, dict]:
     return {s["name"]: s for s in status["steps"]}
 
 
-def test_steps_start_with_default_signal_dispositions_and_nothing_blocked(tmp_path):
+@pytest.fixture(params=["vmclone", "posix"])
+def spawn_mode(request, monkeypatch):
+    """Both ways a step starts (exec/vmclone.h, and posix_spawn on the pool's threads)
+    must give it the same process: the engine and the steps it runs see the choice."""
+    monkeypatch.setenv("DAGFAST_SPAWN", request.param)
+    return request.param
+
+
+def _kernel() -> tuple[int, int]:
+    major, minor = platform.release().split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
+def test_steps_start_without_waiting_for_exec_where_the_system_allows():
+    # Otherwise the "vmclone" runs below would test posix_spawn twice.
+    ep = select.epoll()
+    pools = []
+    try:
+        pools.append(_spawn.Pool(1, ep.fileno()))
+        able = platform.machine() in ("x86_64", "aarch64") and _kernel() >= (5, 9)
+        assert pools[0].waits is not able
+        pools.append(_spawn.Pool(1, ep.fileno(), vmclone=False))
+        assert pools[1].waits is True
+    finally:
+        for pool in pools:
+            pool.close()
+        ep.close()
+
+
+def test_a_stop_right_after_each_start_ends_every_step(tmp_path, spawn_mode):
+    # A step is signalled the moment its start returns, before its process can have
+    # made its own group or reached exec: the group must already exist (or the signal
+    # be kept for it), or the step would run on, unseen by the stop.
+    loop = uvloop.new_event_loop()
+    ends = []
+    pm = ProcessManager(loop, 0, ends.extend)
+    files = [os.open(tmp_path / name, os.O_RDWR | os.O_CREAT) for name in ("out", "out.idx")]
+    pm.use_output(_spawn.Store(files[0], 0, files[1], 0))
+    env = {k.encode(): v.encode() for k, v in os.environ.items()}
+    n = 64
+    try:
+        for token in range(n):
+            pm.output.begin(token)
+            pm.start(token, ["/bin/sh", "-c", "exec sleep 30"], env, str(tmp_path))
+            pm.signal(token, signal.SIGTERM)
+
+        async def all_ended():
+            while len(ends) < n:
+                await asyncio.sleep(0.01)
+        loop.run_until_complete(asyncio.wait_for(all_ended(), 60))
+    finally:
+        pm.signal_all_groups(signal.SIGKILL)
+        pm.close()
+        loop.close()
+    assert sorted(t for t, _ in ends) == list(range(n))
+    # Killed by SIGTERM (wait status), or never started because of it (the same).
+    assert {end for _, end in ends} == {signal.SIGTERM}, ends
+
+
+def test_steps_start_with_default_signal_dispositions_and_nothing_blocked(tmp_path, spawn_mode):
     # Python ignores SIGPIPE; a step inheriting that would see `yes` complain of a
     # broken pipe instead of dying quietly of SIGPIPE, as it does in a terminal.
     dag = write(tmp_path / "sig.yaml", """\
@@ -54,7 +121,7 @@ def test_steps_start_with_default_signal_dispositions_and_nothing_blocked(tmp_pa
     assert masks["SigIgn:"] & 0x7FFFFFFF == ours & ~python_only & 0x7FFFFFFF
 
 
-def test_a_start_that_fails_on_a_spawn_thread_fails_its_step_with_the_reason(tmp_path):
+def test_a_start_that_fails_on_a_spawn_thread_fails_its_step_with_the_reason(tmp_path, spawn_mode):
     not_exec = tmp_path / "not-exec.sh"
     not_exec.write_text("echo hi\n")
     not_exec.chmod(0o644)
@@ -92,14 +159,14 @@ def _run_in_dir(tmp_path: Path, where: Path) -> tuple[int, Path]:
     return dagfast("run", str(dag), home=home).code, home
 
 
-def test_a_missing_working_directory_is_made_on_the_spawn_thread(tmp_path):
+def test_a_missing_working_directory_is_made_on_the_spawn_thread(tmp_path, spawn_mode):
     where = tmp_path / "made" / "for" / "it"
     code, home = _run_in_dir(tmp_path, where)
     assert code == 0
     assert dagfast("logs", "dir", "here", home=home).out.strip() == str(where)
 
 
-def test_a_working_directory_that_is_a_file_fails_the_step_and_says_so(tmp_path):
+def test_a_working_directory_that_is_a_file_fails_the_step_and_says_so(tmp_path, spawn_mode):
     afile = tmp_path / "afile"
     afile.write_text("")
     code, home = _run_in_dir(tmp_path, afile)
@@ -210,7 +277,7 @@ def test_a_stop_ends_starts_that_wait_for_room_and_they_never_run(tmp_path):
     assert sum(1 for s in steps if s["status"] == "not_started") < 30
 
 
-def test_descriptors_the_caller_left_open_do_not_reach_steps(tmp_path):
+def test_descriptors_the_caller_left_open_do_not_reach_steps(tmp_path, spawn_mode):
     # A CI harness's pipe (or a make jobserver) open in the caller must not reach a step:
     # a step's background child holding it would keep the caller waiting.
     home = tmp_path / "home"

@@ -1,11 +1,13 @@
-"""Starts step processes from native threads and reaps them through pidfds.
+"""Starts step processes and reaps them through pidfds.
 
 The event loop's thread calls `Pool.submit` (it copies the job into one C block and
-queues it) and `Pool.reap` when the epoll set is readable (it returns what ended and
-what could not start). The pool's threads, written in C in `spawnpool.h`, never hold
-the GIL: each runs glibc's vfork-based `posix_spawn`, so two to four children can be
-between vfork and exec at once while the loop goes on. Tokens are small integers (the
-engine's step ids); only integers and byte strings cross this boundary.
+starts it) and `Pool.reap` when the epoll set is readable (it returns what ended and
+what could not start). Where the system allows, a start is a clone(CLONE_VM) on the
+calling thread that does not wait for the child's exec (`vmclone.h`); elsewhere the
+pool's threads, written in C in `spawnpool.h` and never holding the GIL, run glibc's
+vfork-based `posix_spawn`, so two to four children can be between vfork and exec at
+once while the loop goes on. Tokens are small integers (the engine's step ids); only
+integers and byte strings cross this boundary.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
@@ -65,6 +67,10 @@ cdef extern from "outstore.h" nogil:
     void os_set_forms(os_store *s, int nforms, unsigned char **forms, size_t *form_len)
     int os_tee(os_store *s, uint32_t token, int out_fd, int err_fd)
 
+cdef extern from "vmclone.h" nogil:
+    ctypedef struct vc_args:
+        int err
+
 cdef extern from "spawnpool.h" nogil:
     ctypedef struct sp_job:
         sp_job *next
@@ -78,18 +84,21 @@ cdef extern from "spawnpool.h" nogil:
         char *cwd
         char **argv
         char **envp
+        vc_args vc
     ctypedef struct sp_pool:
-        pass
+        int vmclone
     uint64_t SP_WAKE_MARK
     int P_PIDFD
     int WEXITED
     int waitid(int idtype, int id, siginfo_t *info, int options)
     int sp_pid(sp_pool *p, int token)
     long sp_own_hwm_kib()
-    sp_pool *sp_new(int nthreads, int epfd)
+    sp_pool *sp_new(int nthreads, int epfd, int vmclone)
     void sp_set_store(sp_pool *p, os_store *s)
-    int sp_submit(sp_pool *p, sp_job *job)
-    int sp_run_inline(sp_pool *p, sp_job *job)
+    int sp_submit(sp_pool *p, sp_job *job, int inline_)
+    sp_job *sp_take_child(sp_pool *p, int token)
+    void sp_release_child(sp_pool *p, sp_job *job)
+    void sp_settle(sp_pool *p)
     sp_job *sp_take_failed(sp_pool *p)
     void sp_ended(sp_pool *p, int token)
     int sp_signal(sp_pool *p, int token, int sig)
@@ -225,8 +234,10 @@ cdef class Store:
 
 
 cdef class Pool:
-    """`nthreads` spawning threads registering each child's pidfd in `epfd`; a job
-    whose stdout and stderr are None writes them into `store` through pipes."""
+    """Starts jobs and registers each child's pidfd in `epfd`; their stdout and stderr
+    go into `store` through pipes. With `vmclone` (and a system that allows it: see
+    vmclone.h) a job starts on the submitting thread without waiting for its exec;
+    otherwise `nthreads` threads run posix_spawn, which waits."""
 
     cdef sp_pool *_p
     cdef int _epfd
@@ -234,11 +245,11 @@ cdef class Pool:
     cdef dict _cost  # token -> (CPU seconds, peak RSS in KiB) of its last process
     cdef long _floor  # the engine's own peak RSS as last read (it only grows)
 
-    def __cinit__(self, int nthreads, int epfd, Store store=None):
+    def __cinit__(self, int nthreads, int epfd, Store store=None, bint vmclone=True):
         self._epfd = epfd
         self._cost = {}
         self._floor = -1
-        self._p = sp_new(nthreads, epfd)
+        self._p = sp_new(nthreads, epfd, vmclone)
         if self._p == NULL:
             raise OSError(errno, "cannot start the spawn threads")
         if store is not None:
@@ -249,6 +260,12 @@ cdef class Pool:
         if self._p != NULL:
             sp_free(self._p)
             self._p = NULL
+
+    @property
+    def waits(self):
+        """Whether a start waits for the child's exec (posix_spawn), so that starts
+        are better overlapped on the threads than made on the caller's."""
+        return self._p == NULL or not self._p.vmclone
 
     def use_store(self, Store store):
         """Piped jobs' output goes into `store` from now on (before any such job)."""
@@ -265,8 +282,9 @@ cdef class Pool:
         """Queue the start of `argv` (run as `path`) with environment `env` (bytes ->
         bytes) in `cwd`, stdin from /dev/null, stdout and stderr two pipes into the
         output store (`use_store` first). `inline`: start it on this thread now (with
-        the GIL released) rather than on a pool thread. ValueError: a NUL byte inside
-        a string, or no store."""
+        the GIL released) even if that waits for its exec, rather than on a pool
+        thread (it always starts here when it does not wait). ValueError: a NUL byte
+        inside a string, or no store."""
         if self._store is None or self._store._s == NULL:
             raise ValueError("no output store to pipe the step's output into")
         if self._p == NULL:
@@ -314,12 +332,9 @@ cdef class Pool:
         except BaseException:
             free(block)
             raise
-        cdef int rc
-        if inline:
-            with nogil:
-                rc = sp_run_inline(self._p, job)
-        else:
-            rc = sp_submit(self._p, job)
+        cdef int rc, flag = inline
+        with nogil:
+            rc = sp_submit(self._p, job, flag)
         if rc < 0:
             free(block)
             raise MemoryError()
@@ -414,10 +429,18 @@ cdef class Pool:
             if store != NULL:
                 with nogil:
                     lost = os_drain(store, token)
-            if lost:
+            job = sp_take_child(self._p, token)
+            if job != NULL:
+                # Started without waiting for exec, and it failed before: as a start
+                # that failed (it never ran the program).
+                out.append((token, (job.vc.err, False, job.path, job.cwd)))
+                sp_release_child(self._p, job)
+                self._cost.pop(token, None)
+            elif lost:
                 out.append((token, (status, lost)))
             else:
                 out.append((token, status))
+        sp_settle(self._p)
         return out
 
     def cost(self, int token):

@@ -1,17 +1,18 @@
 """Starts, watches and kills step processes; the one place `maxActiveSteps` is enforced.
 
-Why this shape (measured on 2 cores, `sh -c true` 16 at a time; see bench/ and the
-README): glibc's `posix_spawn` is vfork-based, so whoever calls it waits until the
-child has set up its descriptors and reached exec (0.4-1 ms on a busy machine when each
-step opened two log files; the pipes that replaced them are made beforehand). The loop's
-thread therefore never spawns: it hands each start to the native spawn pool
-(`_spawn.Pool`, C threads without the GIL), whose threads keep several of those windows
-open at once (1,100 starts a second from one thread became 2,000+ from three or four).
-A worker registers each child's pidfd in one private epoll set, with the step's token in
-the event data; that set is one reader on the uvloop loop, so a burst of exits costs one
-wake-up, and reaping is one native call (`waitid(P_PIDFD)`, no pid table in Python).
+Why this shape (measured on 2 cores, `true` 16 at a time; see bench/ and
+docs/performance.md): a step starts on the loop's thread with clone(CLONE_VM) without
+waiting for its exec (`_spawn.Pool`, exec/vmclone.h): the kernel makes the child at
+once, in the engine's memory, and the loop goes on while the child sets up its
+descriptors and execs. glibc's `posix_spawn` would keep the caller waiting for that
+(vfork), so where clone cannot be used (another architecture, a kernel before 5.9, or
+`DAGFAST_SPAWN=posix`) the pool's C threads run it without the GIL, several windows at
+once, and a start refused with EAGAIN always waits for room on one of them. Each
+child's pidfd is in one private epoll set, with the step's token in the event data;
+that set is one reader on the uvloop loop, so a burst of exits costs one wake-up, and
+reaping is one native call (`wait4` on the pid the pool holds, no pid table in Python).
 
-A step's stdout and stderr are two pipes that the spawn thread makes and hands to the
+A step's stdout and stderr are two pipes that the pool makes and hands to the
 run's output store (`_spawn.Store`, outstore.h), whose pump thread stores what they
 carry; reaping drains a step's pipes before its end is reported, so everything it
 printed is stored by then.
@@ -53,7 +54,7 @@ class ProcessManager(Executor):
         self._epoll = select.epoll()
         threads = min(self.limit, _MAX_THREADS) if self.limit else _MAX_THREADS
         try:
-            self._pool = _spawn.Pool(threads, self._epoll.fileno())
+            self._pool = _spawn.Pool(threads, self._epoll.fileno(), vmclone=_vmclone())
         except OSError:
             self._epoll.close()
             raise
@@ -176,7 +177,7 @@ class ProcessManager(Executor):
         return groups + self.signal_escaped(0)
 
     def close(self) -> None:
-        """Stop watching and stop the spawn threads; processes still running are not
+        """Stop watching and stop the spawn pool; processes still running are not
         waited for."""
         self.loop.remove_reader(self._epoll.fileno())
         self._pool.close()
@@ -193,13 +194,20 @@ class ProcessManager(Executor):
             if end.__class__ is tuple:
                 if len(end) == 2:  # it ended, but its output could not all be stored
                     ends[k] = (token, _lost_output(*end))
-                else:  # a start that failed on a spawn thread
+                else:  # a start that failed after `start` returned
                     ends[k] = (token, _start_failure(*end))
         self.on_exits(ends)
 
 
+def _vmclone() -> bool:
+    """Whether steps may start without waiting for their exec (vmclone.h);
+    `DAGFAST_SPAWN=posix` keeps glibc's posix_spawn on the pool's threads."""
+    return os.environ.get("DAGFAST_SPAWN", "") != "posix"
+
+
 def _start_failure(err: int, started: bool, path: bytes, cwd: bytes):
-    """The Outcome of a start that failed on a spawn thread, in the user's terms."""
+    """The Outcome of a start that failed after `start` returned (in the pool, or in
+    the child before its exec), in the user's terms."""
     name = os.fsdecode(path)
     why = os.strerror(err)
     if started:

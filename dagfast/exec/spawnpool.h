@@ -1,17 +1,22 @@
-/* The spawn pool behind dagfast._spawn: a few threads that start step processes.
+/* The spawn pool behind dagfast._spawn: starts step processes and watches them.
 
-Why threads: glibc's posix_spawn is vfork-based, so the thread that calls it waits until
-the child has set up its descriptors and reached exec. On 2 cores with 16 steps running,
-that window was 0.4-1 ms when each child opened two log files (the child waits for a
-CPU, and creating files is slow on some file systems; pipes made before the spawn cost
-far less), and one thread spawning back to back runs about 1,100 `sh -c true` a
-second. Two to four threads keep two to four windows open at once and reach 2,000+ (see
-bench/ and the README). The threads never touch Python: the event loop's thread hands
-them jobs (one malloc'd block each) and learns of each process through its pidfd, which
-the worker registers in the loop's epoll set with the job's token in the event data.
+Where the system allows (vmclone.h), a job starts on the submitting thread (the event
+loop's) with clone(CLONE_VM), which returns as soon as the child exists: no thread, no
+wait for its exec. The job's block and the child's stack are kept until the kernel says
+the child has left the engine's memory (exec or exit), on a list freed oldest first.
+
+Elsewhere, and for a start refused with EAGAIN (which waits for room, patiently), the
+pool's threads run glibc's posix_spawn, which is vfork-based: the thread that calls it
+waits until the child has set up its descriptors and reached exec. On 2 cores with 16
+steps running that window was 0.4-1 ms, and one thread spawning back to back ran about
+1,100 `sh -c true` a second; two to four threads keep two to four windows open at once
+and reach 2,000+. The threads never touch Python: the event loop's thread hands them
+jobs (one malloc'd block each) and learns of each process through its pidfd, which is
+registered in the loop's epoll set with the job's token in the event data.
 
 Everything shared (the queue, the token table, the list of process groups) is guarded
-by one mutex, and no call made under it blocks.
+by one mutex, and no call made under it blocks. The vmclone list and `live` belong to
+the loop's thread alone.
 
 Process groups and pid reuse: a running step's group is its leader's pid, safe to signal
 until the leader is reaped. A group that outlives its leader (a step's background
@@ -43,6 +48,7 @@ reused: such entries are dropped, never signalled.
 #include <unistd.h>
 
 #include "outstore.h"
+#include "vmclone.h"
 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
@@ -76,6 +82,13 @@ typedef struct sp_job {
     char *cwd;
     char **argv;
     char **envp;
+    /* Started by vc_start (vmclone.h): what its child reads until it has exec'd, the
+       child's stack (NULL once freed), and where the job is kept meanwhile. */
+    vc_args vc;
+    void *stack;
+    struct sp_job *fnext; /* the pool's list of jobs whose children may not have exec'd */
+    int in_flight;        /* on that list */
+    int detached;         /* reaped while on that list: freed when it leaves */
     /* the strings and pointer arrays follow in the same block */
 } sp_job;
 
@@ -100,6 +113,10 @@ typedef struct sp_pool {
     pid_t *groups;
     int ngroups, capgroups;
     unsigned reaps;
+    /* Starting without waiting for exec (vmclone.h), on the loop's thread only: */
+    int vmclone;             /* 1: every start is vc_start on the calling thread */
+    sp_job **live;           /* token -> its vc_start'ed job, until reaped */
+    sp_job *fhead, *ftail;   /* vc_start'ed jobs, oldest first, until their exec */
 } sp_pool;
 
 static int sp_grow_locked(sp_pool *p, int token) {
@@ -118,6 +135,10 @@ static int sp_grow_locked(sp_pool *p, int token) {
     int *pidfds = realloc(p->pidfds, (size_t)cap * sizeof(int));
     if (!pidfds) return -1;
     p->pidfds = pidfds;
+    sp_job **live = realloc(p->live, (size_t)cap * sizeof(sp_job *));
+    if (!live) return -1;
+    p->live = live;
+    memset(p->live + p->cap, 0, (size_t)(cap - p->cap) * sizeof(sp_job *));
     memset(p->pidfds + p->cap, 0xff, (size_t)(cap - p->cap) * sizeof(int));
     memset(p->pids + p->cap, 0, (size_t)(cap - p->cap) * sizeof(pid_t));
     memset(p->state + p->cap, 0, (size_t)(cap - p->cap));
@@ -264,11 +285,73 @@ static void sp_queue_locked(sp_pool *p, sp_job *job) {
     pthread_cond_signal(&p->cv);
 }
 
+static void sp_job_free(sp_job *job) {
+    free(job->stack);
+    free(job);
+}
+
+/* Free the vc_start'ed jobs whose children have exec'd or exited, oldest first (they
+   leave in about the order they came). One whose child failed before exec stays in
+   `live` for the reap, which reports it. Loop thread only. */
+static void sp_settle(sp_pool *p) {
+    while (p->fhead && vc_done(&p->fhead->vc)) {
+        sp_job *job = p->fhead;
+        p->fhead = job->fnext;
+        if (!p->fhead) p->ftail = NULL;
+        job->in_flight = 0;
+        free(job->stack);
+        job->stack = NULL;
+        if (job->detached) {
+            free(job);
+        } else if (!job->vc.err) {
+            if (p->live[job->token] == job) p->live[job->token] = NULL;
+            free(job);
+        }
+    }
+}
+
+/* A reaped job is done with: freed, or once its child has left our memory. */
+static void sp_release_child(sp_pool *p, sp_job *job) {
+    (void)p;
+    if (job->in_flight) job->detached = 1;
+    else sp_job_free(job);
+}
+
+/* Step `token` was reaped: its job if its child failed before exec (the caller reports
+   it, then sp_release_child), else NULL. Loop thread only. */
+static sp_job *sp_take_child(sp_pool *p, int token) {
+    sp_job *job = token < p->cap ? p->live[token] : NULL;
+    if (!job) return NULL;
+    p->live[token] = NULL;
+    if (job->vc.err) return job;
+    sp_release_child(p, job);
+    return NULL;
+}
+
+/* vc_start the job: 0 and its pid and pidfd, or an errno (EAGAIN: out of processes). */
+static int sp_vmclone(sp_pool *p, sp_job *job, pid_t *pid, int *pidfd) {
+    if (!job->stack) job->stack = malloc(VC_STACK_SIZE);
+    if (!job->stack) return ENOMEM;
+    job->vc.path = job->path;
+    job->vc.cwd = job->cwd;
+    job->vc.argv = job->argv;
+    job->vc.envp = job->envp;
+    job->vc.out_fd = job->out_fd;
+    job->vc.err_fd = job->err_fd;
+    *pid = vc_start(&job->vc, job->stack, pidfd);
+    if (*pid < 0) {
+        int e = errno;
+        if (e == EINVAL || e == ENOSYS) p->vmclone = 0; /* no CLONE_PIDFD: posix_spawn */
+        return e;
+    }
+    return 0;
+}
+
 /* Start one job. `inline_`: on the loop's thread, which must never wait out a full
    process table: a start refused with EAGAIN there goes to a worker instead. */
 static void sp_run_job(sp_pool *p, sp_job *job, int inline_) {
     pid_t pid;
-    int rc;
+    int rc, fd = -1, cloned = 0;
     int rd[2] = {-1, -1}; /* the pipes' read ends, for the store */
     int sig = sp_cancelled(p, job->token);
     if (sig) {
@@ -278,13 +361,23 @@ static void sp_run_job(sp_pool *p, sp_job *job, int inline_) {
     } else if (sp_make_pipes(job, rd) != 0) {
         rc = errno;
     } else {
-        rc = sp_posix_spawn(p, job, &pid, !inline_);
-        struct stat st;
-        if (rc == ENOENT && stat(job->cwd, &st) < 0 && errno == ENOENT && sp_mkdir_p(job->cwd) == 0)
+        rc = -1;
+        if (inline_ && p->vmclone) {
+            rc = sp_vmclone(p, job, &pid, &fd);
+            cloned = rc == 0;
+            if (!p->vmclone) rc = -1; /* this kernel cannot: posix_spawn from now on */
+        }
+        if (rc == -1) {
             rc = sp_posix_spawn(p, job, &pid, !inline_);
+            struct stat st;
+            if (rc == ENOENT && stat(job->cwd, &st) < 0 && errno == ENOENT && sp_mkdir_p(job->cwd) == 0)
+                rc = sp_posix_spawn(p, job, &pid, !inline_);
+        }
     }
     if (rc == EAGAIN && inline_) {
         sp_drop_pipes(job, rd); /* made again by the worker */
+        free(job->stack);
+        job->stack = NULL;
         pthread_mutex_lock(&p->mu);
         sp_queue_locked(p, job);
         pthread_mutex_unlock(&p->mu);
@@ -297,6 +390,8 @@ static void sp_run_job(sp_pool *p, sp_job *job, int inline_) {
     }
     if (rc != 0) {
         sp_drop_pipes(job, rd);
+        free(job->stack);
+        job->stack = NULL;
     } else {
         /* Watched before the loop can learn of the exit (the pidfd comes after). A pipe
            that cannot be watched is closed: the step's writes to it fail (EPIPE). */
@@ -311,7 +406,7 @@ static void sp_run_job(sp_pool *p, sp_job *job, int inline_) {
         pthread_mutex_unlock(&p->mu);
         return;
     }
-    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (!cloned) fd = (int)syscall(SYS_pidfd_open, pid, 0);
     if (fd < 0) {
         /* A process we cannot watch (out of descriptors) must not run unwatched. */
         job->err = errno;
@@ -344,6 +439,8 @@ static void sp_run_job(sp_pool *p, sp_job *job, int inline_) {
         siginfo_t info;
         while (waitid((idtype_t)P_PIDFD, (id_t)fd, &info, WEXITED) < 0 && errno == EINTR) {}
         close(fd);
+        free(job->stack); /* reaped: its child has left our memory */
+        job->stack = NULL;
         pthread_mutex_lock(&p->mu);
         p->pids[token] = 0;
         p->pidfds[token] = -1;
@@ -351,7 +448,19 @@ static void sp_run_job(sp_pool *p, sp_job *job, int inline_) {
         pthread_mutex_unlock(&p->mu);
         return;
     }
-    free(job);
+    if (!cloned) {
+        free(job);
+        return;
+    }
+    /* Kept until its child has left our memory, and for the reap (a failed exec). */
+    p->live[token] = job;
+    job->in_flight = 1;
+    job->detached = 0;
+    job->fnext = NULL;
+    if (p->ftail) p->ftail->fnext = job;
+    else p->fhead = job;
+    p->ftail = job;
+    sp_settle(p);
 }
 
 static void *sp_worker(void *arg) {
@@ -374,13 +483,15 @@ static void *sp_worker(void *arg) {
     }
 }
 
-/* A new pool of `nthreads` workers registering pidfds in `epfd`; NULL and errno set
-   when it cannot be made. */
-static sp_pool *sp_new(int nthreads, int epfd) {
+/* A new pool of `nthreads` workers registering pidfds in `epfd`; with `vmclone`, jobs
+start on the submitting thread through vc_start where the system allows. NULL and
+errno set when it cannot be made. */
+static sp_pool *sp_new(int nthreads, int epfd, int vmclone) {
     sp_pool *p = calloc(1, sizeof *p);
     if (!p) return NULL;
     if (nthreads < 1) nthreads = 1;
     if (nthreads > 8) nthreads = 8;
+    p->vmclone = vmclone && vc_supported();
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     p->epfd = epfd;
@@ -425,27 +536,26 @@ static void sp_set_store(sp_pool *p, os_store *s) {
     pthread_mutex_unlock(&p->mu);
 }
 
-/* Queue a job (the pool owns it from now on); -1 when the token table cannot grow. */
-static int sp_submit(sp_pool *p, sp_job *job) {
+/* Start a job (the pool owns it from now on): at once on this thread when that does
+not wait for the child's exec (vmclone) or when `inline_` asks (nothing else is in
+flight, so there is nothing to overlap and a hand-off to a worker would only add a
+thread wake-up to the step's latency: a chain); otherwise queued for a worker. -1 when
+the token table cannot grow. */
+static int sp_submit(sp_pool *p, sp_job *job, int inline_) {
+    job->stack = NULL;
+    job->in_flight = job->detached = 0;
     pthread_mutex_lock(&p->mu);
     if (sp_claim_locked(p, job->token) < 0) {
         pthread_mutex_unlock(&p->mu);
         return -1;
     }
+    if (p->vmclone || inline_) {
+        pthread_mutex_unlock(&p->mu);
+        sp_run_job(p, job, 1);
+        return 0;
+    }
     sp_queue_locked(p, job);
     pthread_mutex_unlock(&p->mu);
-    return 0;
-}
-
-/* Run a job on the calling thread (which waits out the vfork window): for when nothing
-   else is in flight, so there is no other work to overlap and a hand-off to a worker
-   would only add a thread wake-up to the step's latency (a chain). */
-static int sp_run_inline(sp_pool *p, sp_job *job) {
-    pthread_mutex_lock(&p->mu);
-    int rc = sp_claim_locked(p, job->token);
-    pthread_mutex_unlock(&p->mu);
-    if (rc < 0) return -1;
-    sp_run_job(p, job, 1);
     return 0;
 }
 
@@ -610,7 +720,23 @@ static void sp_free(sp_pool *p) {
     for (int t = 0; t < p->cap; t++) {
         /* Processes still running are not waited for, but their pidfds are closed. */
         if (p->state[t] == SP_RUNNING && p->pidfds[t] >= 0) close(p->pidfds[t]);
+        sp_job *job = p->live[t];
+        if (job && !job->in_flight) sp_job_free(job);
     }
+    /* A child still in our memory (it has not exec'd) keeps its block and stack: wait
+       for it a while, then leave them to it rather than free what it reads. */
+    for (int waited = 0; p->fhead;) {
+        sp_job *job = p->fhead;
+        if (!vc_done(&job->vc) && waited < 5000) {
+            struct timespec ts = {0, 1000000L};
+            nanosleep(&ts, NULL);
+            waited++;
+            continue;
+        }
+        p->fhead = job->fnext;
+        if (vc_done(&job->vc)) sp_job_free(job);
+    }
+    free(p->live);
     epoll_ctl(p->epfd, EPOLL_CTL_DEL, p->evfd, NULL);
     close(p->evfd);
     free(p->pidfds);
