@@ -93,7 +93,8 @@ def plain_start(argv, env: dict, cwd: str, which):
         return None
     if first in _SHELL_WORDS and not (shell == "bash" and _same_as_program(words)):
         return None
-    if shell == "bash" and (b"BASH_ENV" in env or any(k[:10] == b"BASH_FUNC_" for k in env)):
+    # One scan in C of all the names joined (a step's environment has dozens).
+    if shell == "bash" and (b"BASH_ENV" in env or b"\0BASH_FUNC_" in b"\0" + b"\0".join(env)):
         return None
     try:
         if "/" in first:  # exec'd as written, after the spawn's chdir into `cwd`
@@ -101,9 +102,7 @@ def plain_start(argv, env: dict, cwd: str, which):
             if not _runnable(os.path.join(cwd, first)):
                 return None
         else:
-            search = env.get(b"PATH")
-            if search is None or any(not d.startswith(b"/") or b"%" in d
-                                     for d in search.split(b":")):
+            if not _plain_path(env.get(b"PATH")):
                 return None  # no PATH (each shell has its own default), relative or
                 # empty entries, dash's `%func`: the shell's to read
             path = which(first, env)
@@ -150,6 +149,21 @@ def _kind(shell: str, env: dict, which) -> str | None:
         _kinds.clear()
     kind = _kinds[key] = name if name in ("dash", "bash") else None
     return kind
+
+
+_plain_paths: dict[bytes | None, bool] = {}
+
+
+def _plain_path(search: bytes | None) -> bool:
+    """Whether PATH is a list of absolute directories only (cached: one PATH in a run)."""
+    ok = _plain_paths.get(search)
+    if ok is None:
+        ok = search is not None and all(
+            d.startswith(b"/") and b"%" not in d for d in search.split(b":"))
+        if len(_plain_paths) >= _CACHE_MAX:
+            _plain_paths.clear()
+        _plain_paths[search] = ok
+    return ok
 
 
 _runnables: dict[str, tuple[int, int, bool]] = {}
