@@ -263,8 +263,8 @@ cdef class Pool:
 
     @property
     def waits(self):
-        """Whether a start waits for the child's exec (posix_spawn), so that starts
-        are better overlapped on the threads than made on the caller's."""
+        """Whether a start waits for the child's exec (posix_spawn on the threads)
+        rather than returning as soon as the child exists (vmclone.h)."""
         return self._p == NULL or not self._p.vmclone
 
     def use_store(self, Store store):
@@ -392,9 +392,9 @@ cdef class Pool:
                             continue
                         break
                 if rc > 0:
-                    # glibc's posix_spawn is vfork-based: until exec the child runs in
-                    # the engine's memory, and the kernel counts that memory's peak in
-                    # the child's. A peak no larger than the engine's own is that, not
+                    # Until exec the child runs in the engine's memory (clone(CLONE_VM),
+                    # or glibc's vfork-based posix_spawn), and the kernel counts that
+                    # memory's peak in the child's. A peak no larger than the engine's own is that, not
                     # the step's.
                     # Read again only when a peak exceeds the last reading: the engine
                     # may have grown since (a /proc read a step spared in a chain).

@@ -21,7 +21,8 @@ class StepRecord(msgspec.Struct, array_like=True):
     """One step's outcome: status code, exit code, start/end (unix seconds), error text,
     its `output:` value (None: none), and what its last process cost, with the children
     it waited for: CPU seconds (user + system), peak RSS in KiB (None: not reaped here;
-    `rss` also when no larger than the engine's, which vfork lends every child)."""
+    also when no larger than the engine's, whose memory each child runs in until its
+    exec)."""
 
     status: int = 0
     exit_code: int | None = None
