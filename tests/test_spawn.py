@@ -1,5 +1,6 @@
-"""The spawn path: what a step's process starts with, and how a start that fails on a
-spawn thread (`dagfast._spawn`) is told. Real runs through the CLI."""
+"""The spawn path (`dagfast._spawn`): what a step's process starts with, on both ways
+of starting it, and how a start that fails after `start` returned is told. Real runs
+through the CLI, and the process manager driven in process."""
 
 from __future__ import annotations
 
@@ -121,7 +122,7 @@ def test_steps_start_with_default_signal_dispositions_and_nothing_blocked(tmp_pa
     assert masks["SigIgn:"] & 0x7FFFFFFF == ours & ~python_only & 0x7FFFFFFF
 
 
-def test_a_start_that_fails_on_a_spawn_thread_fails_its_step_with_the_reason(tmp_path, spawn_mode):
+def test_a_start_that_fails_after_start_returned_fails_its_step_with_the_reason(tmp_path, spawn_mode):
     not_exec = tmp_path / "not-exec.sh"
     not_exec.write_text("echo hi\n")
     not_exec.chmod(0o644)
@@ -159,7 +160,7 @@ def _run_in_dir(tmp_path: Path, where: Path) -> tuple[int, Path]:
     return dagfast("run", str(dag), home=home).code, home
 
 
-def test_a_missing_working_directory_is_made_on_the_spawn_thread(tmp_path, spawn_mode):
+def test_a_missing_working_directory_is_made_before_the_step_runs(tmp_path, spawn_mode):
     where = tmp_path / "made" / "for" / "it"
     code, home = _run_in_dir(tmp_path, where)
     assert code == 0

@@ -97,7 +97,7 @@ cdef extern from "spawnpool.h" nogil:
     void sp_set_store(sp_pool *p, os_store *s)
     int sp_submit(sp_pool *p, sp_job *job, int inline_)
     sp_job *sp_take_child(sp_pool *p, int token)
-    void sp_release_child(sp_pool *p, sp_job *job)
+    void sp_release_child(sp_job *job)
     void sp_settle(sp_pool *p)
     sp_job *sp_take_failed(sp_pool *p)
     void sp_ended(sp_pool *p, int token)
@@ -434,7 +434,7 @@ cdef class Pool:
                 # Started without waiting for exec, and it failed before: as a start
                 # that failed (it never ran the program).
                 out.append((token, (job.vc.err, False, job.path, job.cwd)))
-                sp_release_child(self._p, job)
+                sp_release_child(job)
                 self._cost.pop(token, None)
             elif lost:
                 out.append((token, (status, lost)))

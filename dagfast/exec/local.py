@@ -107,9 +107,10 @@ class ProcessManager(Executor):
     def start(self, token: int, argv, env: dict, cwd: str) -> int:
         """Start `argv` (environment: a bytes -> bytes dict) in `cwd` with stdin from
         /dev/null and stdout/stderr into the output store (under `token`, in the
-        execution the store began for it). The start itself happens on a spawn
-        thread: a failure there (a missing working directory is made first, as Dagu
-        does; EAGAIN waits for room) comes back through `on_exits` as an Outcome.
+        execution the store began for it). The start completes after this returns (in
+        the child before its exec, or on a spawn thread): a failure there (a missing
+        working directory is made first, as Dagu does; EAGAIN waits for room) comes
+        back through `on_exits` as an Outcome.
         Raises SpawnError for what can be told at once. Returns 0 (no pid: the step is
         signalled by its token)."""
         plain = direct.plain_start(argv, env, cwd, _which) if self._direct else None
@@ -118,8 +119,9 @@ class ProcessManager(Executor):
                 path, argv = plain
             else:
                 path = argv[0] if "/" in argv[0] else _which(argv[0], env)
-            # With nothing else in flight there is nothing to overlap: start it here
-            # and spare a chain of steps a thread hand-off each.
+            # With nothing else in flight there is nothing to overlap: even where a
+            # start waits for the exec (posix_spawn), make it here and spare a chain
+            # of steps a thread hand-off each.
             self._pool.submit(token, path, argv, env, cwd, not self._count)
         except ValueError as exc:
             raise SpawnError(f"cannot start `{argv[0]}`: {exc}") from None

@@ -311,8 +311,7 @@ static void sp_settle(sp_pool *p) {
 }
 
 /* A reaped job is done with: freed, or once its child has left our memory. */
-static void sp_release_child(sp_pool *p, sp_job *job) {
-    (void)p;
+static void sp_release_child(sp_job *job) {
     if (job->in_flight) job->detached = 1;
     else sp_job_free(job);
 }
@@ -324,11 +323,12 @@ static sp_job *sp_take_child(sp_pool *p, int token) {
     if (!job) return NULL;
     p->live[token] = NULL;
     if (job->vc.err) return job;
-    sp_release_child(p, job);
+    sp_release_child(job);
     return NULL;
 }
 
-/* vc_start the job: 0 and its pid and pidfd, or an errno (EAGAIN: out of processes). */
+/* vc_start the job: 0 and its pid and pidfd, an errno (EAGAIN: out of processes), or
+   -1 when this kernel cannot (no CLONE_PIDFD): posix_spawn from now on. */
 static int sp_vmclone(sp_pool *p, sp_job *job, pid_t *pid, int *pidfd) {
     if (!job->stack) job->stack = malloc(VC_STACK_SIZE);
     if (!job->stack) return ENOMEM;
@@ -341,8 +341,9 @@ static int sp_vmclone(sp_pool *p, sp_job *job, pid_t *pid, int *pidfd) {
     *pid = vc_start(&job->vc, job->stack, pidfd);
     if (*pid < 0) {
         int e = errno;
-        if (e == EINVAL || e == ENOSYS) p->vmclone = 0; /* no CLONE_PIDFD: posix_spawn */
-        return e;
+        if (e != EINVAL && e != ENOSYS) return e;
+        p->vmclone = 0;
+        return -1;
     }
     return 0;
 }
@@ -365,7 +366,6 @@ static void sp_run_job(sp_pool *p, sp_job *job, int inline_) {
         if (inline_ && p->vmclone) {
             rc = sp_vmclone(p, job, &pid, &fd);
             cloned = rc == 0;
-            if (!p->vmclone) rc = -1; /* this kernel cannot: posix_spawn from now on */
         }
         if (rc == -1) {
             rc = sp_posix_spawn(p, job, &pid, !inline_);
@@ -455,7 +455,6 @@ static void sp_run_job(sp_pool *p, sp_job *job, int inline_) {
     /* Kept until its child has left our memory, and for the reap (a failed exec). */
     p->live[token] = job;
     job->in_flight = 1;
-    job->detached = 0;
     job->fnext = NULL;
     if (p->ftail) p->ftail->fnext = job;
     else p->fhead = job;
