@@ -368,3 +368,47 @@ def test_a_stop_never_signals_a_process_group_number_that_was_reused(tmp_path):
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr
+
+
+def _pool_in(tmp_path: Path, vmclone: bool):
+    """A pool whose steps' output goes into a fresh store under `tmp_path`."""
+    ep = select.epoll()
+    pool = _spawn.Pool(1, ep.fileno(), vmclone=vmclone)
+    fds = [os.open(tmp_path / name, os.O_RDWR | os.O_CREAT | os.O_TRUNC) for name in "di"]
+    store = _spawn.Store(fds[0], 0, fds[1], 0)
+    pool.use_store(store)
+    return ep, pool, store
+
+
+@pytest.mark.parametrize("vmclone", [True, False], ids=["vmclone", "posix"])
+def test_the_environment_reaches_the_step_byte_for_byte_and_a_bad_entry_is_refused(
+        tmp_path, vmclone):
+    # The pool builds each `name=value` entry straight from the dict's bytes: '=' in a
+    # value, an empty value and bytes that are not UTF-8 must arrive as given.
+    ep, pool, store = _pool_in(tmp_path, vmclone)
+    out = tmp_path / "env.bin"
+    env = {b"PATH": os.environ["PATH"].encode(), b"A": b"x=y==", b"B": b"",
+           b"C": b"\xff\xfe caf\xc3\xa9", b"LONG": b"v" * 100_000}
+    try:
+        store.begin(0)
+        pool.submit(0, "/bin/sh", ["sh", "-c", f"cat /proc/$$/environ > {out}"], env, "/",
+                    True)
+        ended = []
+        while not ended:
+            select.select([ep.fileno()], [], [], 30)
+            ended += pool.reap()
+        assert ended == [(0, 0)]
+        got = dict(entry.split(b"=", 1) for entry in out.read_bytes().split(b"\0") if entry)
+        assert {k: got.get(k) for k in env} == env
+        # What cannot be an environment entry is refused before anything starts.
+        with pytest.raises(ValueError, match="embedded NUL"):
+            pool.submit(1, "/bin/true", ["true"], {b"A": b"x\0y"}, "/", True)
+        with pytest.raises(ValueError, match="embedded NUL"):
+            pool.submit(1, "/bin/true", ["true"], {b"A\0": b"x"}, "/", True)
+        with pytest.raises(TypeError, match="must be bytes"):
+            pool.submit(1, "/bin/true", ["true"], {b"A": "text"}, "/", True)
+        assert pool.reap() == []
+    finally:
+        pool.close()
+        store.close()
+        ep.close()

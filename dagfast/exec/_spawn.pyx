@@ -127,6 +127,14 @@ cdef inline Py_ssize_t _put(char *buf, Py_ssize_t at, bytes s) except -1:
     return at + n + 1
 
 
+cdef inline Py_ssize_t _put_pair(char *buf, Py_ssize_t at, bytes k, bytes v) except -1:
+    """Copy `k=v` and a NUL into buf[at:] (an environment entry, made without a bytes
+    object of its own); the new offset."""
+    at = _put(buf, at, k)
+    buf[at - 1] = 61  # '='
+    return _put(buf, at, v)
+
+
 cdef inline bytes _fs(s):
     return s if type(s) is bytes else PyUnicode_EncodeFSDefault(s)
 
@@ -292,15 +300,18 @@ cdef class Pool:
         if token < 0:
             raise ValueError("negative token")
         cdef list args = [_fs(a) for a in argv]
-        cdef list pairs = [k + b"=" + v for k, v in env.items()]
         cdef bytes bpath = _fs(path), bcwd = _fs(cwd)
-        cdef Py_ssize_t argc = len(args), envc = len(pairs), size, at, i
+        cdef Py_ssize_t argc = len(args), envc = len(env), size, at, i
         size = sizeof(sp_job) + (argc + 1 + envc + 1) * sizeof(char *)
         size += len(bpath) + len(bcwd) + 2
         for a in args:
             size += PyBytes_GET_SIZE(a) + 1
-        for a in pairs:
-            size += PyBytes_GET_SIZE(a) + 1
+        # `name=value` entries are copied straight from the dict's bytes (no Python
+        # object per entry: a step's environment has dozens).
+        for k, v in env.items():
+            if type(k) is not bytes or type(v) is not bytes:
+                raise TypeError("environment names and values must be bytes")
+            size += PyBytes_GET_SIZE(k) + PyBytes_GET_SIZE(v) + 2
         cdef char *block = <char *>malloc(size)
         if block == NULL:
             raise MemoryError()
@@ -325,9 +336,11 @@ cdef class Pool:
                 ptrs[i] = strs + at
                 at = _put(strs, at, <bytes>args[i])
             ptrs[argc] = NULL
-            for i in range(envc):
-                ptrs[argc + 1 + i] = strs + at
-                at = _put(strs, at, <bytes>pairs[i])
+            i = argc + 1
+            for k, v in env.items():
+                ptrs[i] = strs + at
+                at = _put_pair(strs, at, <bytes>k, <bytes>v)
+                i += 1
             ptrs[argc + 1 + envc] = NULL
         except BaseException:
             free(block)

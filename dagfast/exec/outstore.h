@@ -455,8 +455,8 @@ static uint32_t os_begin(os_store *s, uint32_t token) {
    (errno) when it cannot be watched (the fd is then closed). */
 static int os_watch(os_store *s, uint32_t token, int stream, int fd) {
     os_pipe *pp = calloc(1, sizeof *pp);
-    int fl = fcntl(fd, F_GETFL);
-    if (!pp || fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+    /* A fresh pipe's read end has no status flag but O_RDONLY, which F_SETFL keeps. */
+    if (!pp || fcntl(fd, F_SETFL, O_NONBLOCK) < 0) {
         int e = pp ? errno : ENOMEM;
         free(pp);
         close(fd);
