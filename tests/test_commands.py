@@ -201,7 +201,7 @@ def test_stop_ends_every_process_of_the_run(tmp_path):
     assert not (tmp_path / "never-ran").exists()
     doc = json.loads(dagfast("status", "--json", run_id, home=home).out)
     assert doc["status"] == "aborted"
-    assert [s["status"] for s in doc["steps"]] == ["aborted", "aborted", "aborted"]
+    assert [s["status"] for s in doc["steps"]] == ["aborted", "aborted", "not_started"]
     res = dagfast("stop", run_id, home=home)
     assert res.code == 1 and "is not running (it is aborted)" in res.err
     assert dagfast("stop", "nope", home=home).code == 1

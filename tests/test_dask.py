@@ -153,7 +153,7 @@ def test_a_stop_kills_every_step_group_on_the_workers(tmp_path):
     assert not (tmp_path / "never-ran").exists()
     steps = {s["name"]: s for s in status(tmp_path / "home")["steps"]}
     assert [steps[n]["status"] for n in ("sleeper", "stubborn", "never")] == [
-        "aborted", "aborted", "aborted"]
+        "aborted", "aborted", "not_started"]
 
 
 def test_ctrl_c_stops_the_run_and_not_the_workers_of_its_local_cluster(tmp_path, monkeypatch):

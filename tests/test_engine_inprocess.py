@@ -318,21 +318,20 @@ def test_a_stop_aborts_running_steps_and_starts_nothing_new(tmp_path):
     assert res.log.order == ["a", "b"]
     assert res.log.signals == [("a", signal.SIGTERM), ("b", signal.SIGTERM)]
     assert res.statuses == {
-        "a": "aborted", "after_a": "aborted", "b": "aborted", "c": "not_started",
+        "a": "aborted", "after_a": "not_started", "b": "aborted", "c": "not_started",
     }  # fmt: skip
     assert res.step("a").error == "killed by SIGTERM"
-    assert res.step("after_a").error == "upstream failed"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine bug (runtime/engine.py _ended): after a stop, the dependents of a stopped step "
-    "end `aborted` with \"upstream failed\", while a step that waited for a slot ends "
-    "`not_started`: the upstream did not fail, the run was stopped"))
 def test_steps_a_stop_kept_from_starting_all_end_alike(tmp_path):
+    # After a stop, the dependents of a stopped step do not end "upstream failed": the
+    # upstream did not fail, the run was stopped. They end not started, as a step that
+    # waited for a slot does (Dagu 1.30.2 does the same: `dagu stop` of this DAG leaves
+    # after_a and c at status 0, with no error).
     dag = "maxActiveSteps: 2\n" + steps("a", "after_a <- a", "b", "c")
     res = run(tmp_path, dag, {"a": hang(), "b": hang()}, stop_after="b")
-    assert res.statuses["after_a"] == res.statuses["c"]
-    assert res.step("after_a").error != "upstream failed"
+    assert res.statuses["after_a"] == res.statuses["c"] == "not_started"
+    assert res.step("after_a").error == res.step("c").error == ""
 
 
 def test_a_stop_gives_signal_on_stop_and_runs_the_abort_handler(tmp_path):
@@ -511,7 +510,7 @@ def test_a_stop_reaches_the_steps_of_sub_dags(tmp_path):
     assert res.status == "aborted"
     assert sorted(res.log.signals) == [(n, signal.SIGTERM) for n in ("s1", "s2", "w")]
     assert res.log.count("w") == 1  # the other items never start
-    assert res.statuses == {"c": "aborted", "fan": "aborted", "after": "aborted"}
+    assert res.statuses == {"c": "aborted", "fan": "aborted", "after": "not_started"}
     assert res.step("fan").error == "the run was stopped"
 
 

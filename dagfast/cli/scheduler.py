@@ -290,8 +290,12 @@ class Scheduler:
         than the runs this scheduler started for its ticks (`ours`: pid -> tick); ''.
 
         As Dagu: the run started for the previous tick does not make the next one skip;
-        only another run (by hand, say) does. Runs are read newest first, down to the
-        first one created before `since` (run ids sort by creation time)."""
+        only another run (by hand, say) does. Runs are read newest first. One created
+        before `since` may still have started after it (it waited in a queue, or its
+        start was slow), so the scan does not stop there; but such a run is read only if
+        its directory changed since `since`: a run that ended `succeeded` wrote its final
+        status there (a rename) after it started, so an older directory cannot hold one
+        that started since. A stat per older run, not a read."""
         # the records once a DAG's runs are read (start-up of `--help`)
         from dagfast.errors import RunError
         from dagfast.records.read import read_run, runs_of
@@ -299,8 +303,13 @@ class Scheduler:
 
         for path in reversed(runs_of(self.home, name)):
             created = run_id_time(os.path.basename(path))
-            if created is not None and created < since - 0.001:  # ids hold milliseconds
-                break
+            if created is None or created < since - 0.001:  # ids hold milliseconds
+                try:
+                    # 2 s of slack: file systems whose times are that coarse (FAT).
+                    if os.stat(path).st_mtime < since - 2:
+                        continue
+                except OSError:
+                    continue
             try:
                 run = read_run(path)
             except RunError:

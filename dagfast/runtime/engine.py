@@ -410,6 +410,10 @@ class Engine:
             else:
                 outcome = _sched.ABORT
         cancelled = self._sched.finish(i, outcome)
+        if cancelled and outcome == _sched.ABORT and self.run.stopping:
+            # The run was stopped: its dependents never start, as no step does from now
+            # on, and they end as those do (not started), not as if the upstream failed.
+            return
         if cancelled:
             status, why = _ABORTED, "upstream failed"
             if outcome == _sched.SKIP:
