@@ -163,12 +163,14 @@ def check_order(dag: Dag, path: Path) -> str | None:
 
 @dataclasses.dataclass
 class Run:
-    """One finished engine process: wall seconds, peak RSS (KiB), exit code."""
+    """One finished engine process: wall seconds, peak RSS (KiB), exit code, and the CPU
+    seconds (user + system) of the engine and every step it waited for."""
 
     wall: float
     rss_kib: int
     code: int
     timed_out: bool = False
+    cpu: float = 0.0
 
 
 class Runner:
@@ -216,8 +218,9 @@ class Runner:
         self._kill_group(proc.pid)
         self.current = None
         try:
-            wall, rss_kib, _ = report.read_text().split()
-            return Run(float(wall), int(rss_kib), proc.returncode, expired.is_set())
+            wall, rss_kib, _, cpu = report.read_text().split()
+            return Run(float(wall), int(rss_kib), proc.returncode, expired.is_set(),
+                       float(cpu))
         except (FileNotFoundError, ValueError):  # the launcher itself was killed
             return Run(outer_wall, 0, proc.returncode or -1, expired.is_set())
 
@@ -707,11 +710,17 @@ class Result:
     about_cell: bool = False  # the note is about this cell, not the engine as a whole
     walls: list[float] = dataclasses.field(default_factory=list)
     rss_kib: list[int] = dataclasses.field(default_factory=list)
+    cpus: list[float] = dataclasses.field(default_factory=list)  # see Run.cpu
 
     @property
     def wall(self) -> float:
         """The median wall time of the timed runs."""
         return statistics.median(self.walls)
+
+    @property
+    def cpu(self) -> float:
+        """The median CPU seconds of the timed runs (engine and steps)."""
+        return statistics.median(self.cpus)
 
     @property
     def steps_per_s(self) -> float:
@@ -798,6 +807,7 @@ class Bench:
                 else:
                     result.walls.append(run.wall)
                     result.rss_kib.append(run.rss_kib)
+                    result.cpus.append(run.cpu)
         if cell.command == "sleep":
             self.spawn_cost[cell] = self.c_spawn_cost(dag, cell, base / "c-true")
         shutil.rmtree(base, ignore_errors=True)
@@ -884,9 +894,11 @@ def header(engines: list[Engine]) -> str:
 def table(results: list[Result]) -> str:
     """The Markdown table; a row whose engine did not run shows why in the wall column."""
     c_wall = {r.cell: r.wall for r in results if r.engine == "c" and r.status == "ok"}
+    c_cpu = {r.cell: r.cpu for r in results if r.engine == "c" and r.status == "ok"}
     rows = [
-        "| engine | shape | N | J | command | wall s | steps/s | ratio to C | peak RSS MB |",
-        "|---|---|---:|---:|---|---:|---:|---:|---:|",
+        "| engine | shape | N | J | command | wall s | steps/s | ratio to C | CPU s | "
+        "CPU over C's, ms a step | peak RSS MB |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         cell = r.cell
@@ -894,11 +906,17 @@ def table(results: list[Result]) -> str:
             f"| {r.engine} | {cell.shape} | {cell.n:,} | {cell.jobs} | {COMMANDS[cell.command]} |"
         )
         if r.status != "ok":
-            rows.append(f"{lead} {r.status} | - | - | - |")
+            rows.append(f"{lead} {r.status} | - | - | - | - | - |")
             continue
         ratio = f"{c_wall[cell] / r.wall:.2f}" if cell in c_wall else "-"
+        # What the engine costs beyond the C loop (whose own cost is next to nothing),
+        # a step: the steps cost the same under every engine that starts the same
+        # programs, so this is the engine's own CPU, steadier than wall times on a
+        # loaded machine.
+        over = f"{(r.cpu - c_cpu[cell]) / cell.n * 1e3:.3f}" if cell in c_cpu else "-"
         rows.append(
-            f"{lead} {r.wall:.3f} | {r.steps_per_s:,.0f} | {ratio} | {max(r.rss_kib) / 1024:.1f} |"
+            f"{lead} {r.wall:.3f} | {r.steps_per_s:,.0f} | {ratio} | {r.cpu:.2f} | {over} | "
+            f"{max(r.rss_kib) / 1024:.1f} |"
         )
     return "\n".join(rows)
 
@@ -952,9 +970,12 @@ def target_checks(
             f"{logs.wall / d.wall:.2f} x that]" if logs else ""
         )
         must = "must be faster" if strictly else "must be no slower"
+        cpus = ", ".join(f"{e} {o.cpu:.2f}" for e in ("dagfast", "c") + rivals_of
+                         if (o := ok.get((e, cell))) is not None)
         lines.append(
             f"{name}: dagfast {ratio:.2f} x C (>= {floor:.2f}); {d.wall:.2f} s vs "
-            f"{', '.join(rivals)} ({must}) -> {verdict(passed)}{beside}{limit}"
+            f"{', '.join(rivals)} ({must}) -> {verdict(passed)}{beside}{limit} "
+            f"[CPU s, engine and steps: {cpus}]"
         )
 
     # chain of 1,000 `true`: per-step latency <= 1.3 x C's (judged at every J run).

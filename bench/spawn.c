@@ -25,8 +25,9 @@
  * not started, running steps are waited for); 2 for a bad job file or command line.
  *
  * With -m, spawn is instead the launcher compare.py puts in front of every engine: it
- * runs ARGV, reaps it with wait4 and writes "wall_seconds maxrss_kib wait_status" to
- * REPORT, then exits as ARGV did.  It exists because Linux carries the parent's RSS
+ * runs ARGV, reaps it with wait4 and writes "wall_seconds maxrss_kib wait_status
+ * cpu_seconds" to REPORT, then exits as ARGV did (cpu_seconds: user + system time of
+ * ARGV and of every descendant it waited for, so of the engine and all its steps).  It exists because Linux carries the parent's RSS
  * high-water mark into a forked (or vforked) child across exec, so ru_maxrss of a
  * child of the Python driver can never read below the driver's own RSS; this process
  * is small, so the engine's ru_maxrss is the engine's own.
@@ -172,7 +173,9 @@ static int measure(const char *report, char **argv)
         return 2;
     }
     double wall = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
-    fprintf(f, "%.9f %ld %d\n", wall, usage.ru_maxrss, status);
+    double cpu = (double)(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+                 (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+    fprintf(f, "%.9f %ld %d %.6f\n", wall, usage.ru_maxrss, status, cpu);
     fclose(f);
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
