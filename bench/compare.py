@@ -911,8 +911,7 @@ def table(results: list[Result]) -> str:
         ratio = f"{c_wall[cell] / r.wall:.2f}" if cell in c_wall else "-"
         # What the engine costs beyond the C loop (whose own cost is next to nothing),
         # a step: the steps cost the same under every engine that starts the same
-        # programs, so this is the engine's own CPU, steadier than wall times on a
-        # loaded machine.
+        # programs. (On a VM the steps' cost moves with the host's load: see README.)
         over = f"{(r.cpu - c_cpu[cell]) / cell.n * 1e3:.3f}" if cell in c_cpu else "-"
         rows.append(
             f"{lead} {r.wall:.3f} | {r.steps_per_s:,.0f} | {ratio} | {r.cpu:.2f} | {over} | "
