@@ -956,7 +956,14 @@ def target_checks(
             other = ok.get((rival, cell))
             passed &= other is not None and (
                 d.wall < other.wall if strictly else d.wall <= other.wall)
-            rivals.append(f"{rival} {other.wall:.2f} s" if other else f"{rival} not run")
+            if other is None:
+                rivals.append(f"{rival} not run")
+                continue
+            # Round k of every engine ran in the same minute: a paired count shows how
+            # often dagfast was ahead, which a median of a few noisy runs hides.
+            ahead = sum(dw < ow for dw, ow in zip(d.walls, other.walls))
+            rivals.append(f"{rival} {other.wall:.2f} s (dagfast ahead in {ahead} of "
+                          f"{min(len(d.walls), len(other.walls))} rounds)")
         beside = "".join(
             f" [{about}: {c.wall / o.wall:.2f} x C]"
             for other, about in (("dagfast-sh", "dagfast through sh"),
