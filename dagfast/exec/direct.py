@@ -5,7 +5,9 @@ plain words (letters, digits and `_ . / , : + @ % = -`, separated by spaces or t
 and its first word is neither a shell builtin nor a keyword, the shell would do nothing
 but look the program up in PATH and exec it (dash and bash both exec the last command
 of `-c` in place). So we exec it ourselves and spare every such step one exec of the
-shell: `sleep 0` starts twice as fast (see docs/performance.md).
+shell: `sleep 0` starts twice as fast (see docs/performance.md). `true` and `false`
+alone are builtins that do just what the programs do, and are exec'd too, as make does
+(and `echo` without options under bash; see _SHELL_WORDS).
 
 What the program sees is what it would see under the shell, and `tests/test_direct.py`
 holds the two equal (argv, environment, working directory, process group, exit
@@ -36,10 +38,14 @@ from dagfast.errors import SpawnError
 __all__ = ["enabled", "plain_start"]
 
 # Words the shell does not exec as a program: builtins and keywords of bash and dash.
-# `true` and `false` alone and `echo` with no option behave the same as the programs;
-# they skip bash (a start of bash costs about 0.6 ms more than one of /bin/true here)
-# but not dash, whose builtins cost no more than the programs (`echo` less: measured
-# with bench/spawn.c, 2,000 in a chain; see docs/performance.md).
+# `true` and `false` alone and `echo` with no option behave the same as the programs.
+# `true` and `false` skip either shell (as make starts them); `echo` skips bash only (a
+# start of bash costs about 0.6 ms more than one of /bin/true here; dash's `echo` costs
+# less than /bin/echo's start). dash's `true` costs no more than /bin/true's start in a
+# chain, but at 16 at once on 2 cores the C loop that execs /bin/true (c-direct) was
+# ahead of the one that starts `sh -c true` by 5% on average over twelve cells of six
+# full bench runs (-3% to +14%), and dagfast execing `true` was ahead of dagfast
+# starting `sh -c true` in 9 rounds of 9 (by 12 to 14%): see docs/performance.md.
 _SHELL_WORDS = frozenset(
     ". : [ alias bg bind break builtin caller cd chdir command compgen complete compopt "
     "continue declare dirs disown echo enable eval exec exit export false fc fg getopts "
@@ -50,7 +56,7 @@ _SHELL_WORDS = frozenset(
     "coproc".split()
 )
 _AS_PROGRAM = frozenset(("true", "false"))
-_SAME_IN_BASH = _AS_PROGRAM | {"echo"}  # the builtins that may skip bash
+_SAME_IN_BASH = _AS_PROGRAM | {"echo"}  # the builtins that may skip bash (the first two dash)
 
 _PLAIN = re.compile(r"[ \t]*[A-Za-z0-9_./,:+@%-]+(?:[ \t]+[A-Za-z0-9_./,:+@%=-]+)*[ \t]*")
 
@@ -91,7 +97,7 @@ def plain_start(argv, env: dict, cwd: str, which):
     shell = _kind(argv[0], env, which)
     if shell is None:
         return None
-    if first in _SHELL_WORDS and not (shell == "bash" and _same_as_program(words)):
+    if first in _SHELL_WORDS and not _same_as_program(words, shell):
         return None
     # One scan in C of all the names joined (a step's environment has dozens).
     if shell == "bash" and (b"BASH_ENV" in env or b"\0BASH_FUNC_" in b"\0" + b"\0".join(env)):
@@ -123,11 +129,13 @@ def plain_start(argv, env: dict, cwd: str, which):
     return path, words
 
 
-def _same_as_program(words: list[str]) -> bool:
-    """Whether a builtin behaves as the program of that name would here."""
+def _same_as_program(words: list[str], shell: str) -> bool:
+    """Whether a builtin behaves as the program of that name would here, and is worth
+    the program's start instead of the shell's."""
     if words[0] in _AS_PROGRAM:
         return len(words) == 1
-    if words[0] == "echo":  # no backslashes reach here; options differ (-e, --help)
+    if words[0] == "echo" and shell == "bash":
+        # No backslashes reach here; options differ (-e, --help).
         return all(w[0] != "-" for w in words[1:])
     return False
 
