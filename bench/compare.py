@@ -1059,8 +1059,8 @@ def render(
     if any(r.engine == "make" and r.status == "ok" for r in results):
         notes.append(
             "make runs a command with no shell syntax (true, sleep) without sh, as dagfast "
-            "and c-direct do for one that is not a builtin of dash (sleep, not true: dash "
-            "runs true itself); c, ninja, xargs and dagfast-sh start `sh -c` per step"
+            "(for true and false too, builtins that do what the programs do) and c-direct "
+            "do; c, ninja, xargs and dagfast-sh start `sh -c` per step"
         )
     lines = [f"# dagfast bench\n\n{head}\n", table(results), "", "target check:"]
     lines += [f"- {t}" for t in targets]
