@@ -407,8 +407,8 @@ cdef class Pool:
                 if rc > 0:
                     # Until exec the child runs in the engine's memory (clone(CLONE_VM),
                     # or glibc's vfork-based posix_spawn), and the kernel counts that
-                    # memory's peak in the child's. A peak no larger than the engine's own is that, not
-                    # the step's.
+                    # memory's peak in the child's. A peak no larger than the engine's
+                    # own is that, not the step's.
                     # Read again only when a peak exceeds the last reading: the engine
                     # may have grown since (a /proc read a step spared in a chain).
                     if ru.ru_maxrss > self._floor:

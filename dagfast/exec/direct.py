@@ -39,13 +39,10 @@ __all__ = ["enabled", "plain_start"]
 
 # Words the shell does not exec as a program: builtins and keywords of bash and dash.
 # `true` and `false` alone and `echo` with no option behave the same as the programs.
-# `true` and `false` skip either shell (as make starts them); `echo` skips bash only (a
-# start of bash costs about 0.6 ms more than one of /bin/true here; dash's `echo` costs
-# less than /bin/echo's start). dash's `true` costs no more than /bin/true's start in a
-# chain, but at 16 at once on 2 cores the C loop that execs /bin/true (c-direct) was
-# ahead of the one that starts `sh -c true` by 5% on average over twelve cells of six
-# full bench runs (-3% to +14%), and dagfast execing `true` was ahead of dagfast
-# starting `sh -c true` in 9 rounds of 9 (by 12 to 14%): see docs/performance.md.
+# `true` and `false` skip either shell, as make starts them (at 16 at once on 2 cores,
+# dash's `true` costs 12 to 14% more a step than /bin/true: docs/performance.md);
+# `echo` skips bash only (a start of bash costs about 0.6 ms more than one of /bin/true
+# here, while dash's `echo` costs less than /bin/echo's start).
 _SHELL_WORDS = frozenset(
     ". : [ alias bg bind break builtin caller cd chdir command compgen complete compopt "
     "continue declare dirs disown echo enable eval exec exit export false fc fg getopts "
@@ -56,7 +53,7 @@ _SHELL_WORDS = frozenset(
     "coproc".split()
 )
 _AS_PROGRAM = frozenset(("true", "false"))
-_SAME_IN_BASH = _AS_PROGRAM | {"echo"}  # the builtins that may skip bash (the first two dash)
+_MAY_SKIP = _AS_PROGRAM | {"echo"}  # the builtins that may skip a shell (_same_as_program)
 
 _PLAIN = re.compile(r"[ \t]*[A-Za-z0-9_./,:+@%-]+(?:[ \t]+[A-Za-z0-9_./,:+@%=-]+)*[ \t]*")
 
@@ -92,7 +89,7 @@ def plain_start(argv, env: dict, cwd: str, which):
     first = words[0]
     if "=" in first:
         return None  # an assignment
-    if first in _SHELL_WORDS and first not in _SAME_IN_BASH:
+    if first in _SHELL_WORDS and first not in _MAY_SKIP:
         return None  # the common case of a builtin, told before any lookup
     shell = _kind(argv[0], env, which)
     if shell is None:

@@ -285,8 +285,14 @@ static void sp_queue_locked(sp_pool *p, sp_job *job) {
     pthread_cond_signal(&p->cv);
 }
 
-static void sp_job_free(sp_job *job) {
+/* The child's stack is no longer needed (its child has left our memory, or never came). */
+static void sp_free_stack(sp_job *job) {
     free(job->stack);
+    job->stack = NULL;
+}
+
+static void sp_job_free(sp_job *job) {
+    sp_free_stack(job);
     free(job);
 }
 
@@ -299,12 +305,11 @@ static void sp_settle(sp_pool *p) {
         p->fhead = job->fnext;
         if (!p->fhead) p->ftail = NULL;
         job->in_flight = 0;
-        free(job->stack);
-        job->stack = NULL;
-        if (job->detached) {
-            free(job);
-        } else if (!job->vc.err) {
-            if (p->live[job->token] == job) p->live[job->token] = NULL;
+        sp_free_stack(job);
+        if (job->detached || !job->vc.err) {
+            /* Reaped already, or exec'd: nothing left to report (a failed child stays
+               in `live` for the reap). */
+            if (!job->detached && p->live[job->token] == job) p->live[job->token] = NULL;
             free(job);
         }
     }
@@ -376,8 +381,7 @@ static void sp_run_job(sp_pool *p, sp_job *job, int inline_) {
     }
     if (rc == EAGAIN && inline_) {
         sp_drop_pipes(job, rd); /* made again by the worker */
-        free(job->stack);
-        job->stack = NULL;
+        sp_free_stack(job);
         pthread_mutex_lock(&p->mu);
         sp_queue_locked(p, job);
         pthread_mutex_unlock(&p->mu);
@@ -390,8 +394,7 @@ static void sp_run_job(sp_pool *p, sp_job *job, int inline_) {
     }
     if (rc != 0) {
         sp_drop_pipes(job, rd);
-        free(job->stack);
-        job->stack = NULL;
+        sp_free_stack(job);
     } else {
         /* Watched before the loop can learn of the exit (the pidfd comes after). A pipe
            that cannot be watched is closed: the step's writes to it fail (EPIPE). */
@@ -439,8 +442,7 @@ static void sp_run_job(sp_pool *p, sp_job *job, int inline_) {
         siginfo_t info;
         while (waitid((idtype_t)P_PIDFD, (id_t)fd, &info, WEXITED) < 0 && errno == EINTR) {}
         close(fd);
-        free(job->stack); /* reaped: its child has left our memory */
-        job->stack = NULL;
+        sp_free_stack(job); /* reaped: its child has left our memory */
         pthread_mutex_lock(&p->mu);
         p->pids[token] = 0;
         p->pidfds[token] = -1;
